@@ -1,0 +1,115 @@
+"""The `rayda` command. Each subcommand is a thin wrapper over a function you can call from Python.
+
+    rayda spec check specs/                 validate a spec, print its content hash
+    rayda spec show self_harm               print spec(category)
+    rayda tinyworld build [RECIPE] [k=v]    build (or reuse) the tiny world
+
+A RECIPE is a packaged recipe name (`tiny`, the default) or a YAML file; `key.sub=value` arguments
+override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rayda.config import ConfigError, Recipe, load_recipe
+from rayda.spec import SpecError, default_spec_dir, load_spec
+
+
+def resolve_spec_path(path: str) -> Path:
+    """A spec path as given, else relative to the rayda repository (so `specs` works anywhere)."""
+    p = Path(path)
+    if p.exists():
+        return p
+    repo = default_spec_dir().parent / path
+    return repo if repo.exists() else p
+
+
+def _recipe(args) -> Recipe:
+    return load_recipe(args.recipe, args.overrides)
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", nargs="?", default="tiny", help="packaged recipe name or YAML path (default: tiny)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+
+
+def _split_recipe_and_overrides(args) -> None:
+    # `rayda stage prompts.limit=3` means: default recipe, one override.
+    if args.recipe and "=" in args.recipe:
+        args.overrides = [args.recipe, *args.overrides]
+        args.recipe = "tiny"
+
+
+# ---- subcommands ---------------------------------------------------------------------------------
+
+
+def cmd_spec_check(args) -> int:
+    spec = load_spec(resolve_spec_path(args.path))
+    clauses = spec.clauses()
+    by_behaviour = {b: sum(1 for _, cl in clauses.values() if cl.behaviour == b) for b in ("comply", "refuse", "safe_complete")}
+    print(f"ok: {spec.id} v{spec.version}: {len(spec.categories)} categories, {len(clauses)} clauses {by_behaviour}")
+    print(f"content hash: {spec.content_hash}")
+    return 0
+
+
+def cmd_spec_show(args) -> int:
+    spec = load_spec(resolve_spec_path(args.spec))
+    print(spec.compile(args.category, token_budget=args.budget))
+    return 0
+
+
+def cmd_tinyworld_build(args) -> int:
+    from rayda.tinyworld.build import build
+
+    recipe = _recipe(args)
+    spec = load_spec(resolve_spec_path(recipe.spec.path))
+    world = build(spec, recipe.tinyworld, spec_token_budget=recipe.spec.token_budget)
+    print(json.dumps(world.report, indent=2, sort_keys=True))
+    print(f"tiny world: {world.root}")
+    return 0
+
+
+# ---- parser --------------------------------------------------------------------------------------
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rayda", description="Deliberative Alignment on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    spec = sub.add_parser("spec", help="validate or show a safety spec").add_subparsers(dest="spec_command", required=True)
+    p = spec.add_parser("check", help="validate a spec folder and print its content hash")
+    p.add_argument("path", nargs="?", default="specs")
+    p.set_defaults(func=cmd_spec_check)
+    p = spec.add_parser("show", help="print spec(category)")
+    p.add_argument("category")
+    p.add_argument("--spec", default="specs", help="spec folder (default: specs)")
+    p.add_argument("--budget", type=int, default=None, help="token budget (whitespace tokens)")
+    p.set_defaults(func=cmd_spec_show)
+
+    tw = sub.add_parser("tinyworld", help="the self-contained tiny world").add_subparsers(dest="tw_command", required=True)
+    p = tw.add_parser("build", help="build (or reuse from cache) the tiny tokenizer, prompts and base model")
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_tinyworld_build)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    if hasattr(args, "recipe"):
+        _split_recipe_and_overrides(args)
+    try:
+        return args.func(args)
+    except (SpecError, ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

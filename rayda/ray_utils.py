@@ -1,0 +1,34 @@
+"""Starting or joining Ray, with the environment every rayda actor needs."""
+
+from __future__ import annotations
+
+import os
+
+from rayda.config import RunConfig
+
+# Variables every worker process inherits: CPU DeepSpeed needs DS_ACCELERATOR, and quiet tokenizers.
+WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false"}
+
+
+def init_ray(run: RunConfig, extra_env: dict | None = None):
+    """Join `run.ray_address` if set (a cluster, e.g. inside `ray job submit`), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    env = dict(WORKER_ENV)
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            env["DS_ACCELERATOR"] = "cpu"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    env.update(extra_env or {})
+    address = run.ray_address or os.environ.get("RAY_ADDRESS")
+    kwargs = dict(runtime_env={"env_vars": env}, log_to_driver=True)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=run.num_cpus, include_dashboard=False, **kwargs)
+    return ray
