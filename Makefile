@@ -12,8 +12,11 @@ $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV) $(EXTRAS)
 	@touch $@
 
+# The main job on the default recipe. Until `rayda run` chains every stage, it runs the stages that exist.
 demo: install
-	$(BIN)/rayda demo
+	$(BIN)/rayda spec check specs
+	$(BIN)/rayda tinyworld build
+	$(BIN)/rayda spec show self_harm
 
 test: install
 	$(BIN)/python -m pytest -q
