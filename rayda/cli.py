@@ -3,6 +3,9 @@
     rayda spec check specs/                 validate a spec, print its content hash
     rayda spec show self_harm               print spec(category)
     rayda tinyworld build [RECIPE] [k=v]    build (or reuse) the tiny world
+    rayda gen-sft [RECIPE] [k=v]            stage 1: generate and judge SFT data (Ray Data)
+    rayda sft [RECIPE] [k=v]                stage 2: fine-tune on the accepted rows (DeepSpeed learners)
+    rayda rl [RECIPE] [k=v]                 stage 3: GRPO from the SFT checkpoint, judge on final answers
 
 A RECIPE is a packaged recipe name (`tiny`, the default) or a YAML file; `key.sub=value` arguments
 override it.
@@ -73,6 +76,27 @@ def cmd_tinyworld_build(args) -> int:
     return 0
 
 
+def cmd_gen_sft(args) -> int:
+    from rayda.stages.gen_sft import run
+
+    run(_recipe(args))
+    return 0
+
+
+def cmd_sft(args) -> int:
+    from rayda.stages.sft import run
+
+    print(f"sft: {run(_recipe(args))}")
+    return 0
+
+
+def cmd_rl(args) -> int:
+    from rayda.stages.rl import run
+
+    print(f"rl: {run(_recipe(args))}")
+    return 0
+
+
 # ---- parser --------------------------------------------------------------------------------------
 
 
@@ -94,6 +118,18 @@ def make_parser() -> argparse.ArgumentParser:
     p = tw.add_parser("build", help="build (or reuse from cache) the tiny tokenizer, prompts and base model")
     _add_recipe_args(p)
     p.set_defaults(func=cmd_tinyworld_build)
+
+    p = sub.add_parser("gen-sft", help="stage 1: generate SFT data with the spec in context, judge it, keep the best")
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_gen_sft)
+
+    p = sub.add_parser("sft", help="stage 2: fine-tune on the accepted rows with a DeepSpeed learner group")
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_sft)
+
+    p = sub.add_parser("rl", help="stage 3: GRPO from the SFT checkpoint; the judge sees only final answers")
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_rl)
     return parser
 
 
@@ -103,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         _split_recipe_and_overrides(args)
     try:
         return args.func(args)
-    except (SpecError, ConfigError, ValueError) as e:
+    except (SpecError, ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyError as e:

@@ -116,6 +116,170 @@ class PoolsConfig:
 
 
 @dataclass(frozen=True)
+class GenSftConfig:
+    samples_per_prompt: int = 8
+    """Completions sampled per prompt; the best-scoring passing one is kept. The tiny base model picks
+    its behaviour at random, so it needs several tries per prompt (about 1 in 18 passes)."""
+    max_tokens: int = 256
+    """Longest completion (reasoning + answer) in tokens."""
+    temperature: float = 1.0
+    """Sampling temperature of the generator."""
+    top_p: float = 1.0
+    """Nucleus sampling of the generator."""
+    threshold: float = 0.8
+    """Keep a sample whose min-of-k judge score is at least this (scores are in [0, 1])."""
+    shard_size: int = 64
+    """Prompts per finished part (`sft_data/parts/part-*.parquet`): the unit of resumption."""
+    batch_size: int = 16
+    """Prompts per generator batch (one vLLM call); also the judge's batch."""
+    max_model_len: int | None = None
+    """Context length of the generator engine; None takes the model's."""
+    gpu_memory_utilization: float = 0.2
+    """vLLM memory fraction (of CPU memory on the CPU build: keep it near 0.2)."""
+    enforce_eager: bool = True
+    """Skip graph compilation (about 40 s on CPU; not worth it for short runs)."""
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    kind: str = "rubric"
+    """Judge kind: `rubric` (labels + style markers + citations), `llm` (a vLLM model in the judge
+    actors, structured output), or `http` (an OpenAI-compatible endpoint)."""
+    k: int = 3
+    """Verdicts per judged sample; the kept score is their minimum."""
+    batched_k: bool = True
+    """llm/http judges: ask for the k verdicts as one request with n=k samples (else k requests)."""
+    temperature: float = 1.0
+    """Sampling temperature of llm/http judges (k verdicts should differ)."""
+    max_tokens: int = 256
+    """Longest verdict in tokens (the schema bounds a verdict to about 150 characters; a small
+    tokenizer can need a token per character)."""
+    max_model_len: int | None = None
+    """Context length of the llm judge engine; None takes the model's."""
+    gpu_memory_utilization: float = 0.2
+    """vLLM memory fraction of the llm judge engine."""
+    base_url: str | None = None
+    """http judge: the endpoint's base URL, e.g. `http://127.0.0.1:8000/v1`."""
+    api_model: str | None = None
+    """http judge: the model name the endpoint serves; None uses `model.judge`."""
+    api_key_env: str = "RAYDA_JUDGE_API_KEY"
+    """http judge: the environment variable that holds the API key (never logged)."""
+    timeout_s: float = 60.0
+    """http judge: seconds per request before it counts as failed (then retried)."""
+    retries: int = 2
+    """http judge: extra attempts after a timeout, connection error or 5xx/429 answer."""
+    concurrency: int = 4
+    """http judge: requests in flight at once, per judge actor."""
+    structured: bool = True
+    """llm/http judges: force the verdict into the JSON schema (structured outputs)."""
+
+
+@dataclass(frozen=True)
+class SftConfig:
+    data: str | None = None
+    """Accepted SFT rows (parquet with `messages`, `prompt_id`); None: `<run.dir>/sft_data/accepted.parquet`."""
+    max_length: int = 512
+    """Longest rendered conversation (prompt + reasoning + answer) in tokens."""
+    overlong: str = "drop"
+    """Rows longer than max_length: `drop` them or `truncate` them (both counted in the report)."""
+    heldout_fraction: float = 0.05
+    """Share of prompt ids held out for the held-out loss (a stable hash split)."""
+    micro_batch_size: int = 8
+    """Rows per forward/backward pass on each rank."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step on each rank; a step sees micro x accum x ranks rows."""
+    epochs: float = 3.0
+    """Passes over the training rows (fractions allowed); ignored when max_steps is set."""
+    max_steps: int | None = None
+    """Optimizer steps; None derives them from epochs."""
+    lr: float = 3e-4
+    """Peak learning rate (AdamW)."""
+    min_lr_ratio: float = 0.1
+    """The cosine decays to lr x this at the last step."""
+    warmup_steps: int = 10
+    """Linear warm-up steps before the cosine."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on matrices (never on norms and biases)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 turns clipping off)."""
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage 0-3 (3 partitions the parameters too)."""
+    offload_optimizer: bool = False
+    """Keep optimizer states in CPU memory (ZeRO 1-3)."""
+    offload_params: bool = False
+    """Keep parameters in CPU memory (ZeRO-3 only)."""
+    save_every: int = 100
+    """Checkpoint (DeepSpeed state, data position, RNG) every N steps; 0: never (only the final export)."""
+    keep_checkpoints: int = 2
+    """Newest checkpoints kept; older ones are deleted."""
+    eval_every: int = 50
+    """Held-out loss every N steps and at the end; 0: only at the end."""
+
+
+@dataclass(frozen=True)
+class RlConfig:
+    steps: int = 20
+    """RL steps: each samples a batch, takes the policy update(s) on it and syncs the rollout pool."""
+    prompts_per_step: int = 8
+    """Prompts per step (drawn in a seeded order that a resumed run replays exactly)."""
+    samples_per_prompt: int = 4
+    """Samples per prompt: the group whose mean and std normalise the advantages (GRPO)."""
+    max_tokens: int = 160
+    """Longest sampled completion (reasoning + answer) in tokens."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts."""
+    top_p: float = 1.0
+    """Nucleus sampling of the rollouts."""
+    format_penalty: float = 0.5
+    """Reward of a malformed completion (no `<think>…</think>` then an answer) is -format_penalty;
+    it is never judged. Judged answers score in [0, 1]."""
+    micro_batch_size: int = 8
+    """Rows (samples) per forward/backward pass on each rank."""
+    grad_accum: int = 4
+    """Micro-batches per optimizer update on each rank. An update takes micro x accum x ranks rows; a
+    step's prompts_per_step x samples_per_prompt rows must be a whole number of updates."""
+    lr: float = 1e-4
+    """Learning rate (AdamW, constant after warm-up)."""
+    warmup_steps: int = 0
+    """Linear warm-up, in optimizer updates."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 turns clipping off)."""
+    clip: float = 0.2
+    """PPO ratio clip: a token's ratio to the sampling policy counts only within [1 - clip, 1 + clip]."""
+    kl_coef: float = 0.05
+    """Weight of the KL penalty to the frozen SFT reference in the loss."""
+    kl_kind: str = "k3"
+    """KL estimator: `k1`, `k2` or `k3` (unbiased and never negative)."""
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage of the learner group (0-3)."""
+    probe_every: int = 1
+    """Verify every N-th weight sync with the log-prob probe (1: every sync). A mismatch is an error."""
+    probe_tolerance: float = 1e-3
+    """Largest allowed |learner - rollout engine| log-prob on the probe, in nats. 1e-3 suits fp32 on
+    both sides (measured about 1e-5); bf16 needs about 5e-2."""
+    sync_dir: str | None = None
+    """Where the learner writes the weight snapshot the rollout engines reload; None:
+    `<run.dir>/checkpoints/rl_sync`. With several nodes it must be shared storage (a tmpfs is fastest)."""
+    rollout_restarts: int = 2
+    """Times Ray restarts a dead rollout actor (it is then re-synced to the current version)."""
+    rollout_retries: int = 2
+    """Times a step retries the rollouts of an actor that died mid-step before the run fails."""
+    save_every: int = 10
+    """Checkpoint the learner (DeepSpeed state + step) every N steps; 0: only the final export."""
+    keep_checkpoints: int = 2
+    """Newest checkpoints kept; older ones are deleted."""
+    log_samples: int = 4
+    """Completions per step written to `<run.dir>/rl_samples.jsonl` (prompt id, version, reasoning,
+    answer, reward) for reading what the policy writes; 0: none."""
+    max_model_len: int | None = None
+    """Context length of the rollout engines; None takes the model's."""
+    gpu_memory_utilization: float = 0.2
+    """vLLM memory fraction of each rollout engine (of CPU memory on the CPU build: keep it near 0.2)."""
+    enforce_eager: bool = True
+    """Skip graph compilation in the rollout engines (about 40 s on CPU; not worth it for short runs)."""
+
+
+@dataclass(frozen=True)
 class Recipe:
     run: RunConfig = field(default_factory=RunConfig)
     """Where and how the run happens."""
@@ -129,6 +293,14 @@ class Recipe:
     """The self-contained tiny world used when a model is `tinyworld`."""
     pools: PoolsConfig = field(default_factory=PoolsConfig)
     """Actor pools and the resources of each actor."""
+    gen_sft: GenSftConfig = field(default_factory=GenSftConfig)
+    """Stage 1: SFT data generation (sampling, threshold, shards)."""
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    """The judge of data generation (FILTER view) and RL (REWARD view)."""
+    sft: SftConfig = field(default_factory=SftConfig)
+    """Stage 2: supervised fine-tuning on the accepted rows (DeepSpeed learner group)."""
+    rl: RlConfig = field(default_factory=RlConfig)
+    """Stage 3: GRPO from the SFT checkpoint, rewards from the judge's REWARD view (final answers only)."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -216,6 +388,12 @@ def _coerce(tp: Any, value: Any, where: str, key: str):
         return _coerce(inner[0], value, where, key)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads `3e-3` (no dot) as a string; accept it as the number it clearly is.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp in (int, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         raise ConfigError(f"{where}: {key} must be {tp.__name__}, got {value!r}")
     if tp is float and not isinstance(value, float):

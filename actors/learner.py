@@ -1,0 +1,56 @@
+"""The learner: one Ray actor per DeepSpeed rank, a thin shell over `rayda.engines.deepspeed_engine`.
+
+`actors.group.ActorGroup` creates the ranks (rank 0 first, for the master address), calls `setup` on
+all of them at once (torch.distributed waits until every rank has joined) and then runs the same
+method on every rank. Each rank receives the whole global batch and takes its own shard.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+class Learner:
+    """One rank. Methods other than `master_address` and `setup` must be called on all ranks together:
+    they contain collectives."""
+
+    def master_address(self) -> tuple[str, int]:
+        """This node's address and a free port, for rank 0 to host the process-group rendezvous."""
+        import ray
+
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return ray.util.get_node_ip_address(), port
+
+    def setup(self, dist_env: dict, model_path: str, options) -> dict:
+        from rayda.engines.deepspeed_engine import DeepSpeedLearner
+
+        os.environ.update({k: str(v) for k, v in dist_env.items()})
+        self.engine = DeepSpeedLearner(model_path, options)
+        return {"rank": self.engine.rank, "pid": os.getpid(), "device": str(self.engine.device)}
+
+    def train_step(self, rows: list, loss: str = "sft", **extras) -> dict:
+        return self.engine.train_step(rows, loss, **extras)
+
+    def eval_loss(self, rows: list) -> dict:
+        return self.engine.eval_loss(rows)
+
+    def save_checkpoint(self, directory: str, tag: str, client_state: dict) -> None:
+        self.engine.save_checkpoint(directory, tag, client_state)
+
+    def load_checkpoint(self, directory: str) -> dict | None:
+        return self.engine.load_checkpoint(directory)
+
+    def state_dict(self) -> dict | None:
+        return self.engine.state_dict()
+
+    def export_hf(self, path: str) -> None:
+        self.engine.export_hf(path)
+
+    def logprobs(self, rows: list, reference: bool = False) -> list[list[float]]:
+        return self.engine.logprobs(rows, reference)
+
+    def save_weights(self, path: str) -> dict | None:
+        return self.engine.save_weights(path)

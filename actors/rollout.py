@@ -1,0 +1,49 @@
+"""The generator actor: one vLLM engine, started once, serving batches.
+
+Used as a Ray Data callable class in gen-sft (`map_batches(Generator, ...)`, Ray Data makes the actor
+pool) and wrapped with `ray.remote` as the RL rollout actor, which calls the engine methods directly.
+All logic lives in `rayda.data.gen_pipeline` and `rayda.engines.vllm_engine`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+
+from rayda.data import gen_pipeline
+from rayda.engines.vllm_engine import EngineConfig, VllmEngine
+
+
+class Generator:
+    def __init__(self, engine_cfg: EngineConfig, gen=None, spec_texts: dict | None = None, run_seed: int = 0):
+        self.engine = VllmEngine(engine_cfg)
+        self.policy_version = 0  # the weights `engine_cfg.model` holds; RL syncs move it forward
+        self.ready_at = time.time()  # the driver measures busy time against the time since this
+        self.gen, self.spec_texts, self.run_seed = gen, spec_texts or {}, run_seed
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = gen_pipeline.generate_batch(self.engine, batch.to_pylist(), self.gen, self.spec_texts, self.run_seed)
+        return pa.Table.from_pylist([dict(r, gen_ready_at=self.ready_at) for r in rows])
+
+    # RL and probes reach the engine through these.
+    def generate(self, prompts, **kw):
+        return self.engine.generate(prompts, **kw)
+
+    def prompt_logprobs(self, sequences):
+        return self.engine.prompt_logprobs(sequences)
+
+    def reload_weights(self, weights_path: str) -> None:
+        self.engine.reload_weights(weights_path)
+
+    # RL rollouts: every batch of samples is stamped with the version of the weights that produced it.
+    def rollout(self, prompts, **kw) -> tuple[int, list]:
+        return self.policy_version, self.engine.generate(prompts, logprobs=True, **kw)
+
+    def sync_weights(self, weights_path: str, version: int) -> int:
+        self.engine.sync_weights(weights_path)
+        self.policy_version = version
+        return version
+
+    def version(self) -> int:
+        return self.policy_version

@@ -1,0 +1,82 @@
+"""Token losses for the learner. Pure torch: no Ray, no DeepSpeed.
+
+Shapes: B sequences, T positions, V vocabulary. `logits[b, t]` is the model's prediction for
+`labels[b, t]`: callers shift once (`next_token`) so every function here sees aligned tensors.
+`mask[b, t]` is 1 where the token is trained on (the assistant's reasoning and answer) and 0 on the
+prompt and on padding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def next_token(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor):
+    """Align a causal LM's outputs with its targets: position t predicts token t + 1.
+
+    logits [B, T, V], input_ids [B, T], loss_mask [B, T] (1 on tokens to learn) ->
+    logits [B, T-1, V], labels [B, T-1], mask [B, T-1].
+    """
+    return logits[:, :-1], input_ids[:, 1:], loss_mask[:, 1:]
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(labels[b, t] | prefix) for every position: [B, T, V], [B, T] -> [B, T] (float32).
+
+    cross_entropy works on [N, V] without materialising a second [B, T, V] log-softmax tensor; the
+    float32 upcast keeps bf16 logits from rounding small probabilities to zero.
+    """
+    flat = logits.reshape(-1, logits.shape[-1]).float()
+    return -F.cross_entropy(flat, labels.reshape(-1), reduction="none").view(labels.shape)
+
+
+def masked_nll(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed negative log-likelihood over masked tokens, and how many tokens that is."""
+    mask = mask.to(torch.float32)
+    return -(token_logprobs(logits, labels) * mask).sum(), mask.sum()
+
+
+def sft_loss(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, num_tokens: float | None = None
+) -> tuple[torch.Tensor, dict]:
+    """Mean next-token NLL over the masked tokens.
+
+    `num_tokens` is the divisor. Leave it None for the mean over this micro-batch; the learner passes
+    the masked-token count of the whole optimizer batch (over all micro-batches and ranks) so that
+    every token weighs the same however the batch is cut up: a per-micro-batch mean would weigh a
+    token in a short micro-batch more than one in a long one, and 1 rank and 2 ranks would then
+    train different models on the same data.
+    Returns the loss and {"nll_sum", "tokens"} (detached) for exact token-weighted logging.
+    """
+    nll, n = masked_nll(logits, labels, mask)
+    divisor = n.clamp(min=1) if num_tokens is None else torch.as_tensor(float(num_tokens)).clamp(min=1)
+    return nll / divisor, {"nll_sum": nll.detach(), "tokens": n.detach()}
+
+
+def grpo_token_loss(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, num_tokens: float | None = None, *,
+    advantages: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor,
+    clip: float = 0.2, kl_coef: float = 0.05, kl_kind: str = "k3",
+) -> tuple[torch.Tensor, dict]:
+    """The GRPO loss (`rayda.algo.grpo.grpo_loss`) on a causal LM's aligned outputs.
+
+    advantages [B]; old_logp, ref_logp [B, T], aligned with `labels` (the learner collates them from
+    the rows, `rayda.rl.rows.PolicyRow`). `num_tokens` is the divisor, as in `sft_loss`.
+    Returns the loss and token sums for exact logging over micro-batches and ranks: `nll_sum` (the
+    sampled tokens' NLL under the current policy: on-policy, an estimate of its entropy), `tokens`,
+    `pg_sum`, `kl_sum` and `clipped_sum`.
+    """
+    from rayda.algo.grpo import grpo_loss
+
+    logp = token_logprobs(logits, labels)
+    loss, stats = grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip, kl_coef, kl_kind, num_tokens)
+    m = mask.to(torch.float32)
+    sums = {k: stats[k] for k in ("pg_sum", "kl_sum", "clipped_sum")}
+    return loss, {"nll_sum": -(logp.detach() * m).sum(), "tokens": m.sum(), **sums}
+
+
+LOSSES = {"sft": sft_loss, "grpo": grpo_token_loss}
+"""Losses the learner can run by name: fn(logits, labels, mask, num_tokens, **batch_extras) -> (loss, stats).
+`stats` holds `nll_sum` and `tokens`; any other `*_sum` entry is added up over micro-batches by the
+learner and returned by `train_step`."""

@@ -1,0 +1,353 @@
+"""The learner's DeepSpeed adapter: one object per rank, driven by the `Learner` actor.
+
+Every rank gets the same global batch and trains on its own shard of it (`rows[rank::world]`), cut
+into `grad_accum` micro-batches. The loss is divided by the masked-token count of the whole global
+batch, so the gradient is the token-weighted mean over all ranks and micro-batches whatever the cut
+(see `rayda.algo.losses.sft_loss`). DeepSpeed averages gradients over ranks and, by default, divides
+by `grad_accum` too; we undo both scalings by hand (`backward(scale_wrt_gas=False)`, loss x world).
+
+On a machine without CUDA, DeepSpeed runs through its CPU accelerator (`DS_ACCELERATOR=cpu`, set by
+`rayda.ray_utils.init_ray`) and torch.distributed over gloo; with CUDA over nccl.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rayda.algo.losses import LOSSES, next_token
+from rayda.algo.schedule import warmup_cosine
+from rayda.data.sft import collate
+
+
+@dataclass(frozen=True)
+class LearnerOptions:
+    """What a learner rank needs to know; built by each stage from its recipe section."""
+
+    zero_stage: int = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    micro_batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 10
+    total_steps: int = 100
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    dtype: str = "auto"
+    """auto: bf16 on a CUDA device that supports it, else fp32 (see `resolve_dtype`)."""
+    seed: int = 0
+    pad_id: int = 0
+
+    def rows_per_step(self, world_size: int) -> int:
+        return self.micro_batch_size * self.grad_accum * world_size
+
+
+def resolve_dtype(dtype: str) -> str:
+    """`auto` -> bfloat16 on CUDA with bf16 support, else float32.
+
+    DeepSpeed's CPU accelerator accepts bf16, but on a CPU without AMX it trains slower than fp32 and
+    the tiny model's exports would then differ from the fp32 reference in tests; ask for `bfloat16`
+    explicitly to get it on CPU.
+    """
+    if dtype == "auto":
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    if dtype not in ("bfloat16", "float16", "float32"):
+        raise ValueError(f"dtype must be auto, bfloat16, float16 or float32, got {dtype!r}")
+    return dtype
+
+
+def ds_config(opts: LearnerOptions, world_size: int) -> dict:
+    """The DeepSpeed config of a recipe's learner options (a pure function, tested without DeepSpeed)."""
+    if opts.zero_stage not in (0, 1, 2, 3):
+        raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {opts.zero_stage}")
+    if opts.offload_params and opts.zero_stage != 3:
+        raise ValueError("offload_params needs zero_stage 3 (only ZeRO-3 partitions the parameters)")
+    if opts.offload_optimizer and opts.zero_stage == 0:
+        raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3")
+    zero: dict = {"stage": opts.zero_stage}
+    if opts.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if opts.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    dtype = resolve_dtype(opts.dtype)
+    return {
+        "train_micro_batch_size_per_gpu": opts.micro_batch_size,
+        "gradient_accumulation_steps": opts.grad_accum,
+        "train_batch_size": opts.rows_per_step(world_size),
+        "gradient_clipping": opts.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "fp16": {"enabled": dtype == "float16"},
+        # We pass a torch AdamW: DeepSpeed's CPU Adam would JIT-compile another op at first start.
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _skip_cpu_shm_op() -> None:
+    """Do not JIT-build DeepSpeed's shared-memory all-reduce op on CPU.
+
+    DeepSpeed builds it at `init_distributed` (93 s on a fresh 2-core machine, cached afterwards in
+    ~/.cache/torch_extensions) but only tensor-parallel inference (`inference_all_reduce`) uses it;
+    training collectives go through torch.distributed/gloo. Set RAYDA_DS_SHM_OP=1 to build it anyway.
+    """
+    if torch.cuda.is_available() or os.environ.get("RAYDA_DS_SHM_OP") == "1":
+        return
+    import importlib
+
+    # importlib, not `import deepspeed.comm.torch`: deepspeed.comm re-exports the torch package under
+    # that attribute name, so the import statement would hand back torch itself.
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class DeepSpeedLearner:
+    """One rank of a data-parallel DeepSpeed learner. The distributed environment (MASTER_ADDR,
+    MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK) must be set before construction."""
+
+    def __init__(self, model_path: str, opts: LearnerOptions):
+        import deepspeed
+        from transformers import AutoModelForCausalLM
+
+        self.model_path, self.opts = model_path, opts
+        self.rank, self.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        _skip_cpu_shm_op()
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+        random.seed(opts.seed)
+        np.random.seed(opts.seed)
+        torch.manual_seed(opts.seed)
+
+        self.config = ds_config(opts, self.world_size)
+        dtype = getattr(torch, resolve_dtype(opts.dtype))
+        # Every rank loads the full model and ZeRO-3 partitions it in `initialize`. A model larger than
+        # one device would have to be built inside deepspeed.zero.Init (transformers' HfDeepSpeedConfig
+        # path), which needs the `accelerate` package: not a dependency yet.
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        model.config.use_cache = False
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": opts.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=opts.lr, betas=tuple(opts.betas),
+        )
+
+        def schedule(opt):
+            return torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: warmup_cosine(s, opts.total_steps, opts.warmup_steps, opts.min_lr_ratio))
+
+        self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule, config=self.config)
+        self.device = self.engine.device
+
+    # ---- training ------------------------------------------------------------------------------
+
+    def _micro_batches(self, rows: list) -> list[list]:
+        shard, mbs = rows[self.rank::self.world_size], self.opts.micro_batch_size
+        return [shard[i:i + mbs] for i in range(0, len(shard), mbs)]
+
+    def _forward(self, examples, name: str, num_tokens: float | None, extras: dict):
+        batch = {k: v.to(self.device) for k, v in collate(examples, self.opts.pad_id).items()}
+        # Rows may carry per-row loss inputs (RL: advantages, old and reference log-probs).
+        row_inputs = getattr(examples[0], "loss_inputs", None)
+        if row_inputs is not None:
+            width = batch["input_ids"].shape[1] - 1
+            extras = {**extras, **{k: v.to(self.device) for k, v in row_inputs(examples, width).items()}}
+        out = self.engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        logits, labels, mask = next_token(out.logits, batch["input_ids"], batch["loss_mask"])
+        return LOSSES[name](logits, labels, mask, num_tokens, **extras)
+
+    def train_step(self, rows: list, loss: str = "sft", **extras) -> dict:
+        """One optimizer step on a global batch of `Example`s (every rank gets the same list).
+
+        Returns this rank's {"nll_sum", "tokens", "lr", "grad_norm"} plus any other `*_sum` statistic
+        the loss reports (GRPO: kl_sum, pg_sum, clipped_sum); the driver sums over ranks.
+        """
+        expected = self.opts.rows_per_step(self.world_size)
+        if len(rows) != expected:
+            raise ValueError(f"a step needs exactly micro_batch_size x grad_accum x world_size = {expected} rows, got {len(rows)}")
+        total_tokens = sum(e.num_targets for e in rows)
+        self.engine.train()
+        nll, tokens, sums = 0.0, 0.0, {}
+        lr = self.engine.get_lr()[0]
+        for mb in self._micro_batches(rows):
+            # x world: DeepSpeed averages gradients over ranks, and the divisor already counts all of them.
+            value, stats = self._forward(mb, loss, total_tokens / self.world_size, extras)
+            self.engine.backward(value, scale_wrt_gas=False)
+            self.engine.step()
+            nll += float(stats["nll_sum"])
+            tokens += float(stats["tokens"])
+            for k, v in stats.items():
+                if k.endswith("_sum") and k != "nll_sum":
+                    sums[k] = sums.get(k, 0.0) + float(v)
+        norm = self.engine.get_global_grad_norm()
+        return {"nll_sum": nll, "tokens": tokens, "lr": lr, "grad_norm": None if norm is None else float(norm), **sums}
+
+    @torch.no_grad()
+    def logprobs(self, rows: list, reference: bool = False) -> list[list[float]]:
+        """log p(input_ids[t + 1] | prefix) of every row of this rank's shard `rows[rank::world]`, under the
+        current policy or (`reference=True`) the frozen reference: the weights this learner started from.
+
+        The reference is a plain copy of the starting model on every rank, loaded at first use; it is
+        never trained or sharded (under ZeRO-3 each rank holds it whole: fine for small policies; a
+        large one would want a reference actor). Every rank runs the same number of forward passes, as
+        in `eval_loss`. The driver interleaves the shards back into the order of `rows`.
+        """
+        from rayda.algo.losses import token_logprobs
+
+        model = self._reference() if reference else self.engine
+        model.eval()
+        mbs, shard = self.opts.micro_batch_size, rows[self.rank::self.world_size]
+        per_rank = -(-len(rows) // self.world_size)
+        out: list[list[float]] = []
+        for i in range(0, per_rank, mbs):
+            mb = shard[i:i + mbs]
+            batch = {k: v.to(self.device) for k, v in collate(mb or rows[:1], self.opts.pad_id).items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+            lp = token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:]).cpu()
+            out += [lp[j, : len(e.input_ids) - 1].tolist() for j, e in enumerate(mb)]
+        return out
+
+    def _reference(self):
+        if getattr(self, "reference", None) is None:
+            from transformers import AutoModelForCausalLM
+
+            dtype = getattr(torch, resolve_dtype(self.opts.dtype))
+            self.reference = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype).to(self.device)
+            self.reference.requires_grad_(False)
+        return self.reference
+
+    @torch.no_grad()
+    def eval_loss(self, rows: list) -> dict:
+        """Summed NLL and token count of this rank's shard of `rows` (no update).
+
+        Every rank runs the same number of forward passes (padding with a repeat of row 0 whose result
+        is thrown away): under ZeRO-3 each forward is a collective, and a rank that stopped early
+        would leave the others waiting forever.
+        """
+        self.engine.eval()
+        mbs = self.opts.micro_batch_size
+        per_rank = -(-len(rows) // self.world_size)
+        nll, tokens = 0.0, 0.0
+        for i in range(0, per_rank, mbs):
+            mb = rows[self.rank::self.world_size][i:i + mbs]
+            _, stats = self._forward(mb or rows[:1], "sft", None, {})
+            if mb:
+                nll += float(stats["nll_sum"])
+                tokens += float(stats["tokens"])
+        return {"nll_sum": nll, "tokens": tokens}
+
+    # ---- checkpoints and export ----------------------------------------------------------------
+
+    def save_checkpoint(self, directory: str, tag: str, client_state: dict) -> None:
+        """DeepSpeed state (weights, optimizer, scheduler) + the driver's `client_state` + this rank's RNG."""
+        self.engine.save_checkpoint(directory, tag=tag, client_state=client_state)
+        torch.save(_rng_state(), Path(directory) / tag / f"rng_rank{self.rank}.pt")
+        torch.distributed.barrier()
+
+    def load_checkpoint(self, directory: str) -> dict | None:
+        """Resume from the latest checkpoint in `directory`; its `client_state`, or None if there is none."""
+        if not (Path(directory) / "latest").exists():
+            return None
+        path, client_state = self.engine.load_checkpoint(directory)
+        if path is None:
+            raise RuntimeError(f"rank {self.rank}: DeepSpeed could not load the checkpoint in {directory}")
+        rng = Path(path) / f"rng_rank{self.rank}.pt"
+        if rng.exists():
+            _set_rng_state(torch.load(rng, weights_only=False))
+        return client_state
+
+    def _gathered(self, fn):
+        """Run fn(module) with the full parameters present (ZeRO-3 gathers them; every rank must call)."""
+        import deepspeed
+
+        module = self.engine.module
+        if self.opts.zero_stage == 3:
+            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+                return fn(module)
+        return fn(module)
+
+    def state_dict(self) -> dict | None:
+        """The full state dict as CPU tensors on rank 0 (None on the other ranks). Tied weights stay
+        one shared tensor."""
+        def copy(module):
+            if self.rank != 0:
+                return None
+            seen: dict[int, torch.Tensor] = {}
+            # keep_vars: the parameters themselves, so a tied weight shows up as the same object twice.
+            return {k: seen.setdefault(id(v), v.detach().to("cpu", copy=True))
+                    for k, v in module.state_dict(keep_vars=True).items()}
+
+        return self._gathered(copy)
+
+    def save_weights(self, path: str) -> dict | None:
+        """The current weights as one safetensors file `path/model.safetensors` (rank 0 writes, written
+        to a temporary name and renamed, so a reader never sees half a file): the snapshot rollout
+        engines reload. A tied lm_head is written once, under the embedding's name, as in `export_hf`.
+        Returns {"bytes", "seconds"} on rank 0, None elsewhere."""
+        import time
+
+        t0 = time.perf_counter()
+        state = self.state_dict()
+        info = None
+        if self.rank == 0:
+            from safetensors.torch import save_file
+
+            seen, unique = set(), {}
+            for k, v in state.items():
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    unique[k] = v
+            target = Path(path)
+            target.mkdir(parents=True, exist_ok=True)
+            tmp = target / ".model.safetensors.tmp"
+            save_file(unique, str(tmp))
+            os.replace(tmp, target / "model.safetensors")
+            info = {"bytes": sum(v.numel() * v.element_size() for v in unique.values()),
+                    "seconds": time.perf_counter() - t0}
+        torch.distributed.barrier()
+        return info
+
+    def export_hf(self, path: str) -> None:
+        """Write a Hugging Face folder (safetensors, config, tokenizer + chat template) from rank 0."""
+        state = self.state_dict()
+        if self.rank == 0:
+            from transformers import AutoTokenizer
+
+            module = self.engine.module
+            module.config.use_cache = True
+            # A tied lm_head is the embedding under a second name: write it once, as transformers does.
+            seen, unique = set(), {}
+            for k, v in state.items():
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    unique[k] = v
+            module.save_pretrained(path, state_dict=unique)
+            AutoTokenizer.from_pretrained(self.model_path).save_pretrained(path)
+        torch.distributed.barrier()
+
+    def options(self) -> dict:
+        return asdict(self.opts)

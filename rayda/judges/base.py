@@ -1,0 +1,81 @@
+"""The one judge interface: requests in, k verdicts per request out.
+
+A judge is built once per actor (it may hold an engine or an HTTP client) and then called with
+batches. `view` is `filter` (SFT data generation: `FilterRequest`, with the chain of thought) or
+`reward` (RL: `RewardRequest`, the final answer only). A verdict that failed for any reason carries
+`error` and no score (DESIGN.md, contract 2): callers must never read a failed verdict as a 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rayda import templates
+from rayda.types import FilterRequest, RewardRequest, Verdict
+
+
+@dataclass(frozen=True)
+class MinOfK:
+    """The combined judgement of k verdicts: the minimum score, or an error if any verdict failed."""
+
+    score: float | None
+    scores: tuple[float | None, ...]
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def min_of_k(verdicts: list[Verdict]) -> MinOfK:
+    """Contract 2: the kept score is min over k verdicts; one failed verdict fails the whole judgement."""
+    scores = tuple(v.score if v.ok else None for v in verdicts)
+    if not verdicts:
+        return MinOfK(None, (), "no verdicts")
+    errors = [v.error or "verdict without a score" for v in verdicts if not v.ok]
+    if errors:
+        return MinOfK(None, scores, f"{len(errors)}/{len(verdicts)} verdicts failed: {errors[0]}")
+    return MinOfK(min(scores), scores)  # type: ignore[type-var]
+
+
+class Judge:
+    """Base class: subclasses implement `_judge(view, requests, k, seeds)`."""
+
+    kind: str = "?"
+    needs_label: bool = False
+    """True when the judge cannot work without each prompt's label (the rubric judge)."""
+
+    def __init__(self, spec, spec_texts: dict[str, str], model: str | None = None):
+        self.spec = spec
+        self.spec_texts = spec_texts
+        """`spec(category)` per category, compiled once by the driver (the generator saw the same)."""
+        self.model = model
+
+    def judge(self, view: str, requests: list, k: int, seeds: list[int]) -> list[list[Verdict]]:
+        """k verdicts for each request; `seeds[i]` seeds request i's verdicts."""
+        want = FilterRequest if view == templates.FILTER else RewardRequest
+        for r in requests:
+            if not isinstance(r, want):
+                raise TypeError(f"the {view} view takes {want.__name__}, got {type(r).__name__}")
+        if not requests:
+            return []
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        out = self._judge(view, requests, k, seeds)
+        assert len(out) == len(requests) and all(len(v) == k for v in out), "judge returned the wrong shape"
+        return out
+
+    def filter(self, requests: list[FilterRequest], k: int, seeds: list[int]) -> list[list[Verdict]]:
+        return self.judge(templates.FILTER, requests, k, seeds)
+
+    def reward(self, requests: list[RewardRequest], k: int, seeds: list[int]) -> list[list[Verdict]]:
+        return self.judge(templates.REWARD, requests, k, seeds)
+
+    def messages(self, view: str, req) -> list[dict]:
+        return templates.judge_messages(view, req, self.spec_texts[req.prompt.category])
+
+    def _judge(self, view: str, requests: list, k: int, seeds: list[int]) -> list[list[Verdict]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release engines or connections (optional)."""

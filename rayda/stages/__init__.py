@@ -1,0 +1,1 @@
+"""One readable driver per stage: `gen_sft`, `sft`, `rl`, `evaluate`, and `run` for all of them."""

@@ -1,0 +1,322 @@
+"""Stage 1, SFT data generation: prompts -> (spec-conditioned) samples -> judged -> accepted / rejected.
+
+    rayda gen-sft                                  the tiny recipe
+    rayda gen-sft tiny prompts.limit=40 judge.kind=llm
+
+Writes `<run.dir>/sft_data/`: `parts/part-XXXXX.parquet` while it runs (each finished shard of
+prompts, accepted and rejected rows together, written atomically), then `accepted.parquet`,
+`rejected.parquet` and `_SUCCESS` last. A restart skips every prompt id already in a finished part, so
+a killed run loses at most the shards in flight. One line per run goes to `<run.dir>/metrics.jsonl`.
+
+Everything that can be wrong with the input (recipe, spec, prompt rows, model paths) fails here,
+before Ray or any actor starts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from rayda import io, templates
+from rayda.config import Recipe
+from rayda.types import Prompt
+
+STAGE = "gen_sft"
+PART_GLOB = "part-*.parquet"
+
+
+@dataclass(frozen=True)
+class GenSftResult:
+    out_dir: Path
+    accepted: int
+    rejected: int
+    metrics: dict
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the run needs, resolved and validated before any actor starts."""
+
+    prompts: list[Prompt]
+    spec: object
+    spec_texts: dict[str, str]
+    policy: str
+    judge_model: str | None
+    provenance: dict
+
+
+# ---- preparation (no Ray) -------------------------------------------------------------------------
+
+
+def prepare(recipe: Recipe) -> Plan:
+    from rayda import judges
+    from rayda.cli import resolve_spec_path
+    from rayda.data.prompts import load_prompts
+    from rayda.engines import resolve_model, weights_hash
+    from rayda.spec import load_spec
+
+    spec = load_spec(resolve_spec_path(recipe.spec.path))
+    judges.check_kind(recipe.judge.kind)
+    if recipe.judge.kind == "http" and not recipe.judge.base_url:
+        raise ValueError("judge.kind=http needs judge.base_url (e.g. http://127.0.0.1:8000/v1)")
+    if recipe.judge.k < 1 or recipe.gen_sft.samples_per_prompt < 1 or recipe.gen_sft.shard_size < 1:
+        raise ValueError("judge.k, gen_sft.samples_per_prompt and gen_sft.shard_size must be at least 1")
+
+    world = None
+
+    def tinyworld():
+        nonlocal world
+        if world is None:
+            from rayda.tinyworld.build import build
+
+            world = build(spec, recipe.tinyworld, spec_token_budget=recipe.spec.token_budget)
+        return world
+
+    def model_path(name: str, what: str) -> str:
+        return resolve_model(str(tinyworld().model_dir) if name == "tinyworld" else name, what)
+
+    policy = model_path(recipe.model.policy, "model.policy")
+    judge_model = None
+    if judges.needs_model(recipe.judge.kind):
+        judge_model = model_path(recipe.model.judge, "model.judge")
+    elif recipe.judge.kind == "http":
+        judge_model = recipe.judge.api_model or recipe.model.judge
+    prompts = load_prompts(
+        recipe.prompts.source, spec, limit=recipe.prompts.limit,
+        require_label=judges.needs_label(recipe.judge.kind), tinyworld=tinyworld,
+    )
+    spec_texts = compile_spec_texts(spec, sorted({p.category for p in prompts}), recipe.spec.token_budget, policy)
+    provenance = {
+        "spec_id": spec.id,
+        "spec_version": spec.version,
+        "spec_hash": spec.content_hash,
+        "generator_model": recipe.model.policy if recipe.model.policy == "tinyworld" else policy,
+        "generator_weights_hash": weights_hash(policy),
+        "template_hash": templates.TEMPLATE_HASH,
+        "judge_kind": recipe.judge.kind,
+        "judge_model": judge_model,
+        "k": recipe.judge.k,
+        "threshold": recipe.gen_sft.threshold,
+        "run_seed": recipe.run.seed,
+        "label_source": recipe.prompts.source,
+    }
+    return Plan(prompts, spec, spec_texts, policy, judge_model, provenance)
+
+
+def compile_spec_texts(spec, categories: list[str], token_budget: int | None, policy: str) -> dict[str, str]:
+    """`spec(category)` for each category, within the budget in tokens of the policy's tokenizer."""
+    count = None
+    if token_budget is not None:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(policy)
+        count = lambda s: len(tok.encode(s, add_special_tokens=False))  # noqa: E731
+    return {c: spec.compile(c, token_budget, count) for c in categories}
+
+
+# ---- parts (the unit of resumption) ---------------------------------------------------------------
+
+
+def read_parts(parts_dir: Path) -> list[dict]:
+    """Records of every finished part (temporary `.tmp-*` leftovers of a killed run are ignored)."""
+    import pyarrow.parquet as pq
+
+    records = []
+    for f in sorted(parts_dir.glob(PART_GLOB)):
+        records += [json.loads(r) for r in pq.read_table(f, columns=["record"]).column("record").to_pylist()]
+    return records
+
+
+def write_part(parts_dir: Path, index: int, rows: list[dict]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        "prompt_id": [r["prompt_id"] for r in rows],
+        "status": [r["status"] for r in rows],
+        "record": [r["record"] for r in rows],
+    })
+    target = parts_dir / f"part-{index:05d}.parquet"
+    with io.atomic_path(target) as tmp:
+        pq.write_table(table, tmp)
+    return target
+
+
+def _check_config(parts_dir: Path, provenance: dict, recipe: Recipe) -> None:
+    """Parts from a run with another spec, model, template, judge or sampling must not be mixed in."""
+    from dataclasses import asdict
+
+    key = {**provenance, "gen_sft": asdict(recipe.gen_sft), "judge": asdict(recipe.judge)}
+    key.pop("label_source", None)
+    for volatile in ("shard_size", "batch_size"):  # changing these does not change any row
+        key["gen_sft"].pop(volatile)
+    for volatile in ("timeout_s", "retries", "concurrency", "api_key_env"):
+        key["judge"].pop(volatile)
+    path = parts_dir / "_config.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+        if diff:
+            raise ValueError(
+                f"{parts_dir} holds parts of a run with different settings ({', '.join(diff)}); "
+                "use another run.dir or delete that folder"
+            )
+    else:
+        io.atomic_write_json(path, key)
+
+
+# ---- the run --------------------------------------------------------------------------------------
+
+
+def run(recipe: Recipe, *, progress: bool = True) -> GenSftResult:
+    out = Path(recipe.run.dir) / "sft_data"
+    if io.is_done(out):
+        info = json.loads((out / io.SUCCESS).read_text() or "{}")
+        print(f"gen-sft: {out} is complete ({info.get('accepted')} accepted); skipping")
+        return GenSftResult(out, info.get("accepted", 0), info.get("rejected", 0), info)
+
+    t0 = time.time()
+    plan = prepare(recipe)  # every input check happens here, before Ray starts
+    parts_dir = out / "parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    _check_config(parts_dir, plan.provenance, recipe)
+    done = {r["prompt_id"] for r in read_parts(parts_dir)}
+    todo = [p for p in plan.prompts if p.id not in done]
+    print(f"gen-sft: {len(plan.prompts)} prompts, {len(done)} already done, {len(todo)} to generate")
+
+    stream = _Stream()
+    if todo:
+        stream = _generate(recipe, plan, todo, parts_dir, progress)
+
+    records = {r["prompt_id"]: r for r in read_parts(parts_dir)}
+    wanted = [records[p.id] for p in plan.prompts if p.id in records]
+    missing = [p.id for p in plan.prompts if p.id not in records]
+    if missing:
+        raise RuntimeError(f"gen-sft: {len(missing)} prompts have no row after the run (first: {missing[:3]})")
+    accepted, rejected = _write_final(out, wanted)
+    metrics = _metrics(recipe, plan, stream, wanted, resumed=len(done), seconds=time.time() - t0)
+    _append_metrics(Path(recipe.run.dir) / "metrics.jsonl", metrics)
+    io.mark_success(out, {"accepted": accepted, "rejected": rejected, **{k: metrics[k] for k in ("rows", "seconds")}})
+    print(f"gen-sft: {accepted} accepted, {rejected} rejected -> {out}")
+    return GenSftResult(out, accepted, rejected, metrics)
+
+
+class _Stream:
+    """What the driver saw go by in this run (for metrics and the benchmark)."""
+
+    def __init__(self):
+        self.rows = 0
+        self.tokens = 0
+        self.verdicts = 0
+        self.judge_errors = 0
+        self.gen_busy: Counter = Counter()
+        self.rows_by_actor: Counter = Counter()
+        self.ready_at: dict[str, float] = {}
+        self.wall = 0.0
+        self.first_row_s = 0.0
+        """Seconds from the start of the pipeline to its first finished row (mostly engine start)."""
+        self.end = 0.0
+
+    def busy_fraction(self) -> float:
+        """Share of each generator's life after its engine started that it spent generating."""
+        window = sum(max(1e-9, self.end - t) for t in self.ready_at.values())
+        return sum(self.gen_busy.values()) / window if window else 0.0
+
+
+def _generate(recipe: Recipe, plan: Plan, todo: list[Prompt], parts_dir: Path, progress: bool) -> _Stream:
+    from tqdm import tqdm
+
+    from rayda.data import gen_pipeline
+    from rayda.engines.vllm_engine import EngineConfig
+    from rayda.placement import plan as plan_pools
+    from rayda.ray_utils import init_ray
+
+    ray = init_ray(recipe.run)
+    pools = {"generator": recipe.pools.generator, "judge": recipe.pools.judge}
+    plan_pools(pools, ray.cluster_resources())  # fails fast, naming what is missing
+    engine_cfg = EngineConfig(
+        plan.policy, seed=recipe.run.seed, dtype=recipe.model.dtype, max_model_len=recipe.gen_sft.max_model_len,
+        gpu_memory_utilization=recipe.gen_sft.gpu_memory_utilization, enforce_eager=recipe.gen_sft.enforce_eager,
+    )
+    ds = gen_pipeline.build_dataset(
+        todo, recipe=recipe, engine_cfg=engine_cfg, spec=plan.spec, spec_texts=plan.spec_texts,
+        judge_model=plan.judge_model, provenance=plan.provenance,
+    )
+    existing = [int(p.stem.split("-")[1]) for p in parts_dir.glob(PART_GLOB)]
+    next_part = max(existing, default=-1) + 1
+    s, buffer, t0 = _Stream(), [], time.time()
+    bar = tqdm(total=len(todo), desc="gen-sft prompts", disable=not progress)
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in batch.to_pylist():
+            buffer.append(row)
+            s.rows += 1
+            s.tokens += row["gen_tokens"]
+            s.verdicts += row["judge_verdicts"]
+            s.judge_errors += row["judge_errors"]
+            s.gen_busy[row["gen_actor"]] += row["gen_busy_s"]
+            s.rows_by_actor[row["gen_actor"]] += 1
+            s.ready_at[row["gen_actor"]] = min(row["gen_ready_at"], s.ready_at.get(row["gen_actor"], 1e18))
+        if not s.first_row_s:
+            s.first_row_s = time.time() - t0
+        bar.update(batch.num_rows)
+        while len(buffer) >= recipe.gen_sft.shard_size:
+            write_part(parts_dir, next_part, buffer[: recipe.gen_sft.shard_size])
+            buffer, next_part = buffer[recipe.gen_sft.shard_size:], next_part + 1
+    if buffer:
+        write_part(parts_dir, next_part, buffer)
+    bar.close()
+    s.end = time.time()
+    s.wall = s.end - t0
+    return s
+
+
+def _write_final(out: Path, records: list[dict]) -> tuple[int, int]:
+    import pyarrow.parquet as pq
+
+    from rayda.data.gen_pipeline import ACCEPTED_SCHEMA, REJECTED_SCHEMA, final_table
+
+    acc = [r for r in records if r["status"] == "accepted"]
+    rej = [r for r in records if r["status"] != "accepted"]
+    for name, rows, schema in (("accepted", acc, ACCEPTED_SCHEMA), ("rejected", rej, REJECTED_SCHEMA)):
+        with io.atomic_path(out / f"{name}.parquet") as tmp:
+            pq.write_table(final_table(rows, schema), tmp)
+    return len(acc), len(rej)
+
+
+def _metrics(recipe: Recipe, plan: Plan, s: _Stream, records: list[dict], resumed: int, seconds: float) -> dict:
+    reasons = Counter(r.get("reason") for r in records if r["status"] != "accepted")
+    sample_reasons = Counter(x for r in records for x in r.get("sample_reasons", []))
+    actors = sorted(s.gen_busy)
+    return {
+        "stage": STAGE,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "prompts": len(records),
+        "rows": s.rows,
+        "resumed": resumed,
+        "accepted": sum(1 for r in records if r["status"] == "accepted"),
+        "rejected": dict(reasons),
+        "accept_rate": sum(1 for r in records if r["status"] == "accepted") / max(1, len(records)),
+        "sample_reasons": dict(sample_reasons),
+        "judge_kind": recipe.judge.kind,
+        "judge_verdicts": s.verdicts,
+        "judge_errors": s.judge_errors,
+        "judge_error_rate": s.judge_errors / s.verdicts if s.verdicts else 0.0,
+        "tokens_generated": s.tokens,
+        "seconds": round(seconds, 3),
+        "pipeline_seconds": round(s.wall, 3),
+        "rows_per_s": s.rows / s.wall if s.wall else 0.0,
+        "generator_actors": len(actors),
+        "rows_by_actor": [s.rows_by_actor[a] for a in actors],
+        "first_row_s": round(s.first_row_s, 3),
+        "rows_per_s_after_start": s.rows / (s.end - min(s.ready_at.values())) if s.ready_at else 0.0,
+        "generator_busy_fraction": s.busy_fraction(),
+    }
+
+
+def _append_metrics(path: Path, metrics: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(metrics, sort_keys=True) + "\n")

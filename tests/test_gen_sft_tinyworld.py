@@ -1,0 +1,59 @@
+"""The tiny recipe produces accepted SFT rows, with the rubric judge and with the tiny model as llm judge."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from rayda.config import load_recipe
+from rayda.stages import gen_sft
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+def _run(tmp_path, *over):
+    recipe = load_recipe("tiny", [f"run.dir={tmp_path / 'run'}", *over])
+    return recipe, gen_sft.run(recipe, progress=False)
+
+
+def _metrics(tmp_path):
+    return json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_rubric_judge_accepts_rows_with_provenance(ray_local, tiny_world, spec, tmp_path):
+    import datasets
+
+    recipe, result = _run(tmp_path, "prompts.limit=24", "gen_sft.samples_per_prompt=8")
+    assert result.accepted > 0, _metrics(tmp_path)
+    out = result.out_dir
+    acc = datasets.load_dataset("parquet", data_files=str(out / "accepted.parquet"), split="train")
+    rej = datasets.load_dataset("parquet", data_files=str(out / "rejected.parquet"), split="train")
+    assert len(acc) + len(rej) == 24
+    spec_texts = {c: spec.compile(c) for c in spec.category_ids}
+    clause_texts = [cl.text.strip() for c in spec.categories for cl in c.clauses]
+    for row in acc:
+        assert row["score"] == min(row["scores"]) >= row["threshold"] and len(row["scores"]) == recipe.judge.k
+        assert row["messages"][-1]["role"] == "assistant" and row["messages"][-1]["reasoning_content"]
+        for m in row["messages"]:
+            if m["role"] == "user":  # the spec was stripped from the kept prompt
+                assert not any(t in m["content"] for t in spec_texts.values())
+                assert not any(t[:60] in m["content"] for t in clause_texts)
+        assert row["spec_hash"] == spec.content_hash and row["template_hash"] and row["generator_weights_hash"]
+        assert row["judge_kind"] == "rubric" and row["label"] and row["cited_clauses"]
+    assert set(rej["reason"]) <= {"malformed", "below_threshold", "judge_error", "spec_leak"}
+    m = _metrics(tmp_path)
+    assert m["accepted"] == result.accepted and m["judge_error_rate"] == 0.0 and m["tokens_generated"] > 0
+
+
+def test_llm_judge_every_verdict_parses(ray_local, tiny_world, tmp_path):
+    recipe, result = _run(
+        tmp_path, "prompts.limit=8", "gen_sft.samples_per_prompt=4", "judge.kind=llm", "judge.k=2",
+        "gen_sft.threshold=0.3",
+    )
+    m = _metrics(tmp_path)
+    assert m["judge_verdicts"] > 0 and m["judge_errors"] == 0, m  # structured output: every verdict parses
+    assert result.accepted > 0, m
+    acc = pq.read_table(result.out_dir / "accepted.parquet").to_pylist()
+    assert all(r["judge_kind"] == "llm" and r["judge_model"] and r["score"] == min(r["scores"]) for r in acc)
