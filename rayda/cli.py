@@ -6,6 +6,8 @@
     rayda gen-sft [RECIPE] [k=v]            stage 1: generate and judge SFT data (Ray Data)
     rayda sft [RECIPE] [k=v]                stage 2: fine-tune on the accepted rows (DeepSpeed learners)
     rayda rl [RECIPE] [k=v]                 stage 3: GRPO from the SFT checkpoint, judge on final answers
+    rayda eval [RECIPE] --model sft         stage 4: answer without the spec, metrics with 95% intervals
+    rayda run [RECIPE] [k=v]                every stage, skipping finished ones, then report.md
 
 A RECIPE is a packaged recipe name (`tiny`, the default) or a YAML file; `key.sub=value` arguments
 override it.
@@ -97,6 +99,24 @@ def cmd_rl(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from rayda.stages import evaluate
+
+    recipe = _recipe(args)
+    if args.completions:
+        evaluate.grade_file(recipe, args.completions, args.name)
+    else:
+        evaluate.run(recipe, model=args.model, source=args.prompts, name=args.name)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from rayda.stages.run import run
+
+    run(_recipe(args))
+    return 0
+
+
 # ---- parser --------------------------------------------------------------------------------------
 
 
@@ -130,6 +150,17 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rl", help="stage 3: GRPO from the SFT checkpoint; the judge sees only final answers")
     _add_recipe_args(p)
     p.set_defaults(func=cmd_rl)
+    p = sub.add_parser("eval", help="stage 4: answer WITHOUT the spec, classify, report per category with 95%% intervals")
+    _add_recipe_args(p)
+    p.add_argument("--model", default="base", help="base, sft, rl (this run's checkpoints) or a HF path/name")
+    p.add_argument("--prompts", default=None, help="prompt set (default: eval.prompts): tinyworld:heldout, a rayda "
+                   "JSONL/Parquet file, xstest_prompts.csv or strongreject_dataset.csv")
+    p.add_argument("--completions", default=None, help="grade this CSV/JSONL/Parquet of prompt+completion instead")
+    p.add_argument("--name", default=None, help="report name under <run.dir>/eval/ (default: from model and prompts)")
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("run", help="every stage in order (skipping finished ones), then <run.dir>/report.md")
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_run)
     return parser
 
 

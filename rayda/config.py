@@ -280,6 +280,25 @@ class RlConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    prompts: str = "tinyworld:heldout"
+    """Prompt set: `tinyworld:heldout`, a rayda JSONL/Parquet file, XSTest's `xstest_prompts.csv` or
+    StrongREJECT's `strongreject_dataset.csv`."""
+    limit: int | None = None
+    """Evaluate only the first N prompts (None: all)."""
+    max_tokens: int = 160
+    """Longest response generated per prompt."""
+    temperature: float = 0.0
+    """Sampling temperature; 0 is greedy (the default: a model's typical answer, reproducible)."""
+    batch_size: int = 64
+    """Prompts per generator batch."""
+    n_resamples: int = 1000
+    """Bootstrap resamples for the 95% intervals."""
+    gpu_memory_utilization: float = 0.2
+    """vLLM memory fraction (of NUMA node 0's memory on CPU)."""
+
+
+@dataclass(frozen=True)
 class Recipe:
     run: RunConfig = field(default_factory=RunConfig)
     """Where and how the run happens."""
@@ -301,6 +320,8 @@ class Recipe:
     """Stage 2: supervised fine-tuning on the accepted rows (DeepSpeed learner group)."""
     rl: RlConfig = field(default_factory=RlConfig)
     """Stage 3: GRPO from the SFT checkpoint, rewards from the judge's REWARD view (final answers only)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Stage 4: evaluation without the spec in context."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,0 +1,61 @@
+"""`rayda run [RECIPE]`: every stage in order, then the report.
+
+    gen-sft -> sft -> rl -> eval(base, sft, rl) on the held-out prompts -> report.md
+
+Each stage skips itself when its `_SUCCESS` (or its eval JSON) exists and resumes when it does not,
+so a killed run started again redoes nothing that finished. The resolved recipe is written to
+`<run.dir>/recipe.yaml` on the first run; a later run with a different recipe in the same folder is an
+error rather than a silent mix of two configurations.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from rayda import io
+from rayda.config import ConfigError, Recipe
+
+
+def _pin_recipe(recipe: Recipe, run_dir: Path) -> None:
+    path = run_dir / "recipe.yaml"
+    if path.exists():
+        before = yaml.safe_load(path.read_text())
+        if before != yaml.safe_load(yaml.safe_dump(recipe.to_dict(), sort_keys=False)):
+            raise ConfigError(f"{path} holds a different recipe: use another run.dir, or delete {run_dir} to start over")
+        return
+    recipe.save(path)
+
+
+def _timed(run_dir: Path, stage: str, done: Path, fn) -> None:
+    """Run one stage unless `done` exists; record its wall time in timings.json."""
+    if done.exists():
+        print(f"run: {stage} finished earlier ({done}); skipping")
+        return
+    t0 = time.time()
+    fn()
+    path = run_dir / "timings.json"
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings[stage] = round(time.time() - t0, 1)
+    io.atomic_write_json(path, timings)
+
+
+def run(recipe: Recipe, progress: bool = True) -> Path:
+    from rayda.report import write_report
+    from rayda.stages import evaluate, gen_sft, rl, sft
+
+    d = Path(recipe.run.dir)
+    d.mkdir(parents=True, exist_ok=True)
+    _pin_recipe(recipe, d)
+    _timed(d, "gen_sft", d / "sft_data" / io.SUCCESS, lambda: gen_sft.run(recipe, progress=progress))
+    _timed(d, "sft", d / "checkpoints" / "sft" / io.SUCCESS, lambda: sft.run(recipe, progress=progress))
+    _timed(d, "rl", d / "checkpoints" / "rl" / io.SUCCESS, lambda: rl.run(recipe))
+    for model in ("base", "sft", "rl"):
+        _timed(d, f"eval_{model}", d / "eval" / f"{model}-heldout.json",
+               lambda m=model: evaluate.run(recipe, model=m, name=f"{m}-heldout", progress=progress))
+    report = write_report(d)
+    print(f"report: {report}")
+    return report
