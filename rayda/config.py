@@ -81,7 +81,7 @@ class TinyWorldConfig:
     """Longest sequence the tiny model handles (prompt + spec + response)."""
     transcripts: int = 8000
     """Policy-free synthetic transcripts to pre-train on (random behaviour, random clause)."""
-    pretrain_steps: int = 600
+    pretrain_steps: int = 200
     """Optimizer steps of pre-training."""
     batch_size: int = 32
     """Transcripts per pre-training step."""

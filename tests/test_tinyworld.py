@@ -1,0 +1,213 @@
+"""The tiny world: prompts, transcripts, tokenizer, a small build (cached), and loading the saved model.
+
+The build here is deliberately small (a few dozen pre-training steps) so the file stays fast on two
+cores; the full-size default world is measured by benchmarks/tinyworld.py and used only by the vLLM test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections import Counter
+
+import pytest
+
+from rayda.behaviour import classify
+from rayda.config import TinyWorldConfig
+from rayda.reasoning import split
+from rayda.spec import BEHAVIOURS
+from rayda.tinyworld.prompts import HELDOUT_FRAMES, TRAIN_FRAMES, make_prompts
+from rayda.tinyworld.transcripts import response, stated_decision
+
+
+@pytest.fixture(scope="module")
+def prompts(spec):
+    return make_prompts(spec)
+
+
+@pytest.fixture(scope="module")
+def small_world(spec, tmp_path_factory):
+    from rayda.tinyworld.build import build
+
+    cfg = TinyWorldConfig(
+        transcripts=600, pretrain_steps=60, batch_size=16, lr=2e-3, cache_dir=str(tmp_path_factory.mktemp("twcache"))
+    )
+    t = time.time()
+    world = build(spec, cfg, progress=False)
+    return world, cfg, time.time() - t
+
+
+# ---- prompts -------------------------------------------------------------------------------------
+
+
+def test_prompt_splits_are_disjoint_by_frame_and_cover_every_clause(spec, prompts):
+    train, heldout = prompts["train"], prompts["heldout"]
+    assert {r["frame"] for r in train}.isdisjoint({r["frame"] for r in heldout})
+    assert {r["messages"][0]["content"] for r in train}.isdisjoint({r["messages"][0]["content"] for r in heldout})
+    n_examples = sum(len(cl.examples) for c in spec.categories for cl in c.clauses)
+    assert len(train) == n_examples * len(TRAIN_FRAMES)
+    assert len(heldout) == n_examples * len(HELDOUT_FRAMES)
+    every = set(spec.clauses())
+    assert {r["clause_id"] for r in train} == every == {r["clause_id"] for r in heldout}
+    ids = [r["id"] for r in train + heldout]
+    assert len(ids) == len(set(ids))
+    clauses = spec.clauses()
+    for r in train + heldout:
+        category, clause = clauses[r["clause_id"]]
+        assert r["category"] == category.id and r["label"] == clause.behaviour
+        assert r["messages"] == [{"role": "user", "content": r["messages"][0]["content"]}]
+    # held-out frames' wording never appears in a training prompt
+    for frame in HELDOUT_FRAMES:
+        head = frame.split("{s}")[0].strip()
+        assert not any(r["messages"][0]["content"].startswith(head) for r in train)
+
+
+def test_prompt_ids_are_stable(spec):
+    assert [r["id"] for r in make_prompts(spec)["train"]] == [r["id"] for r in make_prompts(spec)["train"]]
+
+
+# ---- transcripts ---------------------------------------------------------------------------------
+
+
+def test_transcripts_state_a_decision_matching_the_answer_style(spec, prompts):
+    rng = random.Random(0)
+    clause_ids = sorted(spec.clauses())
+    seen = Counter()
+    for _ in range(300):
+        row = rng.choice(prompts["train"])
+        b, cid = rng.choice(BEHAVIOURS), rng.choice(clause_ids)
+        cot, answer = response(spec, row, b, cid, rng)
+        assert stated_decision(cot) == b
+        assert classify(answer, spec) == b
+        assert [c.clause_id for c in spec.citations(cot, row["category"])] == [cid]
+        assert row["subject"] in cot
+        assert split(f"<think>{cot}</think>{answer}").ok
+        seen[answer] += 1
+    assert len(seen) >= 9  # small variations, not one fixed answer per style
+
+
+# ---- tokenizer -----------------------------------------------------------------------------------
+
+
+def test_tokenizer_round_trip_and_chat_template(small_world):
+    from transformers import AutoTokenizer
+
+    world, cfg, _ = small_world
+    tok = AutoTokenizer.from_pretrained(world.model_dir)
+    assert len(tok) == cfg.vocab_size
+    text = "how do i spot a phishing email? Clause IB.4 applies. Déjà vu \u2014 ok!"
+    assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
+    for t in ("<think>", "</think>", "<|user|>", "<|assistant|>", "<|end|>", "<|system|>"):
+        assert len(tok.encode(t, add_special_tokens=False)) == 1, t
+    messages = [
+        {"role": "system", "content": "SPEC"},
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "ANSWER", "reasoning_content": "COT"},
+    ]
+    rendered = tok.apply_chat_template(messages, tokenize=False)
+    assert rendered == "<|system|>SPEC<|end|><|user|>hello<|end|><|assistant|><think>COT</think>ANSWER<|end|>"
+    prompt = tok.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
+    assert prompt == "<|system|>SPEC<|end|><|user|>hello<|end|><|assistant|>"
+    ids = tok.apply_chat_template(messages, tokenize=True, return_dict=False)
+    prompt_ids = tok.apply_chat_template(messages[:2], tokenize=True, add_generation_prompt=True, return_dict=False)
+    assert ids[: len(prompt_ids)] == prompt_ids
+    # the reasoning tags survive skip_special_tokens (vLLM's default); the role tokens do not
+    assert tok.decode(ids, skip_special_tokens=True) == "SPEChello<think>COT</think>ANSWER"
+    assert tok.eos_token == "<|end|>" and tok.pad_token == "<|pad|>"
+
+
+def test_heldout_tokens_were_seen_in_training(small_world):
+    world, _, _ = small_world
+    assert world.report["unseen_heldout_token_share"] < 0.03
+
+
+# ---- the build -----------------------------------------------------------------------------------
+
+
+def test_build_report_and_files(small_world):
+    world, cfg, _ = small_world
+    r = world.report
+    for key in ("build_seconds", "parameters", "vocab_size", "unseen_heldout_token_share", "eval"):
+        assert key in r
+    assert 2_000_000 < r["parameters"] < 6_000_000
+    assert r["vocab_size"] == cfg.vocab_size
+    for key in ("well_formed", "behaviour_accuracy", "citation_valid"):
+        assert 0.0 <= r["eval"][key] <= 1.0
+    assert (world.root / "_SUCCESS").exists()
+    assert list(world.model_dir.glob("*.safetensors"))
+    assert len(world.prompts("train")) == r["train_prompts"] and len(world.prompts("heldout")) == r["heldout_prompts"]
+    with pytest.raises(ValueError):
+        world.prompts("test")
+
+
+def test_second_build_is_a_cache_hit(spec, small_world):
+    from rayda.tinyworld.build import build, world_hash
+
+    world, cfg, _ = small_world
+    t = time.time()
+    again = build(spec, cfg, progress=False)
+    assert time.time() - t < 1.0
+    assert again == world
+    # the cache key ignores where the cache lives, but not the content of the config
+    assert world_hash(spec, dataclasses.replace(cfg, cache_dir="/elsewhere")) == world.root.name
+    assert world_hash(spec, dataclasses.replace(cfg, pretrain_steps=61)) != world.root.name
+    assert not list(world.root.parent.glob(".tmp-*"))
+
+
+def test_too_small_spec_budget_fails_with_a_clear_message(spec, tmp_path):
+    from rayda.tinyworld.build import build
+
+    cfg = TinyWorldConfig(transcripts=50, pretrain_steps=1, batch_size=2, cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="token_budget"):
+        build(spec, cfg, spec_token_budget=20, progress=False)
+    assert not list((tmp_path / "tinyworld").glob(".tmp-*"))
+
+
+def test_saved_model_loads_by_path_and_generates(small_world):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    world, _, _ = small_world
+    tok = AutoTokenizer.from_pretrained(world.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(world.model_dir)
+    assert model.config.tie_word_embeddings
+    row = world.prompts("heldout")[0]
+    ids = tok.apply_chat_template(row["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=40, do_sample=False)
+    new = out[0, ids["input_ids"].shape[1] :]
+    assert len(new) > 0
+    assert isinstance(tok.decode(new, skip_special_tokens=True), str)
+
+
+def test_small_world_learns_the_format(small_world):
+    """Even 60 steps teach the tags; the full world (benchmarks/tinyworld.py) reaches >= 0.9."""
+    world, _, _ = small_world
+    assert world.report["eval"]["well_formed"] >= 0.25
+
+
+# ---- vLLM ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_default_world_generates_well_formed_text_in_vllm(tiny_world, spec):
+    """The default tiny world loads in vLLM (CPU build here) and writes well-formed responses."""
+    vllm = pytest.importorskip("vllm")
+
+    llm = vllm.LLM(
+        model=str(tiny_world.model_dir),
+        dtype="float32",
+        enforce_eager=True,
+        max_model_len=1024,
+        kv_cache_memory_bytes=256 * 2**20,
+        seed=0,
+    )
+    rows = tiny_world.prompts("heldout")[:64]
+    params = vllm.SamplingParams(temperature=1.0, max_tokens=160, seed=0)
+    outs = llm.chat([r["messages"] for r in rows], params, use_tqdm=False)
+    texts = [o.outputs[0].text for o in outs]
+    ok = [split(t).ok for t in texts]
+    assert sum(ok) / len(ok) >= 0.8, texts[:3]
+    styles = {classify(split(t).answer, spec) for t in texts if split(t).ok}
+    assert len(styles) >= 2
