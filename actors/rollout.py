@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from rayda.data import gen_pipeline
 from rayda.engines.vllm_engine import EngineConfig, VllmEngine
+from rayda.types import RolloutBatch
 
 
 class Generator:
@@ -37,8 +38,9 @@ class Generator:
         self.engine.reload_weights(weights_path)
 
     # RL rollouts: every batch of samples is stamped with the version of the weights that produced it.
-    def rollout(self, prompts, **kw) -> tuple[int, list]:
-        return self.policy_version, self.engine.generate(prompts, logprobs=True, **kw)
+    def rollout(self, prompts, **kw) -> RolloutBatch:
+        samples = self.engine.generate(prompts, logprobs=True, **kw)
+        return RolloutBatch(self.policy_version, tuple(tuple(s) for s in samples))
 
     def sync_weights(self, weights_path: str, version: int) -> int:
         self.engine.sync_weights(weights_path)

@@ -46,6 +46,16 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class RolloutBatch:
+    """What a rollout actor returns for a batch of prompts: samples per prompt (`Sample`s of
+    `rayda.engines.vllm_engine`, with token ids and sampling log-probs), and the policy version of the
+    weights that drew them, stamped by the actor itself (DESIGN.md, contract 4)."""
+
+    policy_version: int
+    samples: tuple[tuple, ...]
+
+
+@dataclass(frozen=True)
 class FilterRequest:
     """What a judge sees when filtering SFT data: prompt, chain of thought, answer, label hint."""
 

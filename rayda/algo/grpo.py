@@ -42,10 +42,19 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") ->
     raise ValueError(f"unknown KL estimator {kind!r}; expected k1, k2 or k3")
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the tokens where mask == 1 (token-level: long answers weigh by their length)."""
-    mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over the tokens where mask == 1."""
+    return (x * mask.to(x.dtype)).sum()
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, num_tokens: float | None = None) -> torch.Tensor:
+    """Mean over the tokens where mask == 1 (token-level: long answers weigh by their length).
+
+    `num_tokens` replaces the divisor: the learner passes the masked-token count of the whole optimizer
+    batch, so a token weighs the same in every micro-batch and on every rank (see `losses.sft_loss`).
+    """
+    divisor = mask.to(x.dtype).sum() if num_tokens is None else torch.as_tensor(float(num_tokens), dtype=x.dtype)
+    return masked_sum(x, mask) / divisor.clamp(min=1)
 
 
 def clipped_pg_loss(
@@ -54,19 +63,25 @@ def clipped_pg_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip: float = 0.2,
+    num_tokens: float | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """PPO-style clipped surrogate, per token: -min(ratio * A, clip(ratio, 1-c, 1+c) * A).
 
     logp, old_logp, mask: [B, T]; advantages: [B] (one per sequence, broadcast over its tokens).
-    Returns the loss and statistics (the share of tokens whose ratio was clipped).
+    Returns the loss and statistics: the share of tokens whose ratio was clipped, and the token sums
+    (`pg_sum`, `clipped_sum`) a caller adds up over micro-batches and ranks.
     """
     ratio = torch.exp(logp - old_logp)
     adv = advantages[:, None].to(logp.dtype)
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1 - clip, 1 + clip) * adv
-    loss = masked_mean(-torch.minimum(unclipped, clipped), mask)
-    clip_frac = masked_mean((unclipped != clipped).to(logp.dtype), mask)
-    return loss, {"clip_frac": clip_frac.detach()}
+    per_token = -torch.minimum(unclipped, clipped)
+    # Where the clipped term wins the gradient is zero: that token has moved far enough this batch.
+    was_clipped = (unclipped != clipped).to(logp.dtype)
+    loss = masked_mean(per_token, mask, num_tokens)
+    stats = {"clip_frac": masked_mean(was_clipped, mask).detach(),
+             "pg_sum": masked_sum(per_token, mask).detach(), "clipped_sum": masked_sum(was_clipped, mask).detach()}
+    return loss, stats
 
 
 def grpo_loss(
@@ -78,8 +93,15 @@ def grpo_loss(
     clip: float = 0.2,
     kl_coef: float = 0.05,
     kl_kind: str = "k3",
+    num_tokens: float | None = None,
 ) -> tuple[torch.Tensor, dict]:
-    """The clipped policy-gradient loss plus kl_coef times the KL to the frozen reference."""
-    pg, stats = clipped_pg_loss(logp, old_logp, advantages, mask, clip)
-    kl = masked_mean(kl_estimate(logp, ref_logp, kl_kind), mask)
-    return pg + kl_coef * kl, {**stats, "pg_loss": pg.detach(), "kl": kl.detach()}
+    """The clipped policy-gradient loss plus kl_coef times the KL to the frozen reference.
+
+    The KL is a penalty in the loss (as in GRPO), not folded into the reward: the advantages stay
+    pure group-relative judge scores, and the penalty's gradient acts on every token directly.
+    """
+    pg, stats = clipped_pg_loss(logp, old_logp, advantages, mask, clip, num_tokens)
+    kl_tokens = kl_estimate(logp, ref_logp, kl_kind)
+    kl = masked_mean(kl_tokens, mask, num_tokens)
+    return pg + kl_coef * kl, {**stats, "pg_loss": pg.detach(), "kl": kl.detach(),
+                               "kl_sum": masked_sum(kl_tokens, mask).detach()}

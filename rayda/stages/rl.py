@@ -147,12 +147,13 @@ class Timer:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
 
 
-def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None, judge_cls=None) -> Path:
+def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None, judge_cls=None, rollout_cls=None) -> Path:
     """Train and export; returns the Hugging Face folder.
 
     `on_step(step, record)` runs after each step (tests stop a run there, as a kill would);
     `on_rollout(step, attempt, pool)` runs while a step's rollouts are in flight (tests kill an actor
-    there); `judge_cls` replaces `actors.judge.JudgeWorker` (tests instrument the judge's inputs).
+    there); `judge_cls` and `rollout_cls` replace `actors.judge.JudgeWorker` and
+    `actors.rollout.Generator` (tests instrument them).
     """
     import torch
     from tqdm import tqdm
@@ -171,7 +172,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.rl.pools import JudgePool, RolloutPool
     from rayda.rl.report import Dashboard, append_metrics
     from rayda.rl.rows import policy_row, with_logprobs
-    from rayda.rl.sync import learner_logprobs, probe_example, sync
+    from rayda.rl.sync import learner_logprobs, probe_example, prune_snapshots, sync
     from rayda.types import Completion
 
     p, c, seed = paths(recipe), recipe.rl, recipe.run.seed
@@ -190,7 +191,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
 
     init_ray(recipe.run)
     # The rollout engines start (about 30 s on CPU) while the learner group sets up.
-    rollout = RolloutPool(Generator, engine_config(recipe, plan), recipe.pools.generator, "rl-rollout",
+    rollout = RolloutPool(rollout_cls or Generator, engine_config(recipe, plan), recipe.pools.generator, "rl-rollout",
                           c.rollout_restarts, c.rollout_retries)
     judges = JudgePool(judge_cls or JudgeWorker, recipe.judge, plan.spec, plan.spec_texts, recipe.pools.judge, plan.judge_model)
     dashboard = Dashboard()
@@ -250,6 +251,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                           **R.step_stats(completions, scored, plan.spec, classify),
                           **_learner_stats(parts, rows, completions, prompt_ids),
                           "sync_bytes": synced["bytes"], "probe_max_diff": synced.get("probe_max_diff"),
+                          "sync_seconds": {k: round(synced[k], 4) for k in ("save_s", "reload_s", "probe_s")},
                           "seconds": {k: round(v, 4) for k, v in t.seconds.items()}}
                 record["seconds"]["step"] = round(time.perf_counter() - t_step, 4)
                 append_metrics(p["metrics"], record)
@@ -277,6 +279,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
         rollout.shutdown()
         judges.shutdown()
     mark_success(p["out"], {"stage": STAGE, **report})
+    prune_snapshots(p["sync"], None)  # the export supersedes the last snapshot
     return p["out"]
 
 

@@ -1,0 +1,174 @@
+"""The RL stage's two actor pools, seen from the driver: rollouts (vLLM) and judges (REWARD view).
+
+Rollout actors (`actors.rollout.Generator`) are restarted by Ray when they die (`max_restarts`). A
+restarted actor comes back with the weights it was built from (policy version 0), so before every use
+the pool asks each actor for its version and re-syncs any that is behind, verifying it with the last
+probe when that probe is of the current version. A request that was in flight on the dead actor is
+retried (same prompts, same seeds): the learner has not been touched yet in that step, so the step
+simply takes longer. Judges are stateless, so Ray retries their calls itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rayda.judges.base import MinOfK, min_of_k
+from rayda.types import RewardRequest
+
+
+def _shards(n_items: int, n_shards: int) -> list[range]:
+    """Contiguous, near-equal ranges covering 0..n_items-1 (empty ones dropped)."""
+    size, rest = divmod(n_items, n_shards)
+    out, start = [], 0
+    for i in range(n_shards):
+        end = start + size + (i < rest)
+        if end > start:
+            out.append(range(start, end))
+        start = end
+    return out
+
+
+def _options(pool, name: str, **kw) -> dict:
+    return dict(name=name, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, resources=dict(pool.resources) or None, **kw)
+
+
+class RolloutPool:
+    def __init__(self, actor_cls, engine_cfg, pool, name: str = "rl-rollout", max_restarts: int = 2, retries: int = 2):
+        import ray
+
+        remote = ray.remote(actor_cls)
+        self.name, self.retries = name, retries
+        self.actors = [remote.options(**_options(pool, f"{name}-{i}", max_restarts=max_restarts, max_task_retries=0)).remote(engine_cfg)
+                       for i in range(pool.num_actors)]
+        self.version, self.weights_path, self.probe = 0, None, None
+        self.restarts_seen = 0
+        """Actors found behind the pool's version (restarted) and re-synced."""
+
+    def wait_ready(self) -> None:
+        """Block until every engine has started (they start in parallel when the pool is created)."""
+        import ray
+
+        ray.get([a.version.remote() for a in self.actors])
+
+    # ---- weights ------------------------------------------------------------------------------------
+    def sync(self, path: Path, version: int) -> None:
+        import ray
+
+        ray.get([a.sync_weights.remote(str(path), version) for a in self.actors])
+        self.version, self.weights_path = version, Path(path)
+
+    def check(self, probe, actors: list[int] | None = None) -> float:
+        """Probe the given actors (all by default); raises SyncMismatch; returns the largest difference."""
+        import ray
+
+        ids = list(range(len(self.actors))) if actors is None else actors
+        got = ray.get([self.actors[i].prompt_logprobs.remote([list(probe.input_ids)]) for i in ids])
+        self.probe = probe
+        return max(probe.verify(lp[0], f"{self.name}-{i}") for i, lp in zip(ids, got))
+
+    def ensure_synced(self) -> int:
+        """Re-sync every actor whose version is behind the pool's (it restarted); returns how many were."""
+        import ray
+
+        versions = self._versions()
+        behind = [i for i, v in enumerate(versions) if v != self.version]
+        if behind and self.weights_path is None:
+            raise RuntimeError(f"{self.name}: actors {behind} are at versions {[versions[i] for i in behind]}, "
+                               f"the pool at {self.version}, and there is no snapshot to sync them from")
+        if behind:
+            ray.get([self.actors[i].sync_weights.remote(str(self.weights_path), self.version) for i in behind])
+            if self.probe is not None and self.probe.version == self.version:
+                self.check(self.probe, behind)
+            self.restarts_seen += len(behind)
+        return len(behind)
+
+    def _versions(self, timeout_s: float = 300.0) -> list[int]:
+        """Each actor's policy version; waits while one restarts (its engine takes ~30 s on CPU)."""
+        import time
+
+        import ray
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return ray.get([a.version.remote() for a in self.actors])
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
+    # ---- sampling -----------------------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]], seeds: list[int], on_submit=None, **sampling) -> tuple[list, int]:
+        """Samples for every prompt (token ids), each stamped with the version of the actor that drew it.
+
+        Returns ([(version, [Sample, ...]) per prompt], retries used). `on_submit(attempt, pool)` runs
+        once the requests are in flight (tests kill an actor there).
+        """
+        import ray
+
+        shards = _shards(len(prompts), len(self.actors))
+        out: list = [None] * len(prompts)
+        pending, attempt = list(range(len(shards))), 0
+        while pending:
+            self.ensure_synced()
+            refs = {s: self.actors[s].rollout.remote([prompts[i] for i in shards[s]], seeds=[seeds[i] for i in shards[s]], **sampling)
+                    for s in pending}
+            if on_submit is not None:
+                on_submit(attempt, self)
+            failed = []
+            for s, ref in refs.items():
+                try:
+                    batch = ray.get(ref)
+                except ray.exceptions.RayActorError as e:
+                    failed.append(s)
+                    error = e
+                    continue
+                for i, samples in zip(shards[s], batch.samples):
+                    out[i] = (batch.policy_version, list(samples))
+            if failed and attempt >= self.retries:
+                raise RuntimeError(f"{self.name}: shards {failed} failed {attempt + 1} times; last error: {error}")
+            pending, attempt = failed, attempt + (1 if failed else 0)
+        return out, attempt
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+        self.actors = []
+
+
+class JudgePool:
+    """Judge actors (`actors.judge.JudgeWorker`) scoring `RewardRequest`s: the final answer, never the cot."""
+
+    def __init__(self, actor_cls, judge_cfg, spec, spec_texts: dict, pool, model: str | None = None, name: str = "rl-judge"):
+        import ray
+
+        remote = ray.remote(actor_cls)
+        self.k, self.name = judge_cfg.k, name
+        self.actors = [remote.options(**_options(pool, f"{name}-{i}", max_restarts=-1, max_task_retries=2))
+                       .remote(judge_cfg, spec, spec_texts, model) for i in range(pool.num_actors)]
+
+    def reward(self, requests: list[RewardRequest], seeds: list[int]) -> list[MinOfK]:
+        """Min-of-k judgement per request; a judge that fails gives an error judgement, never a score."""
+        import ray
+
+        for r in requests:  # contract 1, checked again where requests leave the driver
+            if type(r) is not RewardRequest:
+                raise TypeError(f"the RL judge takes RewardRequest only, got {type(r).__name__}")
+        shards = _shards(len(requests), len(self.actors))
+        refs = [self.actors[s].reward.remote([requests[i] for i in rng], [seeds[i] for i in rng]) for s, rng in enumerate(shards)]
+        out: list[MinOfK] = []
+        for rng, ref in zip(shards, refs):
+            try:
+                out += [min_of_k(vs) for vs in ray.get(ref)]
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+                out += [MinOfK(None, (), f"judge actor failed: {type(e).__name__}")] * len(rng)
+        return out
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+        self.actors = []

@@ -1,0 +1,45 @@
+"""Where a step's figures go: one JSON line in `<run.dir>/metrics.jsonl`, and Ray dashboard gauges."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+
+def append_metrics(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+class Dashboard:
+    """`ray.util.metrics` gauges named `rayda_rl_<key>`, one per numeric figure of a step record,
+    created at first use. Does nothing when Ray is not running (metrics then only go to the file)."""
+
+    def __init__(self, prefix: str = "rayda_rl"):
+        self.prefix, self.gauges = prefix, {}
+
+    def publish(self, record: dict) -> None:
+        try:
+            import ray
+            from ray.util.metrics import Gauge
+        except ImportError:  # pragma: no cover - ray is a dependency
+            return
+        if not ray.is_initialized():
+            return
+        for key, value in _flatten(record).items():
+            if key not in self.gauges:
+                self.gauges[key] = Gauge(f"{self.prefix}_{key}", description=f"RL step figure {key}")
+            self.gauges[key].set(float(value))
+
+
+def _flatten(record: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in record.items():
+        name = re.sub(r"[^A-Za-z0-9_]", "_", f"{prefix}{k}")  # Prometheus metric-name characters
+        if isinstance(v, dict):
+            out.update(_flatten(v, name + "_"))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[name] = v
+    return out

@@ -1,0 +1,80 @@
+"""Rewards and the per-step statistics of a rollout batch. Pure: no Ray, no engines.
+
+    completion ─ malformed? ──yes──► reward = -format_penalty (never judged)
+                     │ no
+                     ▼
+          RewardRequest.of(completion)  (prompt + final answer; the type has no field for the cot)
+                     ▼
+          judge min-of-k ── error? ──yes──► excluded from the loss (valid = False), counted
+                     │ no
+                     ▼
+               reward = score (in [0, 1])
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+from rayda.types import Completion, RewardRequest
+
+PASS_SCORE = 0.5
+"""A judged answer `passes` when its min-of-k score is at least this (the rubric gives 0 or 1)."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    reward: float
+    valid: bool
+    """False after a judge error: the sample takes no part in its group's statistics or in the loss."""
+    judged: bool
+    error: str | None = None
+
+
+def reward_requests(completions: list[Completion]) -> tuple[list[RewardRequest], list[int]]:
+    """The judge's inputs (well-formed completions only) and, for each, the completion's index."""
+    owners = [i for i, c in enumerate(completions) if c.malformed is None]
+    return [RewardRequest.of(completions[i]) for i in owners], owners
+
+
+def assemble(completions: list[Completion], judgements: list, owners: list[int], format_penalty: float) -> list[Scored]:
+    """One `Scored` per completion from the judgements (`MinOfK`, aligned with `owners`)."""
+    out = [Scored(-format_penalty, True, False) for _ in completions]
+    for i, j in zip(owners, judgements):
+        out[i] = Scored(float(j.score), True, True) if j.ok else Scored(0.0, False, True, j.error)
+    return out
+
+
+def step_stats(completions: list[Completion], scored: list[Scored], spec, classify) -> dict:
+    """What a step's rollouts look like: rewards, judge pass/error rates, behaviour accuracy overall
+    and by category (a malformed completion is wrong), response length, citations in the cot."""
+    valid = [s.reward for s in scored if s.valid]
+    judged = [s for s in scored if s.judged]
+    mean = sum(valid) / len(valid) if valid else 0.0
+    std = math.sqrt(sum((r - mean) ** 2 for r in valid) / len(valid)) if valid else 0.0
+    by_cat: dict[str, list[int]] = defaultdict(list)
+    cited, cites, good = 0, 0, 0
+    for c in completions:
+        right = c.malformed is None and c.prompt.label is not None and classify(c.answer, spec) == c.prompt.label
+        by_cat[c.prompt.category].append(int(right))
+        if c.malformed is None:
+            found = spec.citations(c.cot, c.prompt.category)
+            cited += bool(found)
+            cites += len(found)
+            good += sum(1 for f in found if f.exists and f.in_category)
+    well_formed = sum(c.malformed is None for c in completions)
+    n = max(len(completions), 1)
+    return {
+        "reward_mean": mean,
+        "reward_std": std,
+        "well_formed": well_formed / n,
+        "judge_pass_rate": sum(1 for s in judged if s.valid and s.reward >= PASS_SCORE) / max(len(judged), 1),
+        "judge_error_rate": sum(1 for s in judged if not s.valid) / max(len(judged), 1),
+        "judge_errors": sum(1 for s in judged if not s.valid),
+        "behaviour_accuracy": sum(sum(v) for v in by_cat.values()) / n,
+        "behaviour_accuracy_by_category": {k: sum(v) / len(v) for k, v in sorted(by_cat.items())},
+        "response_tokens": sum(len(c.token_ids) for c in completions) / n,
+        "citation_rate": cited / max(well_formed, 1),
+        "citation_validity": good / cites if cites else None,
+    }

@@ -1,0 +1,143 @@
+"""The RL stage's pure parts: the GRPO loss as the learner runs it, training rows, rewards, the probe.
+No Ray, no engines."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rayda.types import Completion, Prompt, RewardRequest
+
+
+def _prompt(pid="p", category="c", label="refuse"):
+    return Prompt(pid, ({"role": "user", "content": "how do i pick a lock?"},), category, label)
+
+
+# ---- the loss ------------------------------------------------------------------------------------------
+
+
+def test_grpo_divides_by_the_batch_token_count():
+    from rayda.algo.grpo import grpo_loss
+
+    logp = torch.tensor([[-1.0, -2.0, 0.0]])
+    ref = torch.tensor([[-1.5, -2.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0]])
+    mean_loss, _ = grpo_loss(logp, logp, ref, torch.tensor([1.0]), mask, kl_coef=0.1)
+    sum_loss, stats = grpo_loss(logp, logp, ref, torch.tensor([1.0]), mask, kl_coef=0.1, num_tokens=8)
+    # on-policy: ratio 1, pg term -A per token; k3 on token 0: e^-0.5 - 1 + 0.5, token 1: 0
+    k3 = math.exp(-0.5) - 1 + 0.5
+    assert mean_loss.item() == pytest.approx((-2 + 0.1 * k3) / 2, rel=1e-6)
+    assert sum_loss.item() == pytest.approx((-2 + 0.1 * k3) / 8, rel=1e-6)
+    assert stats["pg_sum"].item() == pytest.approx(-2.0) and stats["kl_sum"].item() == pytest.approx(k3, rel=1e-6)
+
+
+def test_grpo_token_loss_reads_aligned_logits():
+    """The registered `grpo` loss on logits: the token log-probs come from the logits at each target."""
+    from rayda.algo.losses import LOSSES
+
+    logits = torch.zeros(1, 2, 4)
+    logits[0, 0, 1] = math.log(3.0)  # p(token 1) = 3/6 at position 0
+    labels = torch.tensor([[1, 2]])
+    logp = torch.tensor([[math.log(0.5), math.log(0.25)]])
+    loss, stats = LOSSES["grpo"](logits, labels, torch.ones(1, 2), 2.0, advantages=torch.tensor([1.0]),
+                                 old_logp=logp, ref_logp=logp, kl_coef=1.0)
+    assert loss.item() == pytest.approx(-1.0, rel=1e-5)  # ratio 1 everywhere, KL 0
+    assert stats["nll_sum"].item() == pytest.approx(-(math.log(0.5) + math.log(0.25)), rel=1e-5)
+    assert stats["kl_sum"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_policy_rows_collate_loss_inputs():
+    from rayda.rl.rows import PolicyRow, policy_row, with_logprobs
+
+    rows = [policy_row([5, 6], [7, 8, 9], "a"), policy_row([5], [7], "b", train=False)]
+    assert rows[0].loss_mask == (0, 0, 1, 1, 1) and rows[0].num_targets == 3
+    assert rows[1].loss_mask == (0, 0) and rows[1].num_targets == 0  # a judge error trains nothing
+    rows = with_logprobs(rows, [0.5, 0.0], [[-1, -2, -3, -4], [-1]], [[-1, -1, -1, -1], [-2]])
+    t = PolicyRow.loss_inputs(rows, width=4)
+    assert t["advantages"].tolist() == [0.5, 0.0]
+    assert t["old_logp"].tolist() == [[-1, -2, -3, -4], [-1, 0, 0, 0]]
+    assert t["ref_logp"][1].tolist() == [-2, 0, 0, 0]
+    with pytest.raises(ValueError, match="expected 4"):
+        PolicyRow.loss_inputs(with_logprobs(rows[:1], [0.0], [[-1]], [[-1]]), width=4)
+
+
+# ---- rewards -------------------------------------------------------------------------------------------
+
+
+def test_rewards_penalise_malformed_and_exclude_judge_errors():
+    from rayda.judges.base import MinOfK
+    from rayda.rl.rewards import assemble, reward_requests
+
+    p = _prompt()
+    cs = [Completion.from_text(p, "<think>secret plan c1</think>I can't help with that."),
+          Completion.from_text(p, "no reasoning at all"),
+          Completion.from_text(p, "<think>other thought</think>Sure, here it is.")]
+    requests, owners = reward_requests(cs)
+    assert owners == [0, 2] and all(type(r) is RewardRequest for r in requests)
+    assert [r.answer for r in requests] == ["I can't help with that.", "Sure, here it is."]
+    assert not any("secret" in repr(r) or "thought" in repr(r) for r in requests)
+    scored = assemble(cs, [MinOfK(1.0, (1.0,)), MinOfK(None, (None,), "parse error")], owners, format_penalty=0.5)
+    assert [(s.reward, s.valid, s.judged) for s in scored] == [(1.0, True, True), (-0.5, True, False), (0.0, False, True)]
+
+
+def test_step_stats(spec):
+    from rayda.behaviour import classify
+    from rayda.rl.rewards import Scored, step_stats
+
+    category = spec.category_ids[0]
+    clause = spec.category(category).clauses[0]
+    refusal = spec.style_guide("refuse").markers[0]
+    p = _prompt(category=category, label="refuse")
+    cs = [Completion.from_text(p, f"<think>{clause.id} says refuse</think>{refusal}.", token_ids=(1, 2, 3)),
+          Completion.from_text(p, "garbage", token_ids=(1,))]
+    stats = step_stats(cs, [Scored(1.0, True, True), Scored(-0.5, True, False)], spec, classify)
+    assert stats["behaviour_accuracy"] == 0.5 and stats["behaviour_accuracy_by_category"] == {category: 0.5}
+    assert stats["reward_mean"] == 0.25 and stats["reward_std"] == pytest.approx(0.75)
+    assert stats["well_formed"] == 0.5 and stats["judge_pass_rate"] == 1.0 and stats["judge_error_rate"] == 0.0
+    assert stats["citation_rate"] == 1.0 and stats["citation_validity"] == 1.0
+    assert stats["response_tokens"] == 2.0
+
+
+# ---- sync ----------------------------------------------------------------------------------------------
+
+
+def test_probe_tolerance_and_interleave():
+    from rayda.rl.sync import Probe, SyncMismatch, interleave
+
+    probe = Probe((1, 2, 3), (-1.0, -2.0), version=3, tolerance=1e-3)
+    assert probe.verify([None, -1.0005, -2.0], "engine") == pytest.approx(5e-4)
+    with pytest.raises(SyncMismatch, match="engine: .* version 3"):
+        probe.verify([None, -1.0, -2.01], "engine")
+    with pytest.raises(SyncMismatch):
+        probe.verify([None, -1.0, float("nan")], "engine")
+    with pytest.raises(SyncMismatch, match="2 positions"):
+        probe.verify([None, -1.0], "engine")
+    # rank r computed rows[r::2]
+    assert interleave([["r0", "r2", "r4"], ["r1", "r3"]]) == ["r0", "r1", "r2", "r3", "r4"]
+
+
+def test_shards_cover_everything():
+    from rayda.rl.pools import _shards
+
+    assert [list(r) for r in _shards(5, 2)] == [[0, 1, 2], [3, 4]]
+    assert [list(r) for r in _shards(1, 3)] == [[0]]
+
+
+def test_rl_refuses_to_start_without_sft(tmp_path):
+    from rayda.config import load_recipe
+    from rayda.stages.rl import prepare
+
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "checkpoints" / "sft")):
+        prepare(load_recipe("tiny", [f"run.dir={tmp_path}"]))
+
+
+def test_rl_checks_batch_sizes(tmp_path):
+    from rayda.config import load_recipe
+    from rayda.io import mark_success
+    from rayda.stages.rl import prepare
+
+    mark_success(tmp_path / "checkpoints" / "sft")
+    with pytest.raises(ValueError, match="whole number of updates"):
+        prepare(load_recipe("tiny", [f"run.dir={tmp_path}", "rl.prompts_per_step=3"]))

@@ -1,0 +1,201 @@
+"""The RL driver end to end on a small model: the judge never sees a chain of thought (contract 1), a
+rollout actor killed mid-step is restarted and re-synced without touching the learner, and a stopped
+run resumes at the next step with the same data order.
+
+The policy is the tests' tiny random Llama (`sft_fixtures.make_tiny_model`); see `scripted_generator`
+for how its samples are made well-formed enough to reach the judge.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+WINDOW = 16
+"""A judge input may not contain any WINDOW-character piece of a chain of thought, unless that piece
+also occurs in what the judge is meant to see (the prompt, the answer, the spec text)."""
+
+
+def scripted_generator():
+    """The real rollout actor (engine, versions, sync), except that a malformed sample is replaced by a
+    well-formed scripted one: a distinctive reasoning, then a refusal or a compliance. Its token ids and
+    log-probs come from the engine itself, so training, the mismatch metric and the probe stay real.
+    The tests' tiny random policy writes few well-formed samples, and those few would prove little."""
+    from actors.rollout import Generator
+    from rayda.engines.vllm_engine import Sample
+    from rayda.reasoning import split
+    from rayda.types import RolloutBatch
+
+    class ScriptedGenerator(Generator):
+        def rollout(self, prompts, seeds=None, **kw):
+            batch = super().rollout(prompts, seeds=seeds, **kw)
+            tok, fixed = self.engine.tokenizer, []
+            for prompt, seed, samples in zip(prompts, seeds, batch.samples):
+                row = []
+                for j, s in enumerate(samples):
+                    if not split(s.text).ok:
+                        answer = ("I can't help with that." if (seed + j) % 2 else "Sure, here is how it works.")
+                        text = f"<think>private reasoning {seed % 9973}-{j}: weigh clause zq{j} quietly</think>{answer}"
+                        ids = tok.encode(text, add_special_tokens=False) + [tok.eos_token_id]
+                        lps = self.engine.prompt_logprobs([list(prompt) + ids])[0][len(prompt):]
+                        s = Sample(text, tuple(ids), tuple(lps), "stop")
+                    row.append(s)
+                fixed.append(tuple(row))
+            return RolloutBatch(batch.policy_version, tuple(fixed))
+
+    return ScriptedGenerator
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    from sft_fixtures import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("rl-policy") / "model")
+
+
+def prompts_file(spec, path, n: int = 8):
+    """Prompts in the fixture model's words, labelled with behaviours and spread over the spec's categories."""
+    from sft_fixtures import conversation
+
+    rng, rows = random.Random(1), []
+    for i in range(n):
+        messages, behaviour = conversation(rng, i)
+        rows.append({"id": f"q{i}", "messages": messages[:1], "category": spec.category_ids[i % len(spec.category_ids)],
+                     "label": behaviour})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def new_run(policy, spec, run_dir, steps: int = 3, extra=()):
+    import shutil
+
+    from rayda.config import load_recipe
+    from rayda.io import mark_success
+
+    shutil.copytree(policy, run_dir / "checkpoints" / "sft")
+    mark_success(run_dir / "checkpoints" / "sft")
+    return load_recipe("tiny", [
+        f"run.dir={run_dir}", f"prompts.source={prompts_file(spec, run_dir / 'prompts.jsonl')}", "spec.token_budget=null",
+        f"rl.steps={steps}", "rl.prompts_per_step=4", "rl.samples_per_prompt=4", "rl.micro_batch_size=8", "rl.grad_accum=2",
+        "rl.max_tokens=48", "rl.save_every=1", "rl.max_model_len=256", "rl.gpu_memory_utilization=0.1", "rl.lr=1e-3",
+        *extra])
+
+
+def recording_judge(log_path):
+    """A JudgeWorker that appends everything it is given (the requests and the chat it builds from
+    each) to a file; defined here so Ray ships the class by value."""
+    from actors.judge import JudgeWorker
+    from rayda import templates
+
+    class RecordingJudge(JudgeWorker):
+        def reward(self, requests, seeds):
+            with open(log_path, "a") as f:
+                for r in requests:
+                    chat = self.judge.messages(templates.REWARD, r)
+                    f.write(json.dumps({"request": repr(r), "chat": chat, "fields": sorted(vars(r))}) + "\n")
+            return super().reward(requests, seeds)
+
+    return RecordingJudge
+
+
+def leaked_pieces(cot: str, seen: str, allowed: str) -> list[str]:
+    pieces = {cot[i:i + WINDOW] for i in range(max(len(cot) - WINDOW + 1, 0))} or {cot}
+    return sorted(x for x in pieces if x.strip() and x in seen and x not in allowed)
+
+
+class Stop(Exception):
+    """Raised from on_step: the run stops as if killed after a step."""
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(ray_local, spec, policy, tmp_path_factory):
+    """One RL run of 3 steps, checkpointed every step, with every judge input recorded: in its second
+    step the rollout actor is killed while sampling; after that step the run stops (as if killed);
+    a second `run` resumes it and finishes."""
+    import ray
+
+    from rayda.stages.rl import run
+
+    root = tmp_path_factory.mktemp("rl-run")
+    recipe = new_run(policy, spec, root, steps=3, extra=["rl.log_samples=1000"])
+    judge, rollout = recording_judge(str(root / "judge_inputs.jsonl")), scripted_generator()
+    killed = []
+
+    def kill_mid_step(step, attempt, pool):
+        if step == 1 and attempt == 0:  # the second step, while its rollouts are in flight
+            ray.kill(pool.actors[0], no_restart=False)
+            killed.append(step)
+
+    def stop_after_two(step, record):
+        if step == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run(recipe, progress=False, on_rollout=kill_mid_step, on_step=stop_after_two, judge_cls=judge, rollout_cls=rollout)
+    assert killed == [1]
+    out = run(recipe, progress=False, judge_cls=judge, rollout_cls=rollout)  # resumes at step 3
+    lines = lambda name: [json.loads(x) for x in (root / name).read_text().splitlines()]  # noqa: E731
+    metrics = lines("metrics.jsonl")
+    print(json.dumps([{k: m[k] for k in ("step", "rollout_retries", "rollout_resyncs", "probe_max_diff",
+                                         "logprob_mismatch_max", "reward_mean", "kl")} for m in metrics]))
+    return {"root": root, "recipe": recipe, "out": out, "metrics": metrics, "samples": lines("rl_samples.jsonl"),
+            "judge_inputs": lines("judge_inputs.jsonl")}
+
+
+def test_judge_never_sees_a_chain_of_thought(interrupted_run):
+    inputs, samples = interrupted_run["judge_inputs"], interrupted_run["samples"]
+    cots = [s["cot"] for s in samples if s["malformed"] is None]
+    print(f"{len(cots)} well-formed of {len(samples)} completions, {len(inputs)} judge inputs")
+    assert len(inputs) == len(cots) >= 16, "too few well-formed samples reached the judge to prove anything"
+    assert all(i["fields"] == ["answer", "prompt"] for i in inputs)
+    # What the judge was given, and what it may legitimately contain: its own instructions and the
+    # spec (system turn), the prompts and the final answers.
+    seen = "\n".join([m["content"] for i in inputs for m in i["chat"] if m["role"] != "system"] + [i["request"] for i in inputs])
+    allowed = "\n".join([m["content"] for i in inputs for m in i["chat"] if m["role"] == "system"]
+                        + [s["answer"] for s in samples] + (interrupted_run["root"] / "prompts.jsonl").read_text().splitlines())
+    for cot in cots:
+        assert cot.strip() and cot not in seen
+        pieces = leaked_pieces(cot, seen, allowed)
+        assert not pieces, f"chain-of-thought text reached the judge: {pieces[:3]}"
+
+
+def test_killed_rollout_actor_is_restarted_and_resynced(interrupted_run):
+    import torch
+
+    crashed = interrupted_run["metrics"][1]
+    assert crashed["rollout_retries"] == 1 and crashed["rollout_resyncs"] == 1 and crashed["sampled_versions"] == [1]
+    # The restarted engine sampled with the learner's weights: its log-probs match the learner's.
+    assert crashed["logprob_mismatch_max"] < 1e-3 and crashed["probe_max_diff"] <= 1e-3
+    # One update per step: the failed attempt never reached the learner.
+    state = interrupted_run["root"] / "checkpoints" / "rl_state" / "step2" / "mp_rank_00_model_states.pt"
+    assert torch.load(state, weights_only=False, map_location="cpu")["global_steps"] == 2
+
+
+def test_resumed_run_keeps_the_data_order_and_versions(interrupted_run):
+    from rayda.data.sft import batch_indices
+
+    metrics, root = interrupted_run["metrics"], interrupted_run["root"]
+    assert [m["step"] for m in metrics] == [1, 2, 3] and all(m["stage"] == "rl" for m in metrics)
+    assert [m["policy_version"] for m in metrics] == [1, 2, 3]
+    assert [m["sampled_versions"] for m in metrics] == [[0], [1], [2]]
+    ids = [q["id"] for q in map(json.loads, (root / "prompts.jsonl").read_text().splitlines())]
+    for m in metrics:  # the same data order as an uninterrupted run
+        assert m["prompts"] == [ids[i] for i in batch_indices(len(ids), m["step"] - 1, 4, interrupted_run["recipe"].run.seed)]
+    report = json.loads((interrupted_run["out"] / "train_report.json").read_text())
+    assert report["resumed_from"] == 2 and report["first_sync"]["probe_max_diff"] <= 1e-3
+
+
+def test_metrics_and_export(interrupted_run):
+    metrics, out = interrupted_run["metrics"], interrupted_run["out"]
+    for m in metrics:
+        assert m["probe_max_diff"] <= 1e-3 and m["logprob_mismatch_max"] < 1e-3
+        assert set(m["seconds"]) == {"generate", "judge", "train", "sync", "step"}
+        for key in ("reward_mean", "reward_std", "judge_pass_rate", "judge_error_rate", "behaviour_accuracy",
+                    "behaviour_accuracy_by_category", "kl", "entropy", "response_tokens", "citation_rate"):
+            assert key in m
+    assert metrics[0]["kl"] == pytest.approx(0.0, abs=1e-6) and metrics[-1]["kl"] > 0  # the policy moved off the reference
+    assert (out / "_SUCCESS").exists() and (out / "config.json").exists() and (out / "model.safetensors").exists()

@@ -1,0 +1,136 @@
+"""Weight sync learner -> rollout engine, for a model with tied embeddings and one without (contract 4).
+
+One learner rank and one rollout actor per model, all started once for the module. The learner takes a
+large SFT step so that its weights clearly differ from the engine's; then a sync must make the
+engine's log-probs on the probe agree with the learner's within the tolerance, and a rollout made
+before a sync must carry the old policy version.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rayda.rl.sync import SyncMismatch
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TOLERANCE = 1e-3
+"""nats, fp32 on both sides (measured about 1e-5)."""
+
+
+@pytest.fixture(scope="module")
+def stacks(ray_local, tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from actors.group import ActorGroup
+    from actors.learner import Learner
+    from actors.rollout import Generator
+    from rayda.config import PoolConfig
+    from rayda.data.sft import render
+    from rayda.engines.deepspeed_engine import LearnerOptions
+    from rayda.engines.vllm_engine import EngineConfig
+    from rayda.rl.pools import RolloutPool
+    from rayda.rl.sync import probe_example
+    from sft_fixtures import make_tiny_model, sft_rows
+
+    root = tmp_path_factory.mktemp("weight-sync")
+    out, pools = {}, {}
+    for name in ("tied", "untied"):
+        model = str(make_tiny_model(root / name) if name == "tied" else untied_model(make_tiny_model(root / "base"), root / name))
+        cfg = EngineConfig(model=model, dtype="float32", gpu_memory_utilization=0.1, max_model_len=256, weight_sync=True)
+        pools[name] = RolloutPool(Generator, cfg, PoolConfig(num_actors=1, num_cpus=1), f"ws-rollout-{name}")  # starts now
+        out[name] = {"model": model, "pool": pools[name]}
+    try:
+        for name, s in out.items():
+            tok = AutoTokenizer.from_pretrained(s["model"])
+            opts = LearnerOptions(micro_batch_size=4, lr=3e-2, warmup_steps=0, min_lr_ratio=1.0, total_steps=10, pad_id=tok.pad_token_id or 0)
+            s["learners"] = ActorGroup(Learner, PoolConfig(num_actors=1, num_cpus=1), f"ws-learner-{name}", setup_args=(s["model"], opts))
+            s["rows"] = [render(r["messages"], tok, 256) for r in sft_rows(4)]
+            s["probe"] = probe_example(tok)
+            s["sync_dir"] = root / f"sync-{name}"
+        for s in out.values():
+            s["pool"].wait_ready()
+        yield out
+    finally:
+        for s in out.values():
+            if "learners" in s:
+                s["learners"].shutdown()
+            s["pool"].shutdown()
+
+
+def untied_model(tied_dir, out):
+    """The tied model with its own lm_head (a distinct random matrix), saved with `lm_head.weight`."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tied_dir)
+    model.config.tie_word_embeddings = False
+    torch.manual_seed(1)
+    model.lm_head.weight = torch.nn.Parameter(0.02 * torch.randn_like(model.model.embed_tokens.weight))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tied_dir).save_pretrained(out)
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert "lm_head.weight" in f.keys()
+    return out
+
+
+def _probe(s, version):
+    from rayda.rl.sync import Probe, learner_logprobs
+
+    return Probe(tuple(s["probe"].input_ids), tuple(learner_logprobs(s["learners"], [s["probe"]])[0]), version, TOLERANCE)
+
+
+@pytest.mark.parametrize("name", ["tied", "untied"])
+def test_sync_makes_engine_match_learner(stacks, name):
+    from rayda.rl.sync import sync
+
+    s = stacks[name]
+    version = s["pool"].version
+    s["pool"].check(_probe(s, version))  # in agreement before the learner moves
+    s["learners"].run_all("train_step", s["rows"])
+    with pytest.raises(SyncMismatch, match="not running the learner's weights"):
+        s["pool"].check(_probe(s, version))  # the learner moved: the probe must notice
+    info = sync(s["learners"], s["pool"], s["sync_dir"], version + 1, s["probe"], TOLERANCE)
+    print(f"{name}: probe max |diff| after sync {info['probe_max_diff']:.2e} nats, {info['bytes']} bytes, "
+          f"save {info['save_s']:.3f} s, reload {info['reload_s']:.3f} s")
+    assert info["probe_max_diff"] <= TOLERANCE
+    assert s["pool"].version == version + 1
+
+
+def test_plain_reload_leaves_a_tied_lm_head_stale(stacks):
+    """Why `WeightSyncExtension` exists: vLLM's own in-place reload on CPU does not re-pack a tied
+    lm_head. If this starts failing, vLLM fixed it and the extension's repack can go."""
+    import ray
+
+    from rayda.rl.sync import snapshot_path
+
+    s = stacks["tied"]
+    s["learners"].run_all("train_step", s["rows"])
+    path = snapshot_path(s["sync_dir"], 99)
+    s["learners"].run_all("save_weights", str(path))
+    actor = s["pool"].actors[0]
+    ray.get(actor.reload_weights.remote(str(path)))
+    expected = _probe(s, 99)
+    got = ray.get(actor.prompt_logprobs.remote([list(expected.input_ids)]))[0]
+    print(f"tied, plain reload: probe max |diff| {expected.diff(got):.2e} nats")
+    assert expected.diff(got) > 100 * TOLERANCE
+    ray.get(actor.sync_weights.remote(str(path), 99))  # the extension's reload fixes it
+    got = ray.get(actor.prompt_logprobs.remote([list(expected.input_ids)]))[0]
+    assert expected.diff(got) <= TOLERANCE
+    s["pool"].version, s["pool"].weights_path = 99, path
+
+
+def test_rollouts_carry_the_version_they_were_sampled_from(stacks):
+    from rayda.rl.sync import sync
+
+    s = stacks["untied"]
+    pool, prompt = s["pool"], list(s["rows"][0].input_ids[:8])
+    before = pool.version
+    sampled, _ = pool.generate([prompt, prompt], [1, 2], n=2, max_tokens=4)
+    assert [v for v, _ in sampled] == [before, before]
+    s["learners"].run_all("train_step", s["rows"])
+    sync(s["learners"], pool, s["sync_dir"], before + 1, s["probe"], TOLERANCE)
+    assert [v for v, _ in sampled] == [before, before]  # a finished rollout keeps its version
+    after, _ = pool.generate([prompt], [1], n=2, max_tokens=4)
+    assert after[0][0] == before + 1
