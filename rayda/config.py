@@ -155,7 +155,8 @@ class JudgeConfig:
     """Longest verdict in tokens (the schema bounds a verdict to about 150 characters; a small
     tokenizer can need a token per character)."""
     max_model_len: int | None = None
-    """Context length of the llm judge engine; None takes the model's."""
+    """Context length of the llm judge engine; None takes the model's. Larger than the model's trained
+    length extends RoPE positions (a tiny judge reading spec + reasoning + answer), with a warning."""
     gpu_memory_utilization: float = 0.2
     """vLLM memory fraction of the llm judge engine."""
     base_url: str | None = None

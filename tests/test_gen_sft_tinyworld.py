@@ -49,7 +49,7 @@ def test_rubric_judge_accepts_rows_with_provenance(ray_local, tiny_world, spec, 
 
 def test_llm_judge_every_verdict_parses(ray_local, tiny_world, tmp_path):
     recipe, result = _run(
-        tmp_path, "prompts.limit=8", "gen_sft.samples_per_prompt=4", "judge.kind=llm", "judge.k=2",
+        tmp_path, "prompts.limit=8", "gen_sft.samples_per_prompt=4", "judge.kind=llm", "judge.k=2", "judge.max_model_len=2048",
         "gen_sft.threshold=0.3",
     )
     m = _metrics(tmp_path)

@@ -67,6 +67,12 @@ class VllmEngine:
         )
         if cfg.max_model_len:
             kwargs["max_model_len"] = cfg.max_model_len
+            trained = _trained_length(cfg.model)
+            if trained and cfg.max_model_len > trained:
+                # Asked for more context than the model was trained on (a tiny judge reading a long
+                # prompt): RoPE extrapolates, quality is not guaranteed, so say so.
+                print(f"vllm_engine: max_model_len {cfg.max_model_len} > the model's {trained}; extending RoPE positions")
+                kwargs["hf_overrides"] = {"max_position_embeddings": cfg.max_model_len}
         if not cfg.chunked_prefill:
             kwargs["enable_chunked_prefill"] = False
         if cfg.structured_outputs:
@@ -169,6 +175,15 @@ class VllmEngine:
         out = self.llm.collective_rpc("rayda_reload_weights", args=(str(weights_path),))
         self.llm.reset_prefix_cache()
         return out
+
+
+def _trained_length(model: str) -> int | None:
+    """`max_position_embeddings` of a local model folder (None for hub names or other configs)."""
+    import json
+    from pathlib import Path
+
+    config = Path(model) / "config.json"
+    return json.loads(config.read_text()).get("max_position_embeddings") if config.exists() else None
 
 
 def _sample(o, with_logprobs: bool) -> Sample:
