@@ -4,8 +4,9 @@
 
 Each stage skips itself when its `_SUCCESS` (or its eval JSON) exists and resumes when it does not,
 so a killed run started again redoes nothing that finished. The resolved recipe is written to
-`<run.dir>/recipe.yaml` on the first run; a later run with a different recipe in the same folder is an
-error rather than a silent mix of two configurations.
+`<run.dir>/recipe.yaml`; a later run in the same folder whose recipe computes something different is
+an error rather than a silent mix of two configurations (where it runs, `pools` and the Ray address
+or CPU count, may change).
 """
 
 from __future__ import annotations
@@ -20,13 +21,27 @@ from rayda import io
 from rayda.config import ConfigError, Recipe
 
 
+PLACEMENT_ONLY = {"run": ("ray_address", "num_cpus"), "pools": None}
+"""Keys that say where a run happens, not what it computes: they may change between resumes."""
+
+
+def _what_it_computes(recipe_dict: dict) -> dict:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in recipe_dict.items()}
+    for section, keys in PLACEMENT_ONLY.items():
+        if keys is None:
+            out.pop(section, None)
+        else:
+            for k in keys:
+                out.get(section, {}).pop(k, None)
+    return out
+
+
 def _pin_recipe(recipe: Recipe, run_dir: Path) -> None:
     path = run_dir / "recipe.yaml"
+    current = yaml.safe_load(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     if path.exists():
-        before = yaml.safe_load(path.read_text())
-        if before != yaml.safe_load(yaml.safe_dump(recipe.to_dict(), sort_keys=False)):
+        if _what_it_computes(yaml.safe_load(path.read_text())) != _what_it_computes(current):
             raise ConfigError(f"{path} holds a different recipe: use another run.dir, or delete {run_dir} to start over")
-        return
     recipe.save(path)
 
 
