@@ -68,11 +68,10 @@ def cmd_spec_show(args) -> int:
 
 
 def cmd_tinyworld_build(args) -> int:
-    from rayda.tinyworld.build import build
+    from rayda.tinyworld.build import for_recipe
 
     recipe = _recipe(args)
-    spec = load_spec(resolve_spec_path(recipe.spec.path))
-    world = build(spec, recipe.tinyworld, spec_token_budget=recipe.spec.token_budget)
+    world = for_recipe(recipe, load_spec(resolve_spec_path(recipe.spec.path)))
     print(json.dumps(world.report, indent=2, sort_keys=True))
     print(f"tiny world: {world.root}")
     return 0

@@ -136,15 +136,11 @@ def run(recipe: Recipe, model: str = "base", source: str | None = None, name: st
         return out_dir / f"{name}.json"
     t0 = time.time()
     spec = load_spec(resolve_spec_path(recipe.spec.path))
-    world = None
 
     def tinyworld():
-        nonlocal world
-        if world is None:
-            from rayda.tinyworld.build import build
+        from rayda.tinyworld.build import for_recipe
 
-            world = build(spec, recipe.tinyworld, spec_token_budget=recipe.spec.token_budget)
-        return world
+        return for_recipe(recipe, spec)
 
     path = model_path(recipe, model, tinyworld)  # every input check before Ray starts
     items = load_eval_prompts(recipe, spec, source, tinyworld)

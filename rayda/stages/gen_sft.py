@@ -65,15 +65,10 @@ def prepare(recipe: Recipe) -> Plan:
     if recipe.judge.k < 1 or recipe.gen_sft.samples_per_prompt < 1 or recipe.gen_sft.shard_size < 1:
         raise ValueError("judge.k, gen_sft.samples_per_prompt and gen_sft.shard_size must be at least 1")
 
-    world = None
-
     def tinyworld():
-        nonlocal world
-        if world is None:
-            from rayda.tinyworld.build import build
+        from rayda.tinyworld.build import for_recipe
 
-            world = build(spec, recipe.tinyworld, spec_token_budget=recipe.spec.token_budget)
-        return world
+        return for_recipe(recipe, spec)
 
     def model_path(name: str, what: str) -> str:
         return resolve_model(str(tinyworld().model_dir) if name == "tinyworld" else name, what)

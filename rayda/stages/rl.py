@@ -92,7 +92,7 @@ def prepare(recipe: Recipe) -> Plan:
     judges.check_kind(recipe.judge.kind)
     judge_model = None
     if judges.needs_model(recipe.judge.kind):
-        judge_model = resolve_model(recipe.model.judge if recipe.model.judge != "tinyworld" else _tinyworld_model(recipe, spec), "model.judge")
+        judge_model = resolve_model(recipe.model.judge if recipe.model.judge != "tinyworld" else str(_tinyworld(recipe, spec).model_dir), "model.judge")
     tinyworld = (lambda: _tinyworld(recipe, spec))
     prompts = load_prompts(recipe.prompts.source, spec, limit=recipe.prompts.limit,
                            require_label=judges.needs_label(recipe.judge.kind), tinyworld=tinyworld)
@@ -102,13 +102,9 @@ def prepare(recipe: Recipe) -> Plan:
 
 
 def _tinyworld(recipe: Recipe, spec):
-    from rayda.tinyworld.build import build
+    from rayda.tinyworld.build import for_recipe
 
-    return build(spec, recipe.tinyworld, spec_token_budget=recipe.spec.token_budget)
-
-
-def _tinyworld_model(recipe: Recipe, spec) -> str:
-    return str(_tinyworld(recipe, spec).model_dir)
+    return for_recipe(recipe, spec)
 
 
 def learner_options(recipe: Recipe, plan: Plan, pad_id: int):

@@ -53,10 +53,9 @@ def policy_path(recipe: Recipe) -> str:
     if recipe.model.policy == "tinyworld":
         from rayda.cli import resolve_spec_path
         from rayda.spec import load_spec
-        from rayda.tinyworld.build import build
+        from rayda.tinyworld.build import for_recipe
 
-        spec = load_spec(resolve_spec_path(recipe.spec.path))
-        return str(build(spec, recipe.tinyworld, spec_token_budget=recipe.spec.token_budget).model_dir)
+        return str(for_recipe(recipe, load_spec(resolve_spec_path(recipe.spec.path))).model_dir)
     return resolve_model(recipe.model.policy, "model.policy")
 
 

@@ -65,6 +65,11 @@ def load_prompts(world: TinyWorld, split: str = "train") -> list[dict]:
     return read_jsonl(paths[split])
 
 
+def for_recipe(recipe, spec) -> TinyWorld:
+    """The tiny world a recipe names (`model.policy: tinyworld`): built once, then read from the cache."""
+    return build(spec, recipe.tinyworld, spec_token_budget=recipe.spec.token_budget)
+
+
 def world_hash(spec, cfg: TinyWorldConfig, spec_token_budget: int | None = None) -> str:
     fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "cache_dir"}
     blob = json.dumps(
