@@ -28,7 +28,7 @@ class ActorGroup:
 
         from rayda.placement import placement_group_for, plan, scheduling
 
-        self.name, self.world_size = name, pool.num_actors
+        self.name, self.world_size = name, pool.actors
         self.actors, self.actor_names, self.pg = [], [], None
         self.pg = placement_group_for(plan({name: pool}, ray.cluster_resources())[0], timeout_s=placement_timeout_s)
         remote = ray.remote(actor_cls)
@@ -36,7 +36,7 @@ class ActorGroup:
             for rank in range(self.world_size):
                 self.actor_names.append(f"{name}-rank{rank}")
                 self.actors.append(remote.options(
-                    name=self.actor_names[rank], num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
+                    name=self.actor_names[rank], num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor,
                     resources=dict(pool.resources) or None, scheduling_strategy=scheduling(self.pg, rank),
                     max_restarts=0, max_task_retries=0,
                 ).remote())

@@ -29,7 +29,7 @@ def pipeline(model: str, n_prompts: int, n_gen: int, root: Path, extra: list[str
 
     recipe = load_recipe("tiny", [
         f"run.dir={root / f'gen{n_gen}'}", f"model.policy={model}", f"prompts.limit={n_prompts}",
-        f"pools.generator.num_actors={n_gen}", "pools.judge.num_cpus=0.5", "gen_sft.batch_size=8", *extra,
+        f"pools.rollout.actors={n_gen}", "pools.judge.cpus_per_actor=0.5", "gen_sft.batch_size=8", *extra,
     ])
     return gen_sft.run(recipe, progress=False).metrics
 

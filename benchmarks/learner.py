@@ -114,7 +114,7 @@ def learner_group(model_dir: Path, ranks: int, cpus: int, gpus: int, steps: int,
 
     opts = LearnerOptions(zero_stage=stage, micro_batch_size=MICRO, grad_accum=ROWS // (MICRO * ranks),
                           total_steps=steps, warmup_steps=0)
-    pool = PoolConfig(num_actors=ranks, num_cpus=max(1, cpus // ranks), num_gpus=1 if gpus else 0)
+    pool = PoolConfig(actors=ranks, cpus_per_actor=max(1, cpus // ranks), gpus_per_actor=1 if gpus else 0)
     return ActorGroup(Learner, pool, f"bench-learner{ranks}", setup_args=(str(model_dir), opts))
 
 

@@ -93,26 +93,47 @@ class TinyWorldConfig:
     """Where built worlds are cached by content hash; None: $RAYDA_CACHE or ~/.cache/rayda."""
 
 
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
 @dataclass(frozen=True)
 class PoolConfig:
-    num_actors: int = 1
-    """Actors in this pool."""
-    num_cpus: float = 1
+    actors: int = 1
+    """Actors in this pool (one placement-group bundle each)."""
+    cpus_per_actor: float = 1
     """CPUs each actor reserves."""
-    num_gpus: float = 0
+    gpus_per_actor: float = 0
     """GPUs each actor reserves (fractions allowed: colocated actors)."""
     resources: dict = field(default_factory=dict)
-    """Custom Ray resources each actor needs, e.g. {"judge_node": 1}."""
+    """Custom Ray resources each actor needs, e.g. {"judge_node": 1}: pins the pool to the nodes that
+    advertise them (`ray start --resources='{"judge_node": 4}'`)."""
+    strategy: str = "PACK"
+    """Placement strategy of the pool's placement group: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD."""
+
+    # Old key names, read-only, for code that has not moved to the names above yet.
+    num_actors = property(lambda self: self.actors)
+    num_cpus = property(lambda self: self.cpus_per_actor)
+    num_gpus = property(lambda self: self.gpus_per_actor)
 
 
 @dataclass(frozen=True)
 class PoolsConfig:
-    generator: PoolConfig = field(default_factory=PoolConfig)
-    """vLLM actors that write SFT data (gen-sft) and RL rollouts."""
+    rollout: PoolConfig = field(default_factory=PoolConfig)
+    """vLLM actors that write SFT data (gen-sft), RL rollouts and evaluation answers."""
     judge: PoolConfig = field(default_factory=PoolConfig)
     """Judge actors (the llm judge holds a vLLM engine; rubric and http judges are CPU-only)."""
     learner: PoolConfig = field(default_factory=PoolConfig)
     """DeepSpeed ranks, one actor each."""
+    reference: PoolConfig | None = None
+    """A separate pool for the frozen reference model; None (the default, and the only layout the RL
+    stage runs today) keeps the reference on the learner ranks. When set, `rayda plan` reserves it."""
+
+    generator = property(lambda self: self.rollout)  # the old name of `rollout`, read-only
+
+    def named(self) -> dict[str, PoolConfig]:
+        """The pools that take resources, by name (rollout, judge, learner, then reference if set)."""
+        out = {"rollout": self.rollout, "judge": self.judge, "learner": self.learner}
+        return out if self.reference is None else {**out, "reference": self.reference}
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ class PoolPlan:
 
 
 def bundle(pool: PoolConfig) -> dict:
-    b = {"CPU": float(pool.num_cpus), "GPU": float(pool.num_gpus), **{k: float(v) for k, v in pool.resources.items()}}
+    b = {"CPU": float(pool.cpus_per_actor), "GPU": float(pool.gpus_per_actor), **{k: float(v) for k, v in pool.resources.items()}}
     return {k: v for k, v in b.items() if v > 0}
 
 
@@ -36,12 +36,12 @@ def plan(pools: dict[str, PoolConfig], available: dict[str, float]) -> list[Pool
     """
     plans, need = [], {}
     for name, pool in pools.items():
-        if pool.num_actors < 1:
-            raise PlacementError(f"pool {name!r}: num_actors must be at least 1, got {pool.num_actors}")
+        if pool.actors < 1:
+            raise PlacementError(f"pool {name!r}: actors must be at least 1, got {pool.actors}")
         b = bundle(pool)
-        plans.append(PoolPlan(name, tuple(dict(b) for _ in range(pool.num_actors))))
+        plans.append(PoolPlan(name, tuple(dict(b) for _ in range(pool.actors))))
         for k, v in b.items():
-            need[k] = need.get(k, 0.0) + v * pool.num_actors
+            need[k] = need.get(k, 0.0) + v * pool.actors
     short = {k: (v, available.get(k, 0.0)) for k, v in need.items() if v > available.get(k, 0.0) + 1e-9}
     if short:
         detail = "; ".join(f"{k}: need {v:g}, cluster has {have:g}" for k, (v, have) in sorted(short.items()))

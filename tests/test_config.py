@@ -16,8 +16,8 @@ def test_every_packaged_recipe_loads():
 
 
 def test_overrides_set_nested_values():
-    r = load_recipe("tiny", ["prompts.limit=7", "run.dir=/tmp/x", "pools.learner.num_actors=2", "spec.token_budget=null"])
-    assert r.prompts.limit == 7 and r.run.dir == "/tmp/x" and r.pools.learner.num_actors == 2
+    r = load_recipe("tiny", ["prompts.limit=7", "run.dir=/tmp/x", "pools.learner.actors=2", "spec.token_budget=null"])
+    assert r.prompts.limit == 7 and r.run.dir == "/tmp/x" and r.pools.learner.actors == 2
     assert r.spec.token_budget is None
 
 
@@ -26,7 +26,7 @@ def test_overrides_set_nested_values():
     [
         ("promts.limit=3", "unknown key 'promts'; did you mean 'prompts'?"),
         ("prompts.limt=3", "unknown key 'prompts.limt'; did you mean 'prompts.limit'?"),
-        ("pools.learner.num_actor=2", "did you mean 'pools.learner.num_actors'?"),
+        ("pools.learner.actor=2", "did you mean 'pools.learner.actors'?"),
         ("prompts.limit=many", "prompts.limit must be int"),
         ("run.seed=1.5", "run.seed must be int"),
         ("noequals", "must look like key.sub=value"),

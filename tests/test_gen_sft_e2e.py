@@ -51,7 +51,7 @@ def _overrides(run_dir, model_dir, prompts_file, *extra):
     return [
         f"run.dir={run_dir}", f"model.policy={model_dir}", f"prompts.source={prompts_file}", "spec.token_budget=null",
         "gen_sft.samples_per_prompt=2", "gen_sft.max_tokens=24", "gen_sft.batch_size=2", "gen_sft.shard_size=4",
-        "pools.judge.num_cpus=0.5", *extra,
+        "pools.judge.cpus_per_actor=0.5", *extra,
     ]
 
 
@@ -72,7 +72,7 @@ def test_two_generators_one_killed_mid_run(ray_local, tmp_path, model_dir, promp
     """Both generator actors serve rows; SIGKILL one after the first part: Ray Data restarts it, no row is lost."""
     from ray._private.state import actors as actor_table  # the GCS table: works without the dashboard
 
-    recipe = load_recipe("tiny", _overrides(tmp_path / "run", model_dir, prompts_file, "pools.generator.num_actors=2"))
+    recipe = load_recipe("tiny", _overrides(tmp_path / "run", model_dir, prompts_file, "pools.rollout.actors=2"))
     parts = tmp_path / "run" / "sft_data" / "parts"
     killed = {}
 

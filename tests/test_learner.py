@@ -30,7 +30,7 @@ def test_group_runs_on_all_ranks_and_names_the_rank_that_died(ray_local):
         def ping(self, x):
             return (self.rank, x)
 
-    group = ActorGroup(Worker, PoolConfig(num_actors=3, num_cpus=0.1), "test-group")
+    group = ActorGroup(Worker, PoolConfig(actors=3, cpus_per_actor=0.1), "test-group")
     try:
         assert [e["RANK"] for e in group.info] == [0, 1, 2]
         assert all(e["WORLD_SIZE"] == 3 and e["LOCAL_RANK"] == 0 for e in group.info)
@@ -48,8 +48,8 @@ def _recipe(run_dir: Path, model: Path, **sft):
 
     base = dict(micro_batch_size=4, lr=0.003, warmup_steps=2, heldout_fraction=0.1, eval_every=10, save_every=0)
     base.update(sft)
-    return load_recipe("tiny", [f"run.dir={run_dir}", f"model.policy={model}", "pools.learner.num_actors=2",
-                                "pools.learner.num_cpus=1", *(f"sft.{k}={v}" for k, v in base.items())])
+    return load_recipe("tiny", [f"run.dir={run_dir}", f"model.policy={model}", "pools.learner.actors=2",
+                                "pools.learner.cpus_per_actor=1", *(f"sft.{k}={v}" for k, v in base.items())])
 
 
 def _weights(folder: Path) -> dict:

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.ray
 
 def test_pool_placement_group_is_reserved_and_used(ray_local):
     ray = ray_local
-    (pool,) = plan({"learner": PoolConfig(num_actors=2, num_cpus=1)}, ray.cluster_resources())
+    (pool,) = plan({"learner": PoolConfig(actors=2, cpus_per_actor=1)}, ray.cluster_resources())
     pg = placement_group_for(pool, timeout_s=30)
 
     @ray.remote(num_cpus=1)
@@ -27,4 +27,4 @@ def test_pool_placement_group_is_reserved_and_used(ray_local):
 
 def test_plan_larger_than_cluster_fails_before_any_actor(ray_local):
     with pytest.raises(PlacementError, match="GPU: need 4, cluster has 0"):
-        plan({"generator": PoolConfig(num_actors=4, num_gpus=1)}, ray_local.cluster_resources())
+        plan({"rollout": PoolConfig(actors=4, gpus_per_actor=1)}, ray_local.cluster_resources())

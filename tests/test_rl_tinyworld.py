@@ -65,7 +65,7 @@ def sft_then_rl(spec, world, run_dir, overrides=()) -> dict:
 
     write_parquet(perfect_judge_rows(spec, world.prompts("train")), run_dir / "sft_data" / "accepted.parquet")
     recipe = load_recipe("tiny", [f"run.dir={run_dir}", f"model.policy={world.model_dir}", f"prompts.source={world.train_path}",
-                                  "pools.learner.num_cpus=1", "sft.save_every=0",
+                                  "pools.learner.cpus_per_actor=1", "sft.save_every=0",
                                   f"sft.max_steps={SFT_STEPS}", "sft.eval_every=0", *RL_OVERRIDES, *overrides])
     sft_dir = sft.run(recipe, progress=False)
     rl_dir = rl.run(recipe, progress=False)

@@ -51,7 +51,7 @@ def test_sft_beats_the_base_model_on_heldout_prompts(spec, tiny_world, ray_local
 
     assert all(m["role"] != "system" for p in tiny_world.prompts("heldout") for m in p["messages"])  # no spec
     write_parquet(perfect_judge_rows(spec, tiny_world.prompts("train")), tmp_path / "sft_data" / "accepted.parquet")
-    recipe = load_recipe("tiny", [f"run.dir={tmp_path}", "pools.learner.num_cpus=2", "sft.save_every=0"])
+    recipe = load_recipe("tiny", [f"run.dir={tmp_path}", "pools.learner.cpus_per_actor=2", "sft.save_every=0"])
     out = run(recipe, progress=False)
     heldout = tiny_world.prompts("heldout")
     base = heldout_accuracy(tiny_world.model_dir, spec, heldout)

@@ -38,13 +38,13 @@ def stacks(ray_local, tmp_path_factory):
     for name in ("tied", "untied"):
         model = str(make_tiny_model(root / name) if name == "tied" else untied_model(make_tiny_model(root / "base"), root / name))
         cfg = EngineConfig(model=model, dtype="float32", gpu_memory_utilization=0.1, max_model_len=256, weight_sync=True)
-        pools[name] = RolloutPool(Generator, cfg, PoolConfig(num_actors=1, num_cpus=1), f"ws-rollout-{name}")  # starts now
+        pools[name] = RolloutPool(Generator, cfg, PoolConfig(actors=1, cpus_per_actor=1), f"ws-rollout-{name}")  # starts now
         out[name] = {"model": model, "pool": pools[name]}
     try:
         for name, s in out.items():
             tok = AutoTokenizer.from_pretrained(s["model"])
             opts = LearnerOptions(micro_batch_size=4, lr=3e-2, warmup_steps=0, min_lr_ratio=1.0, total_steps=10, pad_id=tok.pad_token_id or 0)
-            s["learners"] = ActorGroup(Learner, PoolConfig(num_actors=1, num_cpus=1), f"ws-learner-{name}", setup_args=(s["model"], opts))
+            s["learners"] = ActorGroup(Learner, PoolConfig(actors=1, cpus_per_actor=1), f"ws-learner-{name}", setup_args=(s["model"], opts))
             s["rows"] = [render(r["messages"], tok, 256) for r in sft_rows(4)]
             s["probe"] = probe_example(tok)
             s["sync_dir"] = root / f"sync-{name}"

@@ -1,7 +1,7 @@
 """The Ray Data pipeline of SFT data generation, and the per-batch work its actors do.
 
     prompts (from_items, one block per generator batch)
-      -> map_batches(Generator, actor pool "generator")   n samples per prompt, spec in the system turn
+      -> map_batches(Generator, actor pool "rollout")   n samples per prompt, spec in the system turn
       -> map_batches(JudgeWorker, actor pool "judge")     split, spec-leak check, k FILTER verdicts,
                                                           min-of-k, choose, one record per prompt
       -> the driver iterates the stream and writes finished parts (see stages/gen_sft.py)
@@ -134,9 +134,9 @@ def build_dataset(prompts: list[Prompt], *, recipe, engine_cfg, spec, spec_texts
     ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / gen.batch_size)))
 
     def pool_args(pool):
-        args = dict(num_cpus=pool.num_cpus, compute=ActorPoolStrategy(size=pool.num_actors))
-        if pool.num_gpus:
-            args["num_gpus"] = pool.num_gpus
+        args = dict(num_cpus=pool.cpus_per_actor, compute=ActorPoolStrategy(size=pool.actors))
+        if pool.gpus_per_actor:
+            args["num_gpus"] = pool.gpus_per_actor
         if pool.resources:
             args["resources"] = dict(pool.resources)
         return args
@@ -146,7 +146,7 @@ def build_dataset(prompts: list[Prompt], *, recipe, engine_cfg, spec, spec_texts
         fn_constructor_kwargs=dict(engine_cfg=engine_cfg, gen=gen, spec_texts=spec_texts, run_seed=recipe.run.seed),
         batch_size=gen.batch_size,
         batch_format="pyarrow",
-        **pool_args(pools.generator),
+        **pool_args(pools.rollout),
     )
     ds = ds.map_batches(
         JudgeWorker,

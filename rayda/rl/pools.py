@@ -29,7 +29,7 @@ def _shards(n_items: int, n_shards: int) -> list[range]:
 
 
 def _options(pool, name: str, **kw) -> dict:
-    return dict(name=name, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, resources=dict(pool.resources) or None, **kw)
+    return dict(name=name, num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor, resources=dict(pool.resources) or None, **kw)
 
 
 class RolloutPool:
@@ -39,7 +39,7 @@ class RolloutPool:
         remote = ray.remote(actor_cls)
         self.name, self.retries = name, retries
         self.actors = [remote.options(**_options(pool, f"{name}-{i}", max_restarts=max_restarts, max_task_retries=0)).remote(engine_cfg)
-                       for i in range(pool.num_actors)]
+                       for i in range(pool.actors)]
         self.version, self.weights_path, self.probe = 0, None, None
         self.restarts_seen = 0
         """Actors found behind the pool's version (restarted) and re-synced."""
@@ -147,7 +147,7 @@ class JudgePool:
         remote = ray.remote(actor_cls)
         self.k, self.name = judge_cfg.k, name
         self.actors = [remote.options(**_options(pool, f"{name}-{i}", max_restarts=-1, max_task_retries=2))
-                       .remote(judge_cfg, spec, spec_texts, model) for i in range(pool.num_actors)]
+                       .remote(judge_cfg, spec, spec_texts, model) for i in range(pool.actors)]
 
     def reward(self, requests: list[RewardRequest], seeds: list[int]) -> list[MinOfK]:
         """Min-of-k judgement per request; a judge that fails gives an error judgement, never a score."""

@@ -230,7 +230,7 @@ def _generate(recipe: Recipe, plan: Plan, todo: list[Prompt], parts_dir: Path, p
     from rayda.ray_utils import init_ray
 
     ray = init_ray(recipe.run)
-    pools = {"generator": recipe.pools.generator, "judge": recipe.pools.judge}
+    pools = {"rollout": recipe.pools.rollout, "judge": recipe.pools.judge}
     plan_pools(pools, ray.cluster_resources())  # fails fast, naming what is missing
     engine_cfg = EngineConfig(
         plan.policy, seed=recipe.run.seed, dtype=recipe.model.dtype, max_model_len=recipe.gen_sft.max_model_len,

@@ -80,7 +80,7 @@ def prepare(recipe: Recipe) -> Plan:
         raise FileNotFoundError(f"RL starts from the SFT checkpoint {p['sft']}, which is not finished "
                                 "(no _SUCCESS): run `rayda sft` first")
     rows = c.prompts_per_step * c.samples_per_prompt
-    per_update = c.micro_batch_size * c.grad_accum * recipe.pools.learner.num_actors
+    per_update = c.micro_batch_size * c.grad_accum * recipe.pools.learner.actors
     if min(c.steps, c.prompts_per_step, c.samples_per_prompt, c.micro_batch_size, c.grad_accum) < 1:
         raise ValueError("rl.steps, prompts_per_step, samples_per_prompt, micro_batch_size and grad_accum must be at least 1")
     if rows % per_update:
@@ -187,7 +187,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
 
     init_ray(recipe.run)
     # The rollout engines start (about 30 s on CPU) while the learner group sets up.
-    rollout = RolloutPool(rollout_cls or Generator, engine_config(recipe, plan), recipe.pools.generator, "rl-rollout",
+    rollout = RolloutPool(rollout_cls or Generator, engine_config(recipe, plan), recipe.pools.rollout, "rl-rollout",
                           c.rollout_restarts, c.rollout_retries)
     judges = JudgePool(judge_cls or JudgeWorker, recipe.judge, plan.spec, plan.spec_texts, recipe.pools.judge, plan.judge_model)
     dashboard = Dashboard()

@@ -4,7 +4,7 @@
 
 Reads `<run.dir>/sft_data/accepted.parquet`, renders every row with the model's chat template
 (loss on the assistant's reasoning and answer only), trains a DeepSpeed learner group of
-`pools.learner.num_actors` ranks, and writes:
+`pools.learner.actors` ranks, and writes:
 
     <run.dir>/checkpoints/sft/         Hugging Face folder (safetensors, tokenizer, chat template),
                                         `train_report.json`, then `_SUCCESS` last
@@ -105,7 +105,7 @@ def total_steps(recipe: Recipe, num_train: int) -> int:
     c = recipe.sft
     if c.max_steps is not None:
         return c.max_steps
-    rows_per_step = c.micro_batch_size * c.grad_accum * recipe.pools.learner.num_actors
+    rows_per_step = c.micro_batch_size * c.grad_accum * recipe.pools.learner.actors
     return max(1, math.ceil(c.epochs * num_train / rows_per_step))
 
 
@@ -150,7 +150,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None) -> Path:
     steps = total_steps(recipe, len(data.train))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     opts = learner_options(recipe, steps, pad_id or 0)
-    rows_per_step = opts.rows_per_step(recipe.pools.learner.num_actors)
+    rows_per_step = opts.rows_per_step(recipe.pools.learner.actors)
     print(f"sft: {data.report}; {steps} steps of {rows_per_step} rows from {model_path}")
 
     init_ray(recipe.run)
