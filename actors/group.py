@@ -1,6 +1,6 @@
 """A group of actors that act as one: the ranks of a distributed learner.
 
-    group = ActorGroup(Learner, recipe.pools.learner, "sft-learner", setup_args=(model_path, options))
+    group = ActorGroup(Learner, recipe.pools.learner, "learner", setup_args=(model_path, options))
     metrics = group.run_all("train_step", rows)      # one result per rank, rank 0 first
     group.shutdown()
 

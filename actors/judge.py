@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from rayda import metrics
 from rayda.data import gen_pipeline
 from rayda.judges import make_judge
 
@@ -20,10 +21,15 @@ class JudgeWorker:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = gen_pipeline.judge_batch(self.judge, batch.to_pylist(), self.k, self.threshold, self.provenance, self.run_seed)
+        errors = sum(r["judge_errors"] for r in rows)
+        metrics.judge_verdicts(sum(r["judge_verdicts"] for r in rows) - errors, errors)
         return pa.Table.from_pylist(rows)
 
     def reward(self, requests, seeds):
-        return self.judge.reward(requests, self.k, seeds)
+        verdicts = self.judge.reward(requests, self.k, seeds)
+        errors = sum(1 for vs in verdicts for v in vs if not v.ok)
+        metrics.judge_verdicts(sum(len(vs) for vs in verdicts) - errors, errors)
+        return verdicts
 
     def filter(self, requests, seeds):
         return self.judge.filter(requests, self.k, seeds)

@@ -11,6 +11,7 @@ import time
 
 import pyarrow as pa
 
+from rayda import metrics
 from rayda.data import gen_pipeline
 from rayda.engines.vllm_engine import EngineConfig, VllmEngine
 from rayda.types import RolloutBatch
@@ -25,6 +26,7 @@ class Generator:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = gen_pipeline.generate_batch(self.engine, batch.to_pylist(), self.gen, self.spec_texts, self.run_seed)
+        metrics.tokens_generated(sum(r.get("gen_tokens", 0) for r in rows))
         return pa.Table.from_pylist([dict(r, gen_ready_at=self.ready_at) for r in rows])
 
     # RL and probes reach the engine through these.
@@ -40,6 +42,7 @@ class Generator:
     # RL rollouts: every batch of samples is stamped with the version of the weights that produced it.
     def rollout(self, prompts, **kw) -> RolloutBatch:
         samples = self.engine.generate(prompts, logprobs=True, **kw)
+        metrics.tokens_generated(sum(len(s.token_ids) for per_prompt in samples for s in per_prompt))
         return RolloutBatch(self.policy_version, tuple(tuple(s) for s in samples))
 
     def sync_weights(self, weights_path: str, version: int) -> int:

@@ -8,6 +8,8 @@
     rayda rl [RECIPE] [k=v]                 stage 3: GRPO from the SFT checkpoint, judge on final answers
     rayda eval [RECIPE] --model sft         stage 4: answer without the spec, metrics with 95% intervals
     rayda run [RECIPE] [k=v]                every stage, skipping finished ones, then report.md
+    rayda plan RECIPE [--address A] [k=v]   the pools' placement per pool and per node, or what is missing
+    rayda submit RECIPE --address http://HEAD:8265 [k=v] [--follow]   `rayda run` as a Ray job
 
 A RECIPE is a packaged recipe name (`tiny`, the default) or a YAML file; `key.sub=value` arguments
 override it.
@@ -21,6 +23,7 @@ import sys
 from pathlib import Path
 
 from rayda.config import ConfigError, Recipe, load_recipe
+from rayda.placement import PlacementError
 from rayda.spec import SpecError, default_spec_dir, load_spec
 
 
@@ -116,6 +119,35 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    import time
+
+    from rayda.cluster import cluster_nodes
+    from rayda.placement import describe, plan_nodes
+
+    t0 = time.perf_counter()
+    recipe = _recipe(args)
+    nodes = cluster_nodes(args.address, recipe)
+    plans = plan_nodes(recipe.pools.named(), nodes)
+    print(describe(plans, nodes))
+    print(f"ok: the cluster holds the plan (checked in {time.perf_counter() - t0:.1f}s)")
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from rayda.cluster import follow, job_url, submit
+
+    recipe = _recipe(args)  # a bad recipe fails here, not on the cluster
+    client, job_id = submit(recipe, args.recipe, args.overrides, args.address, args.working_dir, args.runtime_env)
+    print(f"job: {job_id}")
+    print(f"dashboard: {job_url(args.address, job_id)}")
+    if not args.follow:
+        return 0
+    status = follow(client, job_id)
+    print(f"job {job_id}: {status}")
+    return 0 if status == "SUCCEEDED" else 1
+
+
 # ---- parser --------------------------------------------------------------------------------------
 
 
@@ -160,16 +192,33 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="every stage in order (skipping finished ones), then <run.dir>/report.md")
     _add_recipe_args(p)
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("plan", help="check the pools against a cluster; print the plan per pool and per node")
+    _add_recipe_args(p)
+    p.add_argument("--address", default=None, help="Ray cluster (GCS address HOST:6379 or auto); default: run.ray_address, "
+                   "$RAY_ADDRESS, else the local Ray that `rayda run` would start")
+    p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("submit", help="submit `rayda run RECIPE` as a Ray job (Jobs API)")
+    _add_recipe_args(p)
+    p.add_argument("--address", required=True, help="the Jobs API (dashboard) address, e.g. http://127.0.0.1:8265")
+    p.add_argument("--follow", action="store_true", help="stream the job's logs; exit 0 when it SUCCEEDED, else 1")
+    p.add_argument("--working-dir", default=".", help="folder shipped with the job (default: .)")
+    p.add_argument("--runtime-env", default=None, help="runtime_env YAML (default: cluster/runtime_env.yaml)")
+    p.set_defaults(func=cmd_submit)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args, extra = parser.parse_known_args(argv)  # overrides may follow options: `rayda plan tiny --address A k=v`
+    if extra and (not hasattr(args, "overrides") or any("=" not in x or x.startswith("-") for x in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     if hasattr(args, "recipe"):
         _split_recipe_and_overrides(args)
     try:
         return args.func(args)
-    except (SpecError, ConfigError, ValueError, FileNotFoundError) as e:
+    except (SpecError, ConfigError, PlacementError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyError as e:

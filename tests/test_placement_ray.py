@@ -26,5 +26,13 @@ def test_pool_placement_group_is_reserved_and_used(ray_local):
 
 
 def test_plan_larger_than_cluster_fails_before_any_actor(ray_local):
-    with pytest.raises(PlacementError, match="GPU: need 4, cluster has 0"):
+    import time
+
+    from rayda.placement import cluster_nodes, plan_nodes
+
+    with pytest.raises(PlacementError, match=r"GPU: need 4 \(rollout 4x1\), cluster has 0"):
         plan({"rollout": PoolConfig(actors=4, gpus_per_actor=1)}, ray_local.cluster_resources())
+    t0 = time.perf_counter()
+    with pytest.raises(PlacementError, match="GPU"):
+        plan_nodes({"rollout": PoolConfig(actors=4, gpus_per_actor=1)}, cluster_nodes())
+    assert time.perf_counter() - t0 < 5  # seconds, not a placement-group timeout

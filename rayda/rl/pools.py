@@ -32,13 +32,33 @@ def _options(pool, name: str, **kw) -> dict:
     return dict(name=name, num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor, resources=dict(pool.resources) or None, **kw)
 
 
+def _reserve(pool, name: str):
+    """The pool's placement group (planned, then reserved; fails fast naming what is missing)."""
+    import ray
+
+    from rayda.placement import placement_group_for, plan
+
+    return placement_group_for(plan({name: pool}, ray.cluster_resources())[0])
+
+
+def _release(pg) -> None:
+    if pg is not None:
+        from ray.util.placement_group import remove_placement_group
+
+        remove_placement_group(pg)
+
+
 class RolloutPool:
-    def __init__(self, actor_cls, engine_cfg, pool, name: str = "rl-rollout", max_restarts: int = 2, retries: int = 2):
+    def __init__(self, actor_cls, engine_cfg, pool, name: str = "rollout", max_restarts: int = 2, retries: int = 2):
         import ray
+
+        from rayda.placement import scheduling
 
         remote = ray.remote(actor_cls)
         self.name, self.retries = name, retries
-        self.actors = [remote.options(**_options(pool, f"{name}-{i}", max_restarts=max_restarts, max_task_retries=0)).remote(engine_cfg)
+        self.pg = _reserve(pool, name)  # a restarted actor comes back into its own bundle
+        self.actors = [remote.options(**_options(pool, f"{name}-{i}", max_restarts=max_restarts, max_task_retries=0,
+                                                 scheduling_strategy=scheduling(self.pg, i))).remote(engine_cfg)
                        for i in range(pool.actors)]
         self.version, self.weights_path, self.probe = 0, None, None
         self.restarts_seen = 0
@@ -136,17 +156,23 @@ class RolloutPool:
         for a in self.actors:
             ray.kill(a, no_restart=True)
         self.actors = []
+        _release(self.pg)
+        self.pg = None
 
 
 class JudgePool:
     """Judge actors (`actors.judge.JudgeWorker`) scoring `RewardRequest`s: the final answer, never the cot."""
 
-    def __init__(self, actor_cls, judge_cfg, spec, spec_texts: dict, pool, model: str | None = None, name: str = "rl-judge"):
+    def __init__(self, actor_cls, judge_cfg, spec, spec_texts: dict, pool, model: str | None = None, name: str = "judge"):
         import ray
+
+        from rayda.placement import scheduling
 
         remote = ray.remote(actor_cls)
         self.k, self.name = judge_cfg.k, name
-        self.actors = [remote.options(**_options(pool, f"{name}-{i}", max_restarts=-1, max_task_retries=2))
+        self.pg = _reserve(pool, name)
+        self.actors = [remote.options(**_options(pool, f"{name}-{i}", max_restarts=-1, max_task_retries=2,
+                                                 scheduling_strategy=scheduling(self.pg, i)))
                        .remote(judge_cfg, spec, spec_texts, model) for i in range(pool.actors)]
 
     def reward(self, requests: list[RewardRequest], seeds: list[int]) -> list[MinOfK]:
@@ -172,3 +198,5 @@ class JudgePool:
         for a in self.actors:
             ray.kill(a, no_restart=True)
         self.actors = []
+        _release(self.pg)
+        self.pg = None

@@ -14,8 +14,9 @@ def append_metrics(path: Path, record: dict) -> None:
 
 
 class Dashboard:
-    """`ray.util.metrics` gauges named `rayda_rl_<key>`, one per numeric figure of a step record,
-    created at first use. Does nothing when Ray is not running (metrics then only go to the file)."""
+    """A step record on the Ray dashboard: the figures DESIGN.md lists through `rayda.metrics` (tagged
+    by stage, pool and actor), and a gauge `rayda_rl_<key>` for every other numeric figure, created at
+    first use. Does nothing when Ray is not running (metrics then only go to the file)."""
 
     def __init__(self, prefix: str = "rayda_rl"):
         self.prefix, self.gauges = prefix, {}
@@ -28,6 +29,9 @@ class Dashboard:
             return
         if not ray.is_initialized():
             return
+        from rayda import metrics
+
+        metrics.publish_step(record)
         for key, value in _flatten(record).items():
             if key not in self.gauges:
                 self.gauges[key] = Gauge(f"{self.prefix}_{key}", description=f"RL step figure {key}")

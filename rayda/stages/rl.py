@@ -185,14 +185,17 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     print(f"rl: {len(plan.prompts)} prompts, {c.steps} steps of {c.prompts_per_step} x {c.samples_per_prompt} samples "
           f"({plan.updates_per_step} update(s) each) from {plan.sft_path}")
 
-    init_ray(recipe.run)
+    from rayda.placement import plan as plan_pools
+
+    pools = {k: v for k, v in recipe.pools.named().items() if k != "reference"}  # the reference lives on the learners
+    plan_pools(pools, init_ray(recipe.run).cluster_resources())  # all three pools at once: fails before any actor starts
     # The rollout engines start (about 30 s on CPU) while the learner group sets up.
-    rollout = RolloutPool(rollout_cls or Generator, engine_config(recipe, plan), recipe.pools.rollout, "rl-rollout",
+    rollout = RolloutPool(rollout_cls or Generator, engine_config(recipe, plan), recipe.pools.rollout, "rollout",
                           c.rollout_restarts, c.rollout_retries)
     judges = JudgePool(judge_cls or JudgeWorker, recipe.judge, plan.spec, plan.spec_texts, recipe.pools.judge, plan.judge_model)
     dashboard = Dashboard()
     try:
-        with ActorGroup(Learner, recipe.pools.learner, "rl-learner", setup_args=(plan.sft_path, opts)) as learners:
+        with ActorGroup(Learner, recipe.pools.learner, "learner", setup_args=(plan.sft_path, opts)) as learners:
             rollout.wait_ready()
             resumed = learners.run_all("load_checkpoint", str(p["state"]))[0]
             start = resumed["step"] if resumed else 0

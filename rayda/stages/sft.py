@@ -154,7 +154,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None) -> Path:
     print(f"sft: {data.report}; {steps} steps of {rows_per_step} rows from {model_path}")
 
     init_ray(recipe.run)
-    with ActorGroup(Learner, recipe.pools.learner, "sft-learner", setup_args=(model_path, opts)) as group:
+    with ActorGroup(Learner, recipe.pools.learner, "learner", setup_args=(model_path, opts)) as group:
         resumed = group.run_all("load_checkpoint", str(p["state"]))[0]
         start = resumed["step"] if resumed else 0
         heldout, record = None, {"loss": None}
