@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from rayda.config import RunConfig
@@ -25,6 +26,10 @@ def init_ray(run: RunConfig, extra_env: dict | None = None):
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     env.update(extra_env or {})
+    job = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if job:  # inside a Ray job: Ray refuses a key that the job's runtime_env sets too; the job's value wins
+        taken = (json.loads(job).get("runtime_env") or {}).get("env_vars") or {}
+        env = {k: v for k, v in env.items() if k not in taken}
     address = run.ray_address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(runtime_env={"env_vars": env}, log_to_driver=True)
     if address:
