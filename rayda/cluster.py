@@ -135,5 +135,15 @@ def follow(client, job_id: str) -> str:
             sys.stdout.write(lines)
             sys.stdout.flush()
 
-    asyncio.run(tail())
+    async def run():
+        # The log stream does not always close when the job ends (seen with Ray 2.60): poll the status too.
+        task = asyncio.create_task(tail())
+        while not (await asyncio.to_thread(client.get_job_status, job_id)).is_terminal():
+            await asyncio.wait([task], timeout=2)
+        try:
+            await asyncio.wait_for(task, timeout=10)  # the last lines
+        except asyncio.TimeoutError:
+            pass
+
+    asyncio.run(run())
     return str(client.get_job_status(job_id).value)
