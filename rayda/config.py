@@ -110,11 +110,6 @@ class PoolConfig:
     strategy: str = "PACK"
     """Placement strategy of the pool's placement group: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD."""
 
-    # Old key names, read-only, for code that has not moved to the names above yet.
-    num_actors = property(lambda self: self.actors)
-    num_cpus = property(lambda self: self.cpus_per_actor)
-    num_gpus = property(lambda self: self.gpus_per_actor)
-
 
 @dataclass(frozen=True)
 class PoolsConfig:
@@ -127,8 +122,6 @@ class PoolsConfig:
     reference: PoolConfig | None = None
     """A separate pool for the frozen reference model; None (the default, and the only layout the RL
     stage runs today) keeps the reference on the learner ranks. When set, `rayda plan` reserves it."""
-
-    generator = property(lambda self: self.rollout)  # the old name of `rollout`, read-only
 
     def named(self) -> dict[str, PoolConfig]:
         """The pools that take resources, by name (rollout, judge, learner, then reference if set)."""

@@ -201,3 +201,15 @@ def scheduling(pg, index: int):
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     return PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=index)
+
+
+def data_pool_args(pool: PoolConfig) -> dict:
+    """`map_batches` arguments that run a Ray Data actor pool with a pool's size and per-actor resources."""
+    from ray.data import ActorPoolStrategy
+
+    args = dict(num_cpus=pool.cpus_per_actor, compute=ActorPoolStrategy(size=pool.actors))
+    if pool.gpus_per_actor:
+        args["num_gpus"] = pool.gpus_per_actor
+    if pool.resources:
+        args["resources"] = dict(pool.resources)
+    return args

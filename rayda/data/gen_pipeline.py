@@ -123,30 +123,21 @@ def judge_batch(judge, rows: list[dict], k: int, threshold: float, provenance: d
 def build_dataset(prompts: list[Prompt], *, recipe, engine_cfg, spec, spec_texts: dict, judge_model, provenance: dict):
     """The lazy Ray Data pipeline over `prompts`; iterate it to run it."""
     import ray
-    from ray.data import ActorPoolStrategy
-
     from actors.judge import JudgeWorker
     from actors.rollout import Generator
+    from rayda.placement import data_pool_args
 
     gen, pools = recipe.gen_sft, recipe.pools
     items = [{"prompt": prompt_to_json(p)} for p in prompts]
     # One block per generator batch, so the pool's actors share the work from the first batch on.
     ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / gen.batch_size)))
 
-    def pool_args(pool):
-        args = dict(num_cpus=pool.cpus_per_actor, compute=ActorPoolStrategy(size=pool.actors))
-        if pool.gpus_per_actor:
-            args["num_gpus"] = pool.gpus_per_actor
-        if pool.resources:
-            args["resources"] = dict(pool.resources)
-        return args
-
     ds = ds.map_batches(
         Generator,
         fn_constructor_kwargs=dict(engine_cfg=engine_cfg, gen=gen, spec_texts=spec_texts, run_seed=recipe.run.seed),
         batch_size=gen.batch_size,
         batch_format="pyarrow",
-        **pool_args(pools.rollout),
+        **data_pool_args(pools.rollout),
     )
     ds = ds.map_batches(
         JudgeWorker,
@@ -156,7 +147,7 @@ def build_dataset(prompts: list[Prompt], *, recipe, engine_cfg, spec, spec_texts
         ),
         batch_size=gen.batch_size,
         batch_format="pyarrow",
-        **pool_args(pools.judge),
+        **data_pool_args(pools.judge),
     )
     return ds
 

@@ -5,7 +5,7 @@
     rayda eval --completions xstest_v2_completions.csv    # grade completions produced elsewhere
 
 `--model` is `base` (the recipe's policy), `sft` or `rl` (this run's checkpoints) or any Hugging Face
-path or name. Generation runs on the generator pool through Ray Data (`actors/answerer.py`); grading
+path or name. Generation runs on the rollout pool through Ray Data (`actors/answerer.py`); grading
 runs on the driver: the answer's behaviour comes from the judge's REWARD view (the rubric judge and
 unlabelled or off-spec prompts use the style-marker classifier `rayda.behaviour.classify`), citations
 from the chain of thought are checked against the spec. Outputs, written atomically:
@@ -59,25 +59,24 @@ def load_eval_prompts(recipe: Recipe, spec, source: str, tinyworld=None) -> list
 
 
 def generate(recipe: Recipe, model: str, items: list[EvalPrompt], progress: bool = True) -> list[str]:
-    """One completion per prompt from the generator pool, in prompt order."""
+    """One completion per prompt from the rollout pool, in prompt order."""
     import ray.data
 
     from actors.answerer import Answerer
     from rayda.engines.vllm_engine import EngineConfig
-    from rayda.placement import plan
+    from rayda.placement import data_pool_args, plan
     from rayda.ray_utils import init_ray
 
     ray = init_ray(recipe.run)
-    pool = recipe.pools.generator
-    plan({"generator": pool}, ray.cluster_resources())
+    pool = recipe.pools.rollout
+    plan({"rollout": pool}, ray.cluster_resources())
     cfg = EngineConfig(model, seed=recipe.run.seed, dtype=recipe.model.dtype,
                        gpu_memory_utilization=recipe.eval.gpu_memory_utilization)
     rows = [{"index": i, "messages": json.dumps(list(it.prompt.messages))} for i, it in enumerate(items)]
     ds = ray.data.from_items(rows).map_batches(
         Answerer,
         fn_constructor_args=(cfg, recipe.eval.max_tokens, recipe.eval.temperature, recipe.run.seed),
-        batch_size=recipe.eval.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=pool.num_actors),
-        num_cpus=pool.num_cpus, num_gpus=pool.num_gpus or None, resources=dict(pool.resources) or None,
+        batch_size=recipe.eval.batch_size, batch_format="pyarrow", **data_pool_args(pool),
     )
     out: list[str | None] = [None] * len(items)
     for row in ds.iter_rows():
