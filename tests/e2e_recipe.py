@@ -8,7 +8,8 @@ from pathlib import Path
 REDUCED_TINY = (
     "prompts.limit=96",
     "gen_sft.samples_per_prompt=8",
-    "sft.epochs=6",
+    "sft.max_steps=24",
+    "sft.save_every=4",
     "rl.steps=6",
     "rl.save_every=2",
     "eval.limit=96",

@@ -67,7 +67,7 @@ def test_plan_then_submit_the_reduced_tiny_recipe(two_nodes, tmp_path):
     out = rayda("plan", "tiny", "--address", GCS, "pools.learner.gpus_per_actor=3", env=env, timeout=120)
     took = time.perf_counter() - t0
     assert out.returncode == 2 and "GPU: need 3 (learner 1x3), cluster has 2" in out.stderr, out.stderr
-    assert took < 15, took
+    assert took < 60, took  # the failure this guards against is a placement group waiting out its 120 s timeout
     print(f"too-big plan rejected in {took:.1f}s")
     # 3. the reduced tiny recipe through the Jobs API, scraping the metrics while it runs
     run_dir = tmp_path / "run"

@@ -2,6 +2,8 @@
 
     gen-sft -> sft -> rl -> eval(base, sft, rl) on the held-out prompts -> report.md
 
+Every stage marks its folder done with `_SUCCESS`: `sft_data/`, `checkpoints/sft/`, `checkpoints/rl/`, `eval/`.
+
 Each stage skips itself when its `_SUCCESS` (or its eval JSON) exists and resumes when it does not,
 so a killed run started again redoes nothing that finished. The resolved recipe is written to
 `<run.dir>/recipe.yaml`; a later run in the same folder whose recipe computes something different is
@@ -21,6 +23,8 @@ from rayda import io
 from rayda.config import ConfigError, Recipe
 
 
+MODELS = ("base", "sft", "rl")
+"""The models `rayda run` evaluates on the held-out prompts; `eval/_SUCCESS` marks all three done."""
 PLACEMENT_ONLY = {"run": ("ray_address", "num_cpus"), "pools": None}
 """Keys that say where a run happens, not what it computes: they may change between resumes."""
 
@@ -68,9 +72,10 @@ def run(recipe: Recipe, progress: bool = True) -> Path:
     _timed(d, "gen_sft", d / "sft_data" / io.SUCCESS, lambda: gen_sft.run(recipe, progress=progress))
     _timed(d, "sft", d / "checkpoints" / "sft" / io.SUCCESS, lambda: sft.run(recipe, progress=progress))
     _timed(d, "rl", d / "checkpoints" / "rl" / io.SUCCESS, lambda: rl.run(recipe))
-    for model in ("base", "sft", "rl"):
+    for model in MODELS:
         _timed(d, f"eval_{model}", d / "eval" / f"{model}-heldout.json",
                lambda m=model: evaluate.run(recipe, model=m, name=f"{m}-heldout", progress=progress))
+    io.mark_success(d / "eval", {"stage": "eval", "reports": [f"{m}-heldout.json" for m in MODELS]})
     report = write_report(d)
     print(f"report: {report}")
     return report

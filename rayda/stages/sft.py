@@ -157,6 +157,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None) -> Path:
     with ActorGroup(Learner, recipe.pools.learner, "learner", setup_args=(model_path, opts)) as group:
         resumed = group.run_all("load_checkpoint", str(p["state"]))[0]
         start = resumed["step"] if resumed else 0
+        if start:
+            print(f"sft: resuming at step {start} of {steps} from {p['state']}")
         heldout, record = None, {"loss": None}
         bar = tqdm(total=steps, initial=start, desc="sft", disable=not progress)
         for step in range(start, steps):

@@ -1,0 +1,72 @@
+"""`rayda run` end to end, as a user runs it: a subprocess on the reduced tiny recipe, killed (SIGKILL,
+the whole process group) while SFT trains, then started again.
+
+The second run must skip gen-sft (its `_SUCCESS` and parts untouched), finish every stage, write the
+report, and show the held-out ordering the pipeline exists for: RL >= SFT >= base behaviour accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from e2e_recipe import reduced_tiny
+
+pytestmark = [pytest.mark.slow]
+
+RAYDA = [sys.executable, "-m", "rayda.cli"]
+
+
+def _start(run_dir: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": ""}
+    return subprocess.Popen([*RAYDA, "run", "tiny", *reduced_tiny(run_dir)], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _kill_during_sft(proc: subprocess.Popen, run_dir: Path, timeout_s: float = 900) -> None:
+    """SIGKILL the run's process group once gen-sft has finished and SFT has written a checkpoint."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "sft_data" / "_SUCCESS").exists() and any((run_dir / "checkpoints" / "sft_state").glob("step*")):
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before it could be killed during sft"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)  # the killed driver's local Ray
+
+
+def test_rayda_run_survives_a_kill_during_sft_and_orders_the_models(tmp_path):
+    run_dir = tmp_path / "run"
+    first = _start(run_dir, tmp_path / "first.log")
+    try:
+        _kill_during_sft(first, run_dir)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert not (run_dir / "checkpoints" / "sft" / "_SUCCESS").exists()
+    gen_done = (run_dir / "sft_data" / "_SUCCESS").stat().st_mtime_ns
+    parts = {p.name: p.stat().st_mtime_ns for p in (run_dir / "sft_data" / "parts").glob("*.parquet")}
+
+    second = _start(run_dir, tmp_path / "second.log")
+    assert second.wait(timeout=1500) == 0, (tmp_path / "second.log").read_text()[-4000:]
+    log = (tmp_path / "second.log").read_text()
+    assert "gen_sft finished earlier" in log
+    assert (run_dir / "sft_data" / "_SUCCESS").stat().st_mtime_ns == gen_done
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "sft_data" / "parts").glob("*.parquet")} == parts
+    assert json.loads((run_dir / "checkpoints" / "sft" / "_SUCCESS").read_text())["resumed_from"] > 0
+
+    for done in ("sft_data", "checkpoints/sft", "checkpoints/rl", "eval"):
+        assert (run_dir / done / "_SUCCESS").exists(), done
+    assert (run_dir / "report.md").exists()
+    acc = {m: json.loads((run_dir / "eval" / f"{m}-heldout.json").read_text())["overall"]["behaviour_accuracy"]["mean"]
+           for m in ("base", "sft", "rl")}
+    print(json.dumps(acc))
+    assert acc["rl"] >= acc["sft"] >= acc["base"], acc
