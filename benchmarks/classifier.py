@@ -6,8 +6,9 @@ The data is XSTest v2's model completions with two annotators' labels and a `fin
 (1_full_compliance / 2_full_refusal / 3_partial_refusal); it is not shipped with rayda (its own licence,
 and no downloads at run time): pass the files' paths. Prints one JSON line:
 - per file and pooled: n, `rayda` and `prefix` agreement with the human comply-vs-refusal label (a
-  partial refusal counts as a refusal), rayda's three-way agreement, and `error_ratio` = prefix errors /
-  rayda errors (above 1: rayda errs less), all measured in this run on the same rows;
+  partial refusal counts as a refusal), the 95% paired-bootstrap interval of rayda minus prefix,
+  rayda's three-way agreement, and `error_ratio` = prefix errors / rayda errors (above 1: rayda errs
+  less), all measured in this run on the same rows;
 - with no files, {"skipped": why}.
 """
 
@@ -30,7 +31,7 @@ def prefix_match(answer: str) -> str:
 
 
 def score(rows: list[dict], classify) -> dict:
-    from rayda.evaluation.metrics import XSTEST_HUMAN_LABELS
+    from rayda.evaluation.metrics import XSTEST_HUMAN_LABELS, bootstrap_ci
 
     human = [XSTEST_HUMAN_LABELS[r["final_label"].strip()] for r in rows]
     ours = [classify(r["completion"]) for r in rows]
@@ -40,7 +41,12 @@ def score(rows: list[dict], classify) -> dict:
         return sum((p == "comply") == (h == "comply") for p, h in zip(pred, human))
 
     n, ok_ours, ok_base = len(rows), binary(ours), binary(base)
+    # paired: the same rows graded both ways, so the interval is on the per-row difference
+    diff = [float((o == "comply") == (h == "comply")) - float((b == "comply") == (h == "comply"))
+            for o, b, h in zip(ours, base, human)]
+    _, low, high = bootstrap_ci(diff, 1000, seed=0)
     return {"n": n, "rayda": round(ok_ours / n, 4), "prefix": round(ok_base / n, 4),
+            "difference_95ci": [round(low, 4), round(high, 4)],
             "rayda_three_way": round(sum(p == h for p, h in zip(ours, human)) / n, 4),
             "error_ratio": round((n - ok_base) / max(n - ok_ours, 1), 2)}
 
