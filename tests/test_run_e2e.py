@@ -38,9 +38,19 @@ def _kill_during_sft(proc: subprocess.Popen, run_dir: Path, timeout_s: float = 9
             break
         time.sleep(0.5)
     assert proc.poll() is None, "the run ended before it could be killed during sft"
-    os.killpg(proc.pid, signal.SIGKILL)
+    _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver and everything in its process group: the local Ray it started with it (never
+    `ray stop`, which would also stop the test session's own Ray)."""
+    for _ in range(3):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        time.sleep(2)
     proc.wait(timeout=60)
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)  # the killed driver's local Ray
 
 
 def test_rayda_run_survives_a_kill_during_sft_and_orders_the_models(tmp_path):
@@ -49,14 +59,16 @@ def test_rayda_run_survives_a_kill_during_sft_and_orders_the_models(tmp_path):
     try:
         _kill_during_sft(first, run_dir)
     finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
+        _kill_group(first)
     assert not (run_dir / "checkpoints" / "sft" / "_SUCCESS").exists()
     gen_done = (run_dir / "sft_data" / "_SUCCESS").stat().st_mtime_ns
     parts = {p.name: p.stat().st_mtime_ns for p in (run_dir / "sft_data" / "parts").glob("*.parquet")}
 
     second = _start(run_dir, tmp_path / "second.log")
-    assert second.wait(timeout=1500) == 0, (tmp_path / "second.log").read_text()[-4000:]
+    try:
+        assert second.wait(timeout=1500) == 0, (tmp_path / "second.log").read_text()[-4000:]
+    finally:
+        _kill_group(second)  # a finished driver's group is empty; a hung one is not left behind
     log = (tmp_path / "second.log").read_text()
     assert "gen_sft finished earlier" in log
     assert (run_dir / "sft_data" / "_SUCCESS").stat().st_mtime_ns == gen_done
