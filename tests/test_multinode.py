@@ -25,6 +25,9 @@ GCS, DASH, METRICS = "127.0.0.1:6390", "http://127.0.0.1:8275", (8290, 8291)
 PINS = ["pools.rollout.resources={head_node: 1}", "pools.judge.resources={head_node: 1}",
         "pools.learner.resources={worker_node: 1}"]
 SECRET = "sk-rayda-test-not-a-real-key"
+SMALLER = ["prompts.limit=32", "gen_sft.samples_per_prompt=4", "sft.max_steps=6", "rl.steps=2", "eval.limit=32"]
+"""On top of the reduced tiny recipe: this test is about placement and the Jobs API, not learning, so every
+stage runs, on less (`test_run_e2e.py` checks what the stages learn)."""
 
 
 @pytest.fixture(scope="module")
@@ -71,17 +74,24 @@ def test_plan_then_submit_the_reduced_tiny_recipe(two_nodes, tmp_path):
     print(f"too-big plan rejected in {took:.1f}s")
     # 3. the reduced tiny recipe through the Jobs API, scraping the metrics while it runs
     run_dir = tmp_path / "run"
-    job = subprocess.Popen([sys.executable, "-m", "rayda.cli", "submit", "tiny", "--address", DASH, "--follow",
-                            *reduced_tiny(run_dir), *PINS], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+    # the job's logs go to a file: a pipe nobody reads until the end fills up and blocks `--follow`
+    log = tmp_path / "submit.log"
+    with log.open("w") as out:
+        job = subprocess.Popen([sys.executable, "-m", "rayda.cli", "submit", "tiny", "--address", DASH, "--follow",
+                                *reduced_tiny(run_dir), *SMALLER, *PINS], env=env, cwd=REPO, stdout=out,
+                               stderr=subprocess.STDOUT, text=True)
     seen: set[str] = set()
     scraped = ""
+    deadline = time.time() + 1500
     while job.poll() is None:
+        if time.time() > deadline:
+            job.kill()
+            pytest.fail(f"rayda submit --follow did not return; last log lines: {log.read_text()[-2000:]}")
         text = scrape()
         scraped += "\n".join(line for line in text.splitlines() if "rayda" in line)
         seen |= set(re.findall(r"^ray_(rayda_\w+?)(?:_total|_bucket|_count|_sum)?\{", text, re.M))
         time.sleep(10)
-    logs = job.stdout.read()
+    logs = log.read_text()
     assert job.returncode == 0 and "SUCCEEDED" in logs, logs[-3000:]
     assert re.search(r"^job: raysubmit_\w+", logs, re.M) and f"dashboard: {DASH}/#/jobs/" in logs
     for marker in ("sft_data", "checkpoints/sft", "checkpoints/rl", "eval"):

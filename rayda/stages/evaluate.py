@@ -7,7 +7,7 @@
 `--model` is `base` (the recipe's policy), `sft` or `rl` (this run's checkpoints) or any Hugging Face
 path or name. Generation runs on the rollout pool through Ray Data (`actors/answerer.py`); grading
 runs on the driver: the answer's behaviour comes from the judge's REWARD view (the rubric judge and
-unlabelled or off-spec prompts use the style-marker classifier `rayda.behaviour.classify`), citations
+unlabelled or off-spec prompts use `rayda.behaviour.classify`: spec style markers, else free-form cues), citations
 from the chain of thought are checked against the spec. Outputs, written atomically:
 `<run.dir>/eval/<name>.json` (per-category metrics with 95% bootstrap intervals) and
 `<run.dir>/eval/<name>.parquet` (every graded sample). A finished evaluation is not redone.
