@@ -18,7 +18,6 @@ does nothing when Ray is not running, so the pure code paths stay free of Ray.
 
 from __future__ import annotations
 
-import re
 
 STEP_BOUNDARIES = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300]
 PHASE_POOL = {"generate": "rollout", "judge": "judge", "train": "learner", "sync": "learner", "step": "all"}
@@ -95,8 +94,3 @@ def publish_step(record: dict) -> None:
                     ("stage", "pool", "actor", "phase"), boundaries=STEP_BOUNDARIES).observe(value, tags=tags)
         else:
             _metric("Gauge", name, f"Step figure {name.removeprefix('rayda_')}", ("stage", "pool", "actor")).set(value, tags=tags)
-
-
-def prometheus_name(key: str) -> str:
-    """A figure key as a Prometheus metric-name fragment."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", key)
