@@ -49,8 +49,8 @@ class Learner:
     def export_hf(self, path: str) -> None:
         self.engine.export_hf(path)
 
-    def logprobs(self, rows: list, reference: bool = False) -> list[list[float]]:
-        return self.engine.logprobs(rows, reference)
+    def logprobs(self, rows: list, reference: bool = False, temperature: float = 1.0) -> list[list[float]]:
+        return self.engine.logprobs(rows, reference, temperature)
 
     def save_weights(self, path: str) -> dict | None:
         return self.engine.save_weights(path)

@@ -106,6 +106,9 @@ def main() -> None:
         "heldout_behaviour_accuracy": r["eval"]["behaviour_accuracy"],
         "citation_valid": r["eval"]["citation_valid"],
         "eval_temperature": r["eval"]["temperature"],
+        # with spec(category) in context, on training prompts: what data generation starts from
+        "with_spec_behaviour_accuracy": r["eval_with_spec"]["behaviour_accuracy"],
+        "with_spec_citation_valid": r["eval_with_spec"]["citation_valid"],
         "gen_prompts": len(conversations),
         "gen_max_tokens": args.max_tokens,
         "cpus": len(os.sched_getaffinity(0)),

@@ -80,14 +80,14 @@ class TinyWorldConfig:
     max_position: int = 1024
     """Longest sequence the tiny model handles (prompt + spec + response)."""
     transcripts: int = 8000
-    """Policy-free synthetic transcripts to pre-train on (random behaviour, random clause)."""
+    """Policy-free synthetic transcripts to pre-train on (a random clause, and its behaviour)."""
     pretrain_steps: int = 200
     """Optimizer steps of pre-training."""
     batch_size: int = 32
     """Transcripts per pre-training step."""
     lr: float = 1e-3
     """Peak pre-training learning rate (cosine decay)."""
-    system_spec_fraction: float = 0.25
+    system_spec_fraction: float = 0.5
     """Share of transcripts that carry `spec(category)` in a system message, as data generation does."""
     cache_dir: str | None = None
     """Where built worlds are cached by content hash; None: $RAYDA_CACHE or ~/.cache/rayda."""
@@ -242,7 +242,8 @@ class RlConfig:
     max_tokens: int = 160
     """Longest sampled completion (reasoning + answer) in tokens."""
     temperature: float = 1.0
-    """Sampling temperature of the rollouts."""
+    """Sampling temperature of the rollouts (> 0). The learner scores the samples under the same
+    softmax(logits / T) (PPO ratio, KL to the reference), so the update is that of the policy that sampled."""
     top_p: float = 1.0
     """Nucleus sampling of the rollouts."""
     format_penalty: float = 0.5

@@ -57,3 +57,16 @@ def make_tiny_model(out: Path, hidden: int = 128, layers: int = 2, vocab: int = 
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return Path(out)
+
+
+def perfect_judge_rows(spec, prompts) -> list[dict]:
+    """What a perfect judge would accept: each tiny-world prompt answered with its labelled behaviour,
+    citing its own clause, in the tiny world's response format (no spec in the prompt)."""
+    from rayda.tinyworld.transcripts import response
+
+    rng, rows = random.Random(0), []
+    for p in prompts:
+        cot, answer = response(spec, p, p["label"], p["clause_id"], rng)
+        rows.append({"messages": [*p["messages"], {"role": "assistant", "content": answer, "reasoning_content": cot}],
+                     "prompt_id": p["id"], "category": p["category"], "label": p["label"]})
+    return rows

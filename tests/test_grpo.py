@@ -67,3 +67,19 @@ def test_grpo_loss_adds_kl_penalty():
     k3 = math.exp(-0.5) - 1 + 0.5
     assert stats["kl"].item() == pytest.approx(k3, rel=1e-6)
     assert loss.item() == pytest.approx(0.1 * k3, rel=1e-6)
+
+
+def test_grpo_token_loss_scores_the_policy_at_the_sampling_temperature():
+    from rayda.algo.losses import grpo_token_loss
+
+    # One position, two tokens; logits [ln 4, 0] at T = 2 are softmax([ln 2, 0]) = [2/3, 1/3].
+    logits = torch.tensor([[[math.log(4.0), 0.0]]], requires_grad=True)
+    labels, mask = torch.tensor([[0]]), torch.ones(1, 1)
+    old = torch.tensor([[math.log(2 / 3)]])
+    loss, stats = grpo_token_loss(logits, labels, mask, advantages=torch.tensor([1.0]), old_logp=old, ref_logp=old,
+                                  kl_coef=0.0, temperature=2.0)
+    assert stats["nll_sum"].item() == pytest.approx(-math.log(2 / 3), rel=1e-6)  # not -log(4/5), the T = 1 value
+    assert stats["clipped_sum"].item() == 0.0  # ratio 1: old log-probs at T = 2 match the policy at T = 2
+    loss.backward()
+    # d(-A * p/p_old)/dz0 at ratio 1 = -(1 - 2/3) / T = -1/6
+    assert logits.grad[0, 0, 0].item() == pytest.approx(-1 / 6, rel=1e-5)

@@ -14,7 +14,6 @@ groups of 4 RL did not beat SFT (sampled 0.398 -> 0.408): too many groups had al
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
@@ -32,18 +31,6 @@ KL_BOUND = 0.5
 """Mean per-token KL(policy || SFT reference) on the policy's own samples, at every step, in nats
 (measured: at most 0.18 over 30 steps)."""
 RL_OVERRIDES = ("rl.steps=30", "rl.save_every=0", "rl.lr=1e-4", "rl.kl_coef=0.05", "rl.samples_per_prompt=8")
-
-
-def perfect_judge_rows(spec, prompts) -> list[dict]:
-    """What a perfect judge would accept: each prompt answered with its labelled behaviour, citing its clause."""
-    from rayda.tinyworld.transcripts import response
-
-    rng, rows = random.Random(0), []
-    for p in prompts:
-        cot, answer = response(spec, p, p["label"], p["clause_id"], rng)
-        rows.append({"messages": [*p["messages"], {"role": "assistant", "content": answer, "reasoning_content": cot}],
-                     "prompt_id": p["id"], "category": p["category"], "label": p["label"]})
-    return rows
 
 
 def heldout_accuracy(model_dir, spec, prompts) -> dict:
@@ -64,7 +51,7 @@ def heldout_accuracy(model_dir, spec, prompts) -> dict:
 
 
 def sft_then_rl(spec, world, run_dir, overrides=()) -> dict:
-    from sft_fixtures import write_parquet
+    from sft_fixtures import perfect_judge_rows, write_parquet
 
     from rayda.config import load_recipe
     from rayda.stages import rl, sft

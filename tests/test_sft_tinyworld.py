@@ -4,30 +4,15 @@ WITHOUT the spec, graded by the rubric's behaviour classifier) rises well above 
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
-from sft_fixtures import write_parquet
+from sft_fixtures import perfect_judge_rows, write_parquet
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 MARGIN = 0.2
 """SFT must beat the base model's held-out behaviour accuracy by at least this (absolute)."""
-
-
-def perfect_judge_rows(spec, prompts) -> list[dict]:
-    """What a perfect judge would accept: each train prompt answered with its labelled behaviour,
-    citing its own clause, in the tiny world's response format (no spec in the prompt)."""
-    from rayda.tinyworld.transcripts import response
-
-    rng = random.Random(0)
-    rows = []
-    for p in prompts:
-        cot, answer = response(spec, p, p["label"], p["clause_id"], rng)
-        rows.append({"messages": [*p["messages"], {"role": "assistant", "content": answer, "reasoning_content": cot}],
-                     "prompt_id": p["id"], "category": p["category"], "label": p["label"]})
-    return rows
 
 
 def heldout_accuracy(model_dir, spec, prompts) -> dict:

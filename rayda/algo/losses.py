@@ -57,19 +57,21 @@ def sft_loss(
 def grpo_token_loss(
     logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, num_tokens: float | None = None, *,
     advantages: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor,
-    clip: float = 0.2, kl_coef: float = 0.05, kl_kind: str = "k3",
+    clip: float = 0.2, kl_coef: float = 0.05, kl_kind: str = "k3", temperature: float = 1.0,
 ) -> tuple[torch.Tensor, dict]:
     """The GRPO loss (`rayda.algo.grpo.grpo_loss`) on a causal LM's aligned outputs.
 
     advantages [B]; old_logp, ref_logp [B, T], aligned with `labels` (the learner collates them from
     the rows, `rayda.rl.rows.PolicyRow`). `num_tokens` is the divisor, as in `sft_loss`.
+    `temperature` is the rollouts' sampling temperature: the policy is scored as `softmax(logits / T)`,
+    the distribution that drew the samples (`old_logp` and `ref_logp` must be computed the same way).
     Returns the loss and token sums for exact logging over micro-batches and ranks: `nll_sum` (the
     sampled tokens' NLL under the current policy: on-policy, an estimate of its entropy), `tokens`,
     `pg_sum`, `kl_sum` and `clipped_sum`.
     """
     from rayda.algo.grpo import grpo_loss
 
-    logp = token_logprobs(logits, labels)
+    logp = token_logprobs(logits / temperature if temperature != 1.0 else logits, labels)
     loss, stats = grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip, kl_coef, kl_kind, num_tokens)
     m = mask.to(torch.float32)
     sums = {k: stats[k] for k in ("pg_sum", "kl_sum", "clipped_sum")}

@@ -207,9 +207,10 @@ class DeepSpeedLearner:
         return {"nll_sum": nll, "tokens": tokens, "lr": lr, "grad_norm": None if norm is None else float(norm), **sums}
 
     @torch.no_grad()
-    def logprobs(self, rows: list, reference: bool = False) -> list[list[float]]:
+    def logprobs(self, rows: list, reference: bool = False, temperature: float = 1.0) -> list[list[float]]:
         """log p(input_ids[t + 1] | prefix) of every row of this rank's shard `rows[rank::world]`, under the
         current policy or (`reference=True`) the frozen reference: the weights this learner started from.
+        With `temperature` T, p is softmax(logits / T): the distribution rollouts sampled at T.
 
         The reference is a plain copy of the starting model on every rank, loaded at first use; it is
         never trained or sharded (under ZeRO-3 each rank holds it whole: fine for small policies; a
@@ -227,6 +228,8 @@ class DeepSpeedLearner:
             mb = shard[i:i + mbs]
             batch = {k: v.to(self.device) for k, v in collate(mb or rows[:1], self.opts.pad_id).items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+            if temperature != 1.0:
+                logits = logits / temperature
             lp = token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:]).cpu()
             out += [lp[j, : len(e.input_ids) - 1].tolist() for j, e in enumerate(mb)]
         return out

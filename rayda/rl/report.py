@@ -15,8 +15,9 @@ def append_metrics(path: Path, record: dict) -> None:
 
 class Dashboard:
     """A step record on the Ray dashboard: the figures DESIGN.md lists through `rayda.metrics` (tagged
-    by stage, pool and actor), and a gauge `rayda_rl_<key>` for every other numeric figure, created at
-    first use. Does nothing when Ray is not running (metrics then only go to the file)."""
+    by stage, pool and actor), and a gauge `rayda_rl_<key>` for every other numeric figure (loss,
+    accuracy, ...), created at first use. Does nothing when Ray is not running (metrics then only go to
+    the file)."""
 
     def __init__(self, prefix: str = "rayda_rl"):
         self.prefix, self.gauges = prefix, {}
@@ -32,7 +33,9 @@ class Dashboard:
         from rayda import metrics
 
         metrics.publish_step(record)
-        for key, value in _flatten(record).items():
+        published = set(metrics.GAUGES) | {"seconds"}
+        rest = {k: v for k, v in record.items() if k not in published}
+        for key, value in _flatten(rest).items():
             if key not in self.gauges:
                 self.gauges[key] = Gauge(f"{self.prefix}_{key}", description=f"RL step figure {key}")
             self.gauges[key].set(float(value))

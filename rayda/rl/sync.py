@@ -90,9 +90,10 @@ def interleave(parts: list[list]) -> list:
     return out
 
 
-def learner_logprobs(learners, rows: list, reference: bool = False) -> list[list[float]]:
-    """Per-target log-probs of `rows` from the learner group (policy or frozen reference), in row order."""
-    return interleave(learners.run_all("logprobs", rows, reference=reference))
+def learner_logprobs(learners, rows: list, reference: bool = False, temperature: float = 1.0) -> list[list[float]]:
+    """Per-target log-probs of `rows` from the learner group (policy or frozen reference), in row order,
+    of softmax(logits / temperature)."""
+    return interleave(learners.run_all("logprobs", rows, reference=reference, temperature=temperature))
 
 
 def sync(learners, rollout, sync_dir: Path, version: int, probe_row=None, tolerance: float = 1e-3) -> dict:

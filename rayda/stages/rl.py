@@ -88,6 +88,8 @@ def prepare(recipe: Recipe) -> Plan:
                          f"of updates of micro_batch_size x grad_accum x learner ranks = {per_update} rows")
     if c.samples_per_prompt < 2:
         raise ValueError("rl.samples_per_prompt must be at least 2: GRPO compares samples of the same prompt")
+    if c.temperature <= 0:
+        raise ValueError(f"rl.temperature must be > 0 (got {c.temperature}): GRPO needs samples that differ")
     spec = load_spec(resolve_spec_path(recipe.spec.path))
     judges.check_kind(recipe.judge.kind)
     judge_model = None
@@ -120,14 +122,17 @@ def learner_options(recipe: Recipe, plan: Plan, pad_id: int):
 
 def engine_config(recipe: Recipe, plan: Plan):
     """The rollout engines run in the learner's dtype: vLLM's own `auto` on CPU differs from the
-    learner's fp32 (measured: 4e-3 nats on the probe at version 0, against 5e-7 with both in fp32)."""
+    learner's fp32 (measured: 4e-3 nats on the probe at version 0, against 5e-7 with both in fp32).
+    They return the log-probs of the distribution they sample (after temperature), which the learner
+    recomputes as softmax(logits / T), so the train/inference mismatch figure compares like with like."""
     from rayda.engines.deepspeed_engine import resolve_dtype
     from rayda.engines.vllm_engine import EngineConfig
 
     c = recipe.rl
     dtype = resolve_dtype(recipe.model.dtype)
     return EngineConfig(model=plan.sft_path, seed=recipe.run.seed, dtype=dtype, max_model_len=c.max_model_len,
-                        gpu_memory_utilization=c.gpu_memory_utilization, enforce_eager=c.enforce_eager, weight_sync=True)
+                        gpu_memory_utilization=c.gpu_memory_utilization, enforce_eager=c.enforce_eager, weight_sync=True,
+                        extra={"logprobs_mode": "processed_logprobs"})
 
 
 class Timer:
@@ -231,12 +236,13 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     valid = torch.tensor([s.valid for s in scored], dtype=torch.float32).view(shape)
                     advantages = group_advantages(rewards, valid).flatten().tolist()
                     rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid) for x, s in zip(completions, scored)]
-                    old = learner_logprobs(learners, rows)
-                    ref = learner_logprobs(learners, rows, reference=True)
+                    old = learner_logprobs(learners, rows, temperature=c.temperature)
+                    ref = learner_logprobs(learners, rows, reference=True, temperature=c.temperature)
                     rows = with_logprobs(rows, advantages, old, ref)
                     size = len(rows) // plan.updates_per_step
                     parts = [r for u in range(plan.updates_per_step) for r in learners.run_all(
-                        "train_step", rows[u * size:(u + 1) * size], "grpo", clip=c.clip, kl_coef=c.kl_coef, kl_kind=c.kl_kind)]
+                        "train_step", rows[u * size:(u + 1) * size], "grpo", clip=c.clip, kl_coef=c.kl_coef, kl_kind=c.kl_kind,
+                        temperature=c.temperature)]
 
                 # 5. weight sync v -> v + 1, verified by the probe every probe_every syncs
                 with t("sync"):

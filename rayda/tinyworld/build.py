@@ -30,7 +30,7 @@ from rayda.io import SUCCESS, atomic_write_json, is_done, mark_success, read_jso
 from rayda.reasoning import split
 from rayda.spec import BEHAVIOURS
 
-CODE_VERSION = "tinyworld-3"
+CODE_VERSION = "tinyworld-4"
 """Bump when a change here, or in prompts/transcripts/tokenizer/model, changes what a build produces."""
 SEED = 0
 ASSISTANT_ONLY_LOSS = True
@@ -137,13 +137,19 @@ def _build_into(out: Path, spec, cfg: TinyWorldConfig, spec_token_budget: int | 
     train_rows = prompts["train"]
     clause_ids = sorted(spec.clauses())
 
-    # 1. Policy-free transcripts: random training prompt, random behaviour, random clause.
+    # 1. Policy-free transcripts: a random training prompt and a random clause, whose behaviour the
+    #    response then follows. With spec(category) in context the clause is one the spec shows (a
+    #    reader of the spec who cannot yet tell which clause fits); without it, any clause of the spec.
+    clauses = spec.clauses()
+    by_category = {c.id: [cl.id for cl in c.clauses] for c in spec.categories}
     plan = []
     for _ in range(cfg.transcripts):
         row = rng.choice(train_rows)
-        behaviour, clause_id = rng.choice(BEHAVIOURS), rng.choice(clause_ids)
+        with_spec = rng.random() < cfg.system_spec_fraction
+        clause_id = rng.choice(by_category[row["category"]] if with_spec else clause_ids)
+        behaviour = clauses[clause_id][1].behaviour
         cot, answer = response(spec, row, behaviour, clause_id, rng)
-        plan.append((row, cot, answer, rng.random() < cfg.system_spec_fraction))
+        plan.append((row, cot, answer, with_spec))
 
     # 2. Tokenizer on training text only: the spec, the training prompts and the transcripts.
     texts = [spec.compile(c.id) for c in spec.categories] * SPEC_TOKENIZER_WEIGHT
@@ -220,7 +226,19 @@ def _build_into(out: Path, spec, cfg: TinyWorldConfig, spec_token_budget: int | 
             progress=progress,
         )
         eval_seconds = time.time() - t_eval
+        # ... and on training prompts WITH spec(category), as data generation sees them.
+        gen_rows = train_rows[::4]
+        with_spec = generate(
+            model,
+            tokenizer,
+            [[{"role": "system", "content": compiled[r["category"]]}, *r["messages"]] for r in gen_rows],
+            max_new_tokens=EVAL_MAX_NEW_TOKENS,
+            temperature=EVAL_TEMPERATURE,
+            seed=SEED,
+            progress=progress,
+        )
     scores = score(spec, prompts["heldout"], texts)
+    spec_scores = score(spec, gen_rows, with_spec)
     report = {
         "code_version": CODE_VERSION,
         "spec_hash": spec.content_hash,
@@ -239,6 +257,7 @@ def _build_into(out: Path, spec, cfg: TinyWorldConfig, spec_token_budget: int | 
         "transcripts": len(examples),
         "unseen_heldout_token_share": round(unseen, 4),
         "eval": {"split": "heldout", "with_spec": False, "temperature": EVAL_TEMPERATURE, **scores},
+        "eval_with_spec": {"split": "train[::4]", "with_spec": True, "temperature": EVAL_TEMPERATURE, **spec_scores},
         "samples": texts[:3],
         "torch": torch.__version__,
         "torch_threads": threads,

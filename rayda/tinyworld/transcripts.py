@@ -2,9 +2,12 @@
 
 A response is a short chain of thought that restates the request, names a clause id and states a
 decision, followed by an answer in that decision's style, built from the spec's style guide (its
-example and markers, with small variations). In pre-training the behaviour and the clause are drawn at
-random, so the base model writes well-formed responses in all three styles while its behaviour choice
-and its citations stay at chance: the signal that data generation and RL must then supply.
+example and markers, with small variations). In pre-training the clause is drawn at random and the
+decision is the clause's own behaviour; with spec(category) in context the clause is drawn from the
+clauses that spec shows. So the base model writes well-formed responses in all three styles, acts on
+the clause it cites, and with the spec in context cites one of the spec's clauses; but which clause
+fits the request it does not know, so its behaviour stays at chance: the signal that data generation
+(the judge picks the samples that cited the right clause) and RL must then supply.
 """
 
 from __future__ import annotations
