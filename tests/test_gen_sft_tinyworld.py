@@ -23,13 +23,11 @@ def _metrics(tmp_path):
 
 
 def test_rubric_judge_accepts_rows_with_provenance(ray_local, tiny_world, spec, tmp_path):
-    import datasets
-
     recipe, result = _run(tmp_path, "prompts.limit=24", "gen_sft.samples_per_prompt=8")
     assert result.accepted > 0, _metrics(tmp_path)
     out = result.out_dir
-    acc = datasets.load_dataset("parquet", data_files=str(out / "accepted.parquet"), split="train")
-    rej = datasets.load_dataset("parquet", data_files=str(out / "rejected.parquet"), split="train")
+    acc = pq.read_table(out / "accepted.parquet").to_pylist()
+    rej = pq.read_table(out / "rejected.parquet").to_pylist()  # may be empty: pyarrow reads that, datasets does not
     assert len(acc) + len(rej) == 24
     spec_texts = {c: spec.compile(c) for c in spec.category_ids}
     clause_texts = [cl.text.strip() for c in spec.categories for cl in c.clauses]
@@ -42,7 +40,7 @@ def test_rubric_judge_accepts_rows_with_provenance(ray_local, tiny_world, spec, 
                 assert not any(t[:60] in m["content"] for t in clause_texts)
         assert row["spec_hash"] == spec.content_hash and row["template_hash"] and row["generator_weights_hash"]
         assert row["judge_kind"] == "rubric" and row["label"] and row["cited_clauses"]
-    assert set(rej["reason"]) <= {"malformed", "below_threshold", "judge_error", "spec_leak"}
+    assert {r["reason"] for r in rej} <= {"malformed", "below_threshold", "judge_error", "spec_leak"}
     m = _metrics(tmp_path)
     assert m["accepted"] == result.accepted and m["judge_error_rate"] == 0.0 and m["tokens_generated"] > 0
 

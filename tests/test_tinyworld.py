@@ -204,7 +204,7 @@ def test_default_world_generates_well_formed_text_in_vllm(tiny_world, spec):
         seed=0,
     )
     rows = tiny_world.prompts("heldout")[:64]
-    params = vllm.SamplingParams(temperature=1.0, max_tokens=160, seed=0)
+    params = vllm.SamplingParams(temperature=0.7, max_tokens=160, seed=0)  # as the tiny recipe's gen-sft samples
     outs = llm.chat([r["messages"] for r in rows], params, use_tqdm=False)
     texts = [o.outputs[0].text for o in outs]
     ok = [split(t).ok for t in texts]
