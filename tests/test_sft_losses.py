@@ -91,3 +91,9 @@ def test_ds_config_from_options():
         ds_config(LearnerOptions(zero_stage=2, offload_params=True), 1)
     with pytest.raises(ValueError, match="zero_stage"):
         ds_config(LearnerOptions(zero_stage=4), 1)
+
+
+def test_token_logprobs_at_a_temperature_are_those_of_the_tempered_softmax():
+    logits = torch.tensor([[[math.log(4.0), 0.0]]])  # T = 2: softmax([ln 2, 0]) = [2/3, 1/3]
+    assert token_logprobs(logits, torch.tensor([[1]]), 2.0).item() == pytest.approx(math.log(1 / 3), rel=1e-6)
+    assert token_logprobs(logits, torch.tensor([[1]])).item() == pytest.approx(math.log(1 / 5), rel=1e-6)

@@ -21,13 +21,16 @@ def next_token(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.T
     return logits[:, :-1], input_ids[:, 1:], loss_mask[:, 1:]
 
 
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log p(labels[b, t] | prefix) for every position: [B, T, V], [B, T] -> [B, T] (float32).
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(labels[b, t] | prefix) for every position: [B, T, V], [B, T] -> [B, T] (float32), where
+    p = softmax(logits / temperature): the distribution a sampler at that temperature draws from.
 
     cross_entropy works on [N, V] without materialising a second [B, T, V] log-softmax tensor; the
     float32 upcast keeps bf16 logits from rounding small probabilities to zero.
     """
     flat = logits.reshape(-1, logits.shape[-1]).float()
+    if temperature != 1.0:
+        flat = flat / temperature
     return -F.cross_entropy(flat, labels.reshape(-1), reduction="none").view(labels.shape)
 
 
@@ -71,7 +74,7 @@ def grpo_token_loss(
     """
     from rayda.algo.grpo import grpo_loss
 
-    logp = token_logprobs(logits / temperature if temperature != 1.0 else logits, labels)
+    logp = token_logprobs(logits, labels, temperature)
     loss, stats = grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip, kl_coef, kl_kind, num_tokens)
     m = mask.to(torch.float32)
     sums = {k: stats[k] for k in ("pg_sum", "kl_sum", "clipped_sum")}

@@ -228,9 +228,7 @@ class DeepSpeedLearner:
             mb = shard[i:i + mbs]
             batch = {k: v.to(self.device) for k, v in collate(mb or rows[:1], self.opts.pad_id).items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-            if temperature != 1.0:
-                logits = logits / temperature
-            lp = token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:]).cpu()
+            lp = token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:], temperature).cpu()
             out += [lp[j, : len(e.input_ids) - 1].tolist() for j, e in enumerate(mb)]
         return out
 

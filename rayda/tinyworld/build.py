@@ -135,12 +135,12 @@ def _build_into(out: Path, spec, cfg: TinyWorldConfig, spec_token_budget: int | 
     rng = random.Random(SEED)
     prompts = make_prompts(spec)
     train_rows = prompts["train"]
-    clause_ids = sorted(spec.clauses())
+    clauses = spec.clauses()
+    clause_ids = sorted(clauses)
 
     # 1. Policy-free transcripts: a random training prompt and a random clause, whose behaviour the
     #    response then follows. With spec(category) in context the clause is one the spec shows (a
     #    reader of the spec who cannot yet tell which clause fits); without it, any clause of the spec.
-    clauses = spec.clauses()
     by_category = {c.id: [cl.id for cl in c.clauses] for c in spec.categories}
     plan = []
     for _ in range(cfg.transcripts):
