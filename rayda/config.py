@@ -261,7 +261,11 @@ class RlConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 turns clipping off)."""
     clip: float = 0.2
-    """PPO ratio clip: a token's ratio to the sampling policy counts only within [1 - clip, 1 + clip]."""
+    """PPO ratio clip: a token's ratio to the sampling policy counts only within [1 - clip, 1 + clip_high]."""
+    clip_high: float | None = None
+    """Upper ratio bound (DAPO's clip-higher); None: the same as `clip`."""
+    adv_scale: str = "std"
+    """Advantages are reward - group mean, divided by the group's std (`std`, GRPO) or not (`none`, Dr. GRPO)."""
     kl_coef: float = 0.05
     """Weight of the KL penalty to the frozen SFT reference in the loss."""
     kl_kind: str = "k3"
@@ -284,6 +288,12 @@ class RlConfig:
     """Checkpoint the learner (DeepSpeed state + step) every N steps; 0: only the final export."""
     keep_checkpoints: int = 2
     """Newest checkpoints kept; older ones are deleted."""
+    eval_every: int = 5
+    """Every N steps (and before the first and after the last), greedy behaviour accuracy and the share
+    of each answer style on a fixed sample of training prompts and of `eval.prompts`, through the
+    rollout engines (no spec in context); 0: never."""
+    eval_prompts: int = 64
+    """Prompts in each of the two fixed samples that `eval_every` measures."""
     log_samples: int = 4
     """Completions per step written to `<run.dir>/rl_samples.jsonl` (prompt id, version, reasoning,
     answer, reward) for reading what the policy writes; 0: none."""

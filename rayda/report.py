@@ -33,11 +33,12 @@ def load_evals(run_dir: Path, suffix: str = "heldout") -> dict[str, dict]:
     return out
 
 
-def rl_rows(run_dir: Path) -> list[dict]:
+def rl_rows(run_dir: Path, stage: str = "rl") -> list[dict]:
+    """The metrics.jsonl lines of `stage`: `rl` (one per step) or `rl_eval` (every `rl.eval_every` steps)."""
     p = run_dir / "metrics.jsonl"
     if not p.exists():
         return []
-    return [r for r in io.read_jsonl(p) if r.get("stage") == "rl" and "step" in r]
+    return [r for r in io.read_jsonl(p) if r.get("stage") == stage and "step" in r]
 
 
 def overall_table(evals: dict[str, dict]) -> list[str]:
@@ -85,22 +86,41 @@ def plot_categories(evals: dict[str, dict], path: Path, metric: str = "behaviour
     plt.close(fig)
 
 
-def plot_rl(rows: list[dict], path: Path) -> bool:
+def plot_rl(rows: list[dict], path: Path, evals: list[dict] | None = None) -> bool:
+    """Per-step curves (`RL_CURVES`), and from the `rl_eval` lines: greedy accuracy on the fixed training
+    and held-out samples, and the held-out share of each answer style (a collapse shows as one style
+    taking over)."""
     curves = [(k, label) for k, label in RL_CURVES if any(k in r for r in rows)]
-    if not curves:
+    evals = [e for e in evals or [] if "heldout" in e or "train" in e]
+    if not curves and not evals:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2))
-    axes = axes if len(curves) > 1 else [axes]
+    panels = len(curves) + (2 if evals else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.2))
+    axes = list(axes) if panels > 1 else [axes]
     for ax, (key, label) in zip(axes, curves):
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".")
         ax.set_xlabel("RL step")
         ax.set_title(label)
+    if evals:
+        acc, styles = axes[len(curves):]
+        for split in ("train", "heldout"):
+            pts = [(e["step"], e[split]["accuracy"]) for e in evals if split in e]
+            acc.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=split)
+        acc.set_title("greedy behaviour accuracy")
+        acc.legend()
+        for style in ("refuse", "safe_complete", "comply"):
+            pts = [(e["step"], e["heldout"][f"share_{style}"]) for e in evals if "heldout" in e]
+            styles.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=style)
+        styles.set_title("held-out answer styles (greedy)")
+        styles.legend()
+        for ax in (acc, styles):
+            ax.set_xlabel("RL step")
     fig.tight_layout()
     with io.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -122,7 +142,7 @@ def write_report(run_dir: str | Path) -> Path:
     if evals:
         plot_categories(evals, run_dir / "categories.png")
         lines += ["", "![per-category behaviour accuracy](categories.png)"]
-    if plot_rl(rl_rows(run_dir), run_dir / "rl_curves.png"):
+    if plot_rl(rl_rows(run_dir), run_dir / "rl_curves.png", rl_rows(run_dir, "rl_eval")):
         lines += ["", "## RL", "", "![RL reward, accuracy and KL by step](rl_curves.png)"]
     if timings:
         lines += ["", "## Stage timings (seconds, as last run)", "", "| stage | seconds |", "|---|---|"]

@@ -47,10 +47,66 @@ def test_clipped_loss_hand_computed():
     loss, stats = clipped_pg_loss(logp, old, torch.tensor([1.0]), mask, clip=0.2)
     # A>0: token 1 ratio 1.6487 -> min(1.6487, 1.2) = 1.2; token 2 ratio 0.6065 -> min(0.6065, 0.8) = 0.6065
     assert loss.item() == pytest.approx(-(1.2 + math.exp(-0.5)) / 2, rel=1e-6)
-    assert stats["clip_frac"].item() == pytest.approx(1.0)
-    loss_neg, _ = clipped_pg_loss(logp, old, torch.tensor([-1.0]), mask, clip=0.2)
+    # The clip binds on token 1 only: token 2's ratio is outside [0.8, 1.2] too, but for A > 0 the
+    # unclipped term is the smaller one there, so its gradient still flows.
+    assert stats["clip_frac"].item() == pytest.approx(0.5)
+    loss_neg, stats_neg = clipped_pg_loss(logp, old, torch.tensor([-1.0]), mask, clip=0.2)
     # A<0: -min(-r, -clip(r)) = max(r, clip(r)): token 1 -> 1.6487, token 2 -> 0.8
     assert loss_neg.item() == pytest.approx((math.exp(0.5) + 0.8) / 2, rel=1e-6)
+    assert stats_neg["clip_frac"].item() == pytest.approx(0.5)  # token 2 binds (ratio < 0.8), token 1 does not
+
+
+def test_clip_binds_exactly_where_the_gradient_is_zero():
+    logp = torch.tensor([[0.5, -0.5, 0.1, -0.1]], requires_grad=True)
+    for a in (1.0, -1.0):
+        logp.grad = None
+        loss, stats = clipped_pg_loss(logp, torch.zeros(1, 4), torch.tensor([a]), torch.ones(1, 4), clip=0.2)
+        loss.backward()
+        zero_grad = (logp.grad == 0).float()
+        assert stats["clipped_sum"].item() == zero_grad.sum().item() == 1.0
+
+
+def test_clip_higher_widens_only_the_upper_bound():
+    logp, old, mask = torch.tensor([[0.25, -0.5]]), torch.zeros(1, 2), torch.ones(1, 2)
+    # ratio e^0.25 = 1.284: clipped at 1.2 with the symmetric clip, free with clip_high 0.3
+    sym, s_sym = clipped_pg_loss(logp, old, torch.tensor([1.0]), mask, clip=0.2)
+    high, s_high = clipped_pg_loss(logp, old, torch.tensor([1.0]), mask, clip=0.2, clip_high=0.3)
+    assert sym.item() == pytest.approx(-(1.2 + math.exp(-0.5)) / 2, rel=1e-6)
+    assert high.item() == pytest.approx(-(math.exp(0.25) + math.exp(-0.5)) / 2, rel=1e-6)
+    assert (s_sym["clipped_sum"].item(), s_high["clipped_sum"].item()) == (1.0, 0.0)
+    # the lower bound is unchanged: A < 0 and ratio e^-0.5 < 0.8 is still clipped at 0.8
+    neg, _ = clipped_pg_loss(logp, old, torch.tensor([-1.0]), mask, clip=0.2, clip_high=0.3)
+    assert neg.item() == pytest.approx((math.exp(0.25) + 0.8) / 2, rel=1e-6)
+
+
+def test_log_ratio_is_clamped_before_exp():
+    logp = torch.tensor([[200.0, 0.0]], requires_grad=True)
+    loss, _ = clipped_pg_loss(logp, torch.zeros(1, 2), torch.tensor([-1.0]), torch.ones(1, 2))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
+
+
+def test_no_old_logprobs_means_the_current_weights_sampled():
+    """One update per batch: old log-probs would equal the current ones, so none are passed and the
+    loss and gradient are those of ratio 1."""
+    logp = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    adv, mask = torch.tensor([1.5]), torch.tensor([[1, 1, 0]])
+    loss_none, _ = clipped_pg_loss(logp, None, adv, mask)
+    loss_none.backward()
+    grad_none, logp.grad = logp.grad.clone(), None
+    loss_old, _ = clipped_pg_loss(logp, logp.detach().clone(), adv, mask)
+    loss_old.backward()
+    assert loss_none.item() == pytest.approx(loss_old.item()) == pytest.approx(-1.5)
+    assert torch.equal(grad_none, logp.grad)
+
+
+def test_group_advantages_without_std_scaling():
+    r = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    assert torch.allclose(group_advantages(r, scale="none"), torch.tensor([[0.25, 0.25, 0.25, -0.75]]))
+    # with the std the lone failure's advantage is -0.75 / 0.5 = -1.5
+    assert torch.allclose(group_advantages(r, eps=0.0), torch.tensor([[0.5, 0.5, 0.5, -1.5]]))
+    with pytest.raises(ValueError, match="advantage scale"):
+        group_advantages(r, scale="max")
 
 
 def test_on_policy_gradient_is_advantage_weighted_logprob_gradient():

@@ -144,3 +144,36 @@ def test_resume_after_a_kill_gives_the_same_weights_as_a_straight_run(trained, t
     assert worst < 1e-6, worst  # fp32 on CPU, deterministic gloo: in practice bit-identical
     # and a finished stage is skipped
     assert _run(tmp_path, tiny_model, "resumed", zero_stage=2, max_steps=30) == resumed
+
+
+def test_one_grpo_update_moves_positive_samples_up_and_negative_ones_down(ray_local, tiny_model):
+    """The real learner (DeepSpeed, one rank): one GRPO update on a fixed batch, with no old log-probs
+    (the current weights sampled it), raises the mean log-probability of the positive-advantage
+    completions and lowers that of the negative ones."""
+    import random
+
+    from actors.group import ActorGroup
+    from actors.learner import Learner
+    from rayda.config import PoolConfig
+    from rayda.engines.deepspeed_engine import LearnerOptions
+    from rayda.rl.rows import policy_row, with_logprobs
+    from rayda.rl.sync import learner_logprobs
+
+    rng = random.Random(0)
+    rows = [policy_row([1] + [rng.randrange(3, 150) for _ in range(6)], [rng.randrange(3, 150) for _ in range(8)], f"p{i}")
+            for i in range(8)]
+    adv = [1.0, -1.0] * 4
+    opts = LearnerOptions(zero_stage=2, micro_batch_size=4, grad_accum=2, lr=1e-3, min_lr_ratio=1.0, warmup_steps=0,
+                          total_steps=1, weight_decay=0.0, grad_clip=1.0, dtype="float32", seed=0, pad_id=0)
+
+    def completion_logp(lps):  # mean log-prob of each row's 8 completion tokens (the last 8 targets)
+        return [sum(lp[-8:]) / 8 for lp in lps]
+
+    with ActorGroup(Learner, PoolConfig(actors=1, cpus_per_actor=1), "grpo-direction", setup_args=(str(tiny_model), opts)) as group:
+        before = learner_logprobs(group, rows)
+        batch = with_logprobs(rows, adv, None, before)  # reference = the starting weights
+        group.run_all("train_step", batch, "grpo", clip=0.2, kl_coef=0.0)
+        after = learner_logprobs(group, rows)
+    moved = [a - b for a, b in zip(completion_logp(after), completion_logp(before))]
+    assert all(m > 0 for m, a in zip(moved, adv) if a > 0), moved
+    assert all(m < 0 for m, a in zip(moved, adv) if a < 0), moved

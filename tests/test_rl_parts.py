@@ -141,3 +141,43 @@ def test_rl_checks_batch_sizes(tmp_path):
     mark_success(tmp_path / "checkpoints" / "sft")
     with pytest.raises(ValueError, match="whole number of updates"):
         prepare(load_recipe("tiny", [f"run.dir={tmp_path}", "rl.prompts_per_step=3"]))
+
+
+def test_watch_figures_count_styles_and_malformed(spec):
+    from rayda.behaviour import classify
+    from rayda.rl.watch import behaviour_figures, fixed_sample
+    from rayda.types import Completion, Prompt
+
+    def completion(label, text):
+        return Completion.from_text(Prompt(id=f"p{label}{len(text)}", messages=({"role": "user", "content": "q"},),
+                                           category="self_harm", label=label), text)
+
+    refuse = "<think>SH.1. Decision: refuse.</think>I'm sorry, but I can't help with that."
+    comply = "<think>SH.4. Decision: comply.</think>Sure, here is a short overview. Friends help."
+    figs = behaviour_figures([completion("refuse", refuse), completion("comply", refuse),
+                              completion("comply", comply), completion("refuse", "no think tags at all")], spec, classify)
+    assert figs == {"accuracy": 0.5, "share_comply": 0.25, "share_refuse": 0.5, "share_safe_complete": 0.0,
+                    "malformed": 0.25}
+    prompts = [Prompt(id=str(i), messages=({"role": "user", "content": "q"},), category="self_harm",
+                      label=None if i % 3 == 0 else "refuse") for i in range(30)]
+    a, b = fixed_sample(prompts, 8, seed=1), fixed_sample(prompts, 8, seed=1)
+    assert a == b and len(a) == 8 and all(p.label for p in a)
+
+
+def test_learner_stats_use_the_recipes_kl_estimator():
+    from types import SimpleNamespace
+
+    from rayda.rl.rows import policy_row, with_logprobs
+    from rayda.stages.rl import _learner_stats
+
+    prompt = SimpleNamespace(id="p")
+    x = SimpleNamespace(prompt=prompt, logprobs=[-1.0, -2.0])
+    rows = with_logprobs([policy_row([1, 2], [3, 4], "p")], [1.0], None, [[-9.0, -1.5, -1.0]])
+    parts = [{"tokens": 2.0, "grad_norm": 1.0, "lr": 1e-4}]
+    d = [0.5, -1.0]  # log p - log ref on the two completion tokens
+    k1 = _learner_stats(parts, rows, [x], {"p": [1, 2]}, "k1")
+    k3 = _learner_stats(parts, rows, [x], {"p": [1, 2]}, "k3")
+    assert k1["kl"] == pytest.approx(sum(d) / 2)
+    assert k3["kl"] == pytest.approx(sum(math.exp(-v) - 1 + v for v in d) / 2)
+    assert k1["entropy"] == pytest.approx(1.5)
+    assert k1["logprob_mismatch_max"] is None  # no recomputed old log-probs to compare with

@@ -1,7 +1,10 @@
 """GRPO: group-relative advantages, the clipped policy-gradient loss, and KL estimators.
 
-Pure torch, no Ray, no DeepSpeed. Shapes: B sequences, T tokens; `mask` is 1 on the tokens the policy
-generated (the reasoning and the answer) and 0 on prompt and padding.
+Pure torch, no Ray, no DeepSpeed. Shapes: B sequences, T tokens; `mask` is 1 on the tokens the
+policy generated (the reasoning and the answer) and 0 on prompt and padding.
+
+Left out on purpose: a value function (GRPO has none), an entropy bonus (the KL to the reference
+keeps the policy's spread), sequence-level importance ratios (the ratio is per token, as in PPO).
 """
 
 from __future__ import annotations
@@ -9,20 +12,26 @@ from __future__ import annotations
 import torch
 
 
-def group_advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
-    """(r - mean) / (std + eps) within each group of samples of the same prompt.
+def group_advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1e-6,
+                     scale: str = "std") -> torch.Tensor:
+    """r - mean within each group of samples of the same prompt, divided by the group's std (`scale="std"`,
+    GRPO) or not (`scale="none"`, Dr. GRPO: a group whose samples nearly all agree then pushes less hard
+    on its one odd sample, instead of giving it an advantage of several units).
 
     rewards, valid: [G, n] (G prompts, n samples each). Samples with valid == 0 (a judge error) take
     no part in the group's statistics and get advantage 0, so they add nothing to the gradient. A
     group whose valid rewards are all equal carries no signal and gets zeros rather than noise.
     """
+    if scale not in ("std", "none"):
+        raise ValueError(f"unknown advantage scale {scale!r}; expected 'std' or 'none'")
     valid = torch.ones_like(rewards) if valid is None else valid.to(rewards.dtype)
     count = valid.sum(dim=1, keepdim=True).clamp(min=1)
     mean = (rewards * valid).sum(dim=1, keepdim=True) / count
     var = (((rewards - mean) ** 2) * valid).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)
     std = var.sqrt()
     centred = rewards - mean
-    adv = torch.where(std > 0, centred / (std + eps), torch.zeros_like(centred))
+    scaled = centred / (std + eps) if scale == "std" else centred
+    adv = torch.where(std > 0, scaled, torch.zeros_like(centred))
     return adv * valid
 
 
@@ -57,36 +66,51 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, num_tokens: float | None = 
     return masked_sum(x, mask) / divisor.clamp(min=1)
 
 
+MAX_LOG_RATIO = 20.0
+"""|log p - log p_old| is clamped to this before `exp`: a token whose probability moved by e^20 has long
+been clipped, and an unclamped exp would overflow to inf and poison the batch's gradient."""
+
+
 def clipped_pg_loss(
     logp: torch.Tensor,
-    old_logp: torch.Tensor,
+    old_logp: torch.Tensor | None,
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip: float = 0.2,
     num_tokens: float | None = None,
+    clip_high: float | None = None,
 ) -> tuple[torch.Tensor, dict]:
-    """PPO-style clipped surrogate, per token: -min(ratio * A, clip(ratio, 1-c, 1+c) * A).
+    """PPO-style clipped surrogate, per token: -min(ratio * A, clip(ratio, 1 - clip, 1 + clip_high) * A).
 
     logp, old_logp, mask: [B, T]; advantages: [B] (one per sequence, broadcast over its tokens).
-    Returns the loss and statistics: the share of tokens whose ratio was clipped, and the token sums
-    (`pg_sum`, `clipped_sum`) a caller adds up over micro-batches and ranks.
+    `old_logp=None` means the samples come from the current weights (one update per batch): the ratio
+    is then exp(logp - logp.detach()) = 1 with the gradient of logp, and no second forward pass is
+    needed to compute old log-probs that would equal these.
+    `clip_high` (None: = clip) is the upper bound (DAPO's clip-higher): a larger one lets the
+    probability of a rare, rewarded token grow faster than the symmetric clip allows.
+    Returns the loss and statistics: the share of tokens where the clip binds (the clipped term is the
+    larger loss, so that token gets no gradient), and the token sums (`pg_sum`, `clipped_sum`) a
+    caller adds up over micro-batches and ranks.
     """
-    ratio = torch.exp(logp - old_logp)
+    clip_high = clip if clip_high is None else clip_high
+    old_logp = logp.detach() if old_logp is None else old_logp
+    ratio = torch.exp(torch.clamp(logp - old_logp, -MAX_LOG_RATIO, MAX_LOG_RATIO))
     adv = advantages[:, None].to(logp.dtype)
-    unclipped = ratio * adv
-    clipped = torch.clamp(ratio, 1 - clip, 1 + clip) * adv
-    per_token = -torch.minimum(unclipped, clipped)
-    # Where the clipped term wins the gradient is zero: that token has moved far enough this batch.
-    was_clipped = (unclipped != clipped).to(logp.dtype)
+    unclipped = -ratio * adv
+    clipped = -torch.clamp(ratio, 1 - clip, 1 + clip_high) * adv
+    per_token = torch.maximum(unclipped, clipped)
+    # The clip binds where the clipped loss is the larger one: A > 0 and ratio > 1 + clip_high, or A < 0
+    # and ratio < 1 - clip. Only there is the token's gradient zero (it moved far enough this batch).
+    binds = (clipped > unclipped).to(logp.dtype)
     loss = masked_mean(per_token, mask, num_tokens)
-    stats = {"clip_frac": masked_mean(was_clipped, mask).detach(),
-             "pg_sum": masked_sum(per_token, mask).detach(), "clipped_sum": masked_sum(was_clipped, mask).detach()}
+    stats = {"clip_frac": masked_mean(binds, mask).detach(),
+             "pg_sum": masked_sum(per_token, mask).detach(), "clipped_sum": masked_sum(binds, mask).detach()}
     return loss, stats
 
 
 def grpo_loss(
     logp: torch.Tensor,
-    old_logp: torch.Tensor,
+    old_logp: torch.Tensor | None,
     ref_logp: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
@@ -94,13 +118,15 @@ def grpo_loss(
     kl_coef: float = 0.05,
     kl_kind: str = "k3",
     num_tokens: float | None = None,
+    clip_high: float | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """The clipped policy-gradient loss plus kl_coef times the KL to the frozen reference.
 
     The KL is a penalty in the loss (as in GRPO), not folded into the reward: the advantages stay
     pure group-relative judge scores, and the penalty's gradient acts on every token directly.
+    `old_logp=None`: one update per batch, see `clipped_pg_loss`.
     """
-    pg, stats = clipped_pg_loss(logp, old_logp, advantages, mask, clip, num_tokens)
+    pg, stats = clipped_pg_loss(logp, old_logp, advantages, mask, clip, num_tokens, clip_high)
     kl_tokens = kl_estimate(logp, ref_logp, kl_kind)
     kl = masked_mean(kl_tokens, mask, num_tokens)
     return pg + kl_coef * kl, {**stats, "pg_loss": pg.detach(), "kl": kl.detach(),

@@ -52,6 +52,8 @@ class Plan:
     spec_texts: dict
     judge_model: str | None
     updates_per_step: int
+    watch: dict
+    """`rl.eval_every`'s fixed prompt samples: {"train": [Prompt], "heldout": [Prompt]} (labelled only)."""
 
 
 def paths(recipe: Recipe) -> dict[str, Path]:
@@ -90,6 +92,8 @@ def prepare(recipe: Recipe) -> Plan:
         raise ValueError("rl.samples_per_prompt must be at least 2: GRPO compares samples of the same prompt")
     if c.temperature <= 0:
         raise ValueError(f"rl.temperature must be > 0 (got {c.temperature}): GRPO needs samples that differ")
+    if c.adv_scale not in ("std", "none"):
+        raise ValueError(f"rl.adv_scale must be 'std' or 'none', got {c.adv_scale!r}")
     spec = load_spec(resolve_spec_path(recipe.spec.path))
     judges.check_kind(recipe.judge.kind)
     judge_model = None
@@ -100,7 +104,19 @@ def prepare(recipe: Recipe) -> Plan:
                            require_label=judges.needs_label(recipe.judge.kind), tinyworld=tinyworld)
     sft_path = str(p["sft"].resolve())
     spec_texts = compile_spec_texts(spec, sorted({q.category for q in prompts}), recipe.spec.token_budget, sft_path)
-    return Plan(sft_path, spec, prompts, spec_texts, judge_model, rows // per_update)
+    watch = _watch_prompts(recipe, spec, prompts, tinyworld) if c.eval_every else {}
+    return Plan(sft_path, spec, prompts, spec_texts, judge_model, rows // per_update, watch)
+
+
+def _watch_prompts(recipe: Recipe, spec, prompts: list, tinyworld) -> dict:
+    """The fixed samples `rl.eval_every` measures: training prompts, and labelled in-spec `eval.prompts`."""
+    from rayda.rl.watch import fixed_sample
+    from rayda.stages.evaluate import load_eval_prompts
+
+    n, seed = recipe.rl.eval_prompts, recipe.run.seed
+    heldout = [it.prompt for it in load_eval_prompts(recipe, spec, recipe.eval.prompts, tinyworld)
+               if it.prompt.label and it.prompt.category in set(spec.category_ids)]
+    return {"train": fixed_sample(prompts, n, seed), "heldout": fixed_sample(heldout, n, seed)}
 
 
 def _tinyworld(recipe: Recipe, spec):
@@ -184,8 +200,9 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     tokenizer = AutoTokenizer.from_pretrained(plan.sft_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     opts = learner_options(recipe, plan, pad_id or 0)
+    watched = [q for qs in plan.watch.values() for q in qs]
     prompt_ids = {q.id: list(tokenizer.apply_chat_template(list(q.messages), tokenize=True, add_generation_prompt=True,
-                                                           return_dict=False)) for q in plan.prompts}
+                                                           return_dict=False)) for q in [*plan.prompts, *watched]}
     probe_row = probe_example(tokenizer)
     print(f"rl: {len(plan.prompts)} prompts, {c.steps} steps of {c.prompts_per_step} x {c.samples_per_prompt} samples "
           f"({plan.updates_per_step} update(s) each) from {plan.sft_path}")
@@ -208,6 +225,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
             first = sync(learners, rollout, p["sync"], start, probe_row, c.probe_tolerance) if start else None
             if not start:
                 rollout.check(_probe(learners, probe_row, 0, c.probe_tolerance))
+            if c.eval_every and not start:
+                _watch(rollout, plan, prompt_ids, p["metrics"], dashboard, 0, c.max_tokens)
             bar = tqdm(total=c.steps, initial=start, desc="rl", disable=not progress)
             for step in range(start, c.steps):
                 t, version = Timer(), rollout.version
@@ -234,14 +253,16 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     shape = (len(batch), c.samples_per_prompt)
                     rewards = torch.tensor([s.reward for s in scored]).view(shape)
                     valid = torch.tensor([s.valid for s in scored], dtype=torch.float32).view(shape)
-                    advantages = group_advantages(rewards, valid).flatten().tolist()
+                    advantages = group_advantages(rewards, valid, scale=c.adv_scale).flatten().tolist()
                     rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid) for x, s in zip(completions, scored)]
-                    old = learner_logprobs(learners, rows, temperature=c.temperature)
+                    # One update per step: the current weights sampled the batch, so its old log-probs
+                    # would equal the current ones and the loss uses those (no extra forward pass).
+                    old = learner_logprobs(learners, rows, temperature=c.temperature) if plan.updates_per_step > 1 else None
                     ref = learner_logprobs(learners, rows, reference=True, temperature=c.temperature)
                     rows = with_logprobs(rows, advantages, old, ref)
                     size = len(rows) // plan.updates_per_step
                     parts = [r for u in range(plan.updates_per_step) for r in learners.run_all(
-                        "train_step", rows[u * size:(u + 1) * size], "grpo", clip=c.clip, kl_coef=c.kl_coef, kl_kind=c.kl_kind,
+                        "train_step", rows[u * size:(u + 1) * size], "grpo", clip=c.clip, clip_high=c.clip_high, kl_coef=c.kl_coef, kl_kind=c.kl_kind,
                         temperature=c.temperature)]
 
                 # 5. weight sync v -> v + 1, verified by the probe every probe_every syncs
@@ -254,7 +275,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                           "prompts": [q.id for q in batch], "rollout_retries": retries,
                           "rollout_resyncs": rollout.restarts_seen,
                           **R.step_stats(completions, scored, plan.spec, classify),
-                          **_learner_stats(parts, rows, completions, prompt_ids),
+                          **_learner_stats(parts, rows, completions, prompt_ids, c.kl_kind),
                           "sync_bytes": synced["bytes"], "probe_max_diff": synced.get("probe_max_diff"),
                           "sync_seconds": {k: round(synced[k], 4) for k in ("save_s", "reload_s", "probe_s")},
                           "seconds": {k: round(v, 4) for k, v in t.seconds.items()}}
@@ -269,6 +290,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                 bar.set_postfix(reward=f"{record['reward_mean']:.2f}", acc=f"{record['behaviour_accuracy']:.2f}", kl=f"{record['kl']:.3f}")
 
                 done = step + 1
+                if c.eval_every and (done % c.eval_every == 0 or done == c.steps):
+                    _watch(rollout, plan, prompt_ids, p["metrics"], dashboard, done, c.max_tokens)
                 if c.save_every and done % c.save_every == 0 and done < c.steps:
                     learners.run_all("save_checkpoint", str(p["state"]), f"step{done}", {"step": done})
                     _prune(p["state"], c.keep_checkpoints)
@@ -294,34 +317,57 @@ def _probe(learners, probe_row, version: int, tolerance: float):
     return Probe(tuple(probe_row.input_ids), tuple(learner_logprobs(learners, [probe_row])[0]), version, tolerance)
 
 
-def _learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids: dict) -> dict:
-    """Token-weighted figures of the update(s), the policy's KL to the reference on its own samples,
-    and the train/inference mismatch (vLLM's sampling log-probs vs the learner's recomputed ones)."""
-    import math
+def _watch(rollout, plan: Plan, prompt_ids: dict, metrics_path: Path, dashboard, step: int, max_tokens: int) -> dict:
+    """Greedy answers to the fixed training and held-out samples (no spec), through the rollout pool:
+    one `{"stage": "rl_eval", "step", "train": figures, "heldout": figures}` line in metrics.jsonl."""
+    from rayda.behaviour import classify
+    from rayda.rl.report import append_metrics
+    from rayda.rl.watch import behaviour_figures
+    from rayda.types import Completion
 
-    tokens = max(sum(r["tokens"] for r in parts), 1.0)
-    kl_tokens, kl_sum, ent_sum, mis_sum, mis_max, mis_n = 0, 0.0, 0.0, 0.0, 0.0, 0
+    record = {"stage": "rl_eval", "step": step, "policy_version": rollout.version}
+    for name, prompts in plan.watch.items():
+        if not prompts:
+            continue
+        outs, _ = rollout.generate([prompt_ids[q.id] for q in prompts], [0] * len(prompts), n=1, temperature=0.0,
+                                   max_tokens=max_tokens)
+        completions = [Completion.from_text(q, samples[0].text) for q, (_, samples) in zip(prompts, outs)]
+        record[name] = behaviour_figures(completions, plan.spec, classify)
+    append_metrics(metrics_path, record)
+    dashboard.publish(record)
+    return record
+
+
+def _learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids: dict, kl_kind: str = "k3") -> dict:
+    """Token-weighted figures of the update(s), the policy's KL to the reference on its own samples
+    (estimated with `rl.kl_kind`, as the loss does), its entropy estimate, and the train/inference
+    mismatch (vLLM's sampling log-probs vs the learner's recomputed ones, when it recomputed them)."""
+    import torch
+
+    from rayda.algo.grpo import kl_estimate
+
+    sampled, ref, old = [], [], []
     for row, x in zip(rows, completions):
         start = len(prompt_ids[x.prompt.id]) - 1  # per-target arrays: index of the first completion token
-        old, ref = row.old_logprobs[start:], row.ref_logprobs[start:]
-        for o, f in zip(old, ref):
-            kl_sum += math.exp(f - o) - 1 - (f - o)  # k3 estimate of KL(policy || reference)
-            ent_sum -= o
-        kl_tokens += len(old)
-        for o, v in zip(old, x.logprobs):
-            mis_sum += abs(o - v)
-            mis_max = max(mis_max, abs(o - v))
-            mis_n += 1
+        sampled.append(torch.tensor(x.logprobs, dtype=torch.float64))
+        ref.append(torch.tensor(row.ref_logprobs[start:], dtype=torch.float64))
+        if row.old_logprobs:
+            old.append(torch.tensor(row.old_logprobs[start:], dtype=torch.float64))
+    # The behaviour policy's log-probs: the learner's own when it recomputed them, else the sampler's.
+    policy = torch.cat(old) if old else torch.cat(sampled)
+    n = max(policy.numel(), 1)
+    mismatch = (torch.cat(old) - torch.cat(sampled)).abs() if old else None
+    tokens = max(sum(r["tokens"] for r in parts), 1.0)
     return {
-        "kl": kl_sum / max(kl_tokens, 1),
-        "entropy": ent_sum / max(kl_tokens, 1),
+        "kl": float(kl_estimate(policy, torch.cat(ref), kl_kind).sum()) / n,
+        "entropy": float(-policy.sum()) / n,
         "update_kl": sum(r.get("kl_sum", 0.0) for r in parts) / tokens,
         "pg_loss": sum(r.get("pg_sum", 0.0) for r in parts) / tokens,
         "clip_frac": sum(r.get("clipped_sum", 0.0) for r in parts) / tokens,
         "grad_norm": parts[-1]["grad_norm"],
         "lr": parts[-1]["lr"],
-        "logprob_mismatch_mean": mis_sum / max(mis_n, 1),
-        "logprob_mismatch_max": mis_max,
+        "logprob_mismatch_mean": float(mismatch.mean()) if mismatch is not None and mismatch.numel() else None,
+        "logprob_mismatch_max": float(mismatch.max()) if mismatch is not None and mismatch.numel() else None,
     }
 
 
