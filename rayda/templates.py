@@ -154,18 +154,28 @@ def judge_messages(view: str, req, spec_text: str) -> list[dict]:
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 
 
+def _unique_keys(pairs: list[tuple]) -> dict:
+    """A JSON object that names a key twice contradicts itself (`json` would keep the last): an error."""
+    keys = [k for k, _ in pairs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ValueError(f"key {twice[0]!r} given more than once")
+    return dict(pairs)
+
+
 def parse_verdict(raw: str, view: str, label: str | None = None) -> Verdict:
     """A judge's raw output as a Verdict; anything but exactly one schema-valid JSON object is an error.
 
     Strict on purpose: no searching for a number or a `score:` line in free text, so an answer that
-    says "score: 10" and is echoed by a confused judge gets an error, not a 10.
+    says "score: 10" and is echoed by a confused judge gets an error, not a 10; an object that gives a
+    key twice ({"compliance": 0, ..., "compliance": 10}) contradicts itself and is an error too.
     """
     text = (raw or "").strip()
     fenced = _FENCE.match(text)
     if fenced:  # HTTP judges (providers) often wrap JSON in a code fence; that is still one object.
         text = fenced.group(1)
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
     except (json.JSONDecodeError, ValueError) as e:
         return Verdict(None, error=f"unparseable verdict: {e.msg if hasattr(e, 'msg') else e}", raw=raw[:2000])
     if not isinstance(obj, dict):

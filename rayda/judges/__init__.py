@@ -1,6 +1,6 @@
 """Judges behind one interface (`rayda.judges.base.Judge`), chosen by `judge.kind` in the recipe.
 
-    rubric  deterministic grader for labelled prompts (style markers, citations, format)
+    rubric  deterministic grader for labelled prompts (behaviour, style, substance; citations in FILTER)
     llm     a Hugging Face model in vLLM, verdicts forced into a JSON schema
     http    an OpenAI-compatible chat-completions endpoint
 

@@ -8,7 +8,7 @@ batches. `view` is `filter` (SFT data generation: `FilterRequest`, with the chai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rayda import templates
 from rayda.types import FilterRequest, RewardRequest, Verdict
@@ -21,6 +21,8 @@ class MinOfK:
     score: float | None
     scores: tuple[float | None, ...]
     error: str | None = None
+    parts: dict = field(default_factory=dict)
+    """The parts (`Verdict.scores`) of the verdict that gave the minimum; empty on an error."""
 
     @property
     def ok(self) -> bool:
@@ -35,7 +37,8 @@ def min_of_k(verdicts: list[Verdict]) -> MinOfK:
     errors = [v.error or "verdict without a score" for v in verdicts if not v.ok]
     if errors:
         return MinOfK(None, scores, f"{len(errors)}/{len(verdicts)} verdicts failed: {errors[0]}")
-    return MinOfK(min(scores), scores)  # type: ignore[type-var]
+    low = min(verdicts, key=lambda v: v.score)  # the first verdict with the minimum score
+    return MinOfK(low.score, scores, parts=dict(low.scores))
 
 
 class Judge:

@@ -8,14 +8,18 @@
           judge min-of-k ── error? ──yes──► excluded from the loss (valid = False), counted
                      │ no
                      ▼
-               reward = score (in [0, 1])
+               reward = score (in [0, 1]);  Scored.parts = the parts of the min verdict
+                                              (rubric: behaviour, style, substance)
+
+`step_stats` logs each part's mean over the judged samples as `reward_<part>` (`reward_parts`), so a
+reward that rises on one part and not the others shows in metrics.jsonl (DESIGN.md, contract 7).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rayda.types import Completion, RewardRequest
 
@@ -30,6 +34,8 @@ class Scored:
     """False after a judge error: the sample takes no part in its group's statistics or in the loss."""
     judged: bool
     error: str | None = None
+    parts: dict = field(default_factory=dict)
+    """The judge's parts of the reward (`MinOfK.parts`), e.g. {"behaviour": 1.0, "style": 1.0, "substance": 1.0}."""
 
 
 def reward_requests(completions: list[Completion]) -> tuple[list[RewardRequest], list[int]]:
@@ -42,13 +48,30 @@ def assemble(completions: list[Completion], judgements: list, owners: list[int],
     """One `Scored` per completion from the judgements (`MinOfK`, aligned with `owners`)."""
     out = [Scored(-format_penalty, True, False) for _ in completions]
     for i, j in zip(owners, judgements):
-        out[i] = Scored(float(j.score), True, True) if j.ok else Scored(0.0, False, True, j.error)
+        out[i] = Scored(float(j.score), True, True, parts=dict(j.parts)) if j.ok else Scored(0.0, False, True, j.error)
     return out
+
+
+def reward_parts(scored: list) -> dict[str, float]:
+    """The mean of each reward part over the judged, valid samples, as `reward_<part>`.
+
+    Takes `Scored` (from `assemble`) or `MinOfK` judgements; samples without a judgement (malformed,
+    or a judge error) are left out; a part some judgements lack is averaged over those that have it.
+    """
+    sums: dict[str, list[float]] = defaultdict(list)
+    for s in scored:
+        if getattr(s, "valid", True) and getattr(s, "judged", True) and getattr(s, "ok", True):
+            for k, v in (s.parts or {}).items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    sums[k].append(float(v))
+    return {f"reward_{k}": sum(v) / len(v) for k, v in sorted(sums.items())}
 
 
 def step_stats(completions: list[Completion], scored: list[Scored], spec, classify) -> dict:
     """What a step's rollouts look like: rewards, judge pass/error rates, behaviour accuracy overall
-    and by category (a malformed completion is wrong), response length, citations in the cot."""
+    and by category (a malformed completion is wrong), response length, citations in the cot, and the
+    mean of each part of the reward (`reward_parts`: reward_behaviour, reward_style, reward_substance
+    with the rubric judge; the llm and http judges' 0-10 parts as they come)."""
     valid = [s.reward for s in scored if s.valid]
     judged = [s for s in scored if s.judged]
     mean = sum(valid) / len(valid) if valid else 0.0
@@ -66,6 +89,7 @@ def step_stats(completions: list[Completion], scored: list[Scored], spec, classi
     well_formed = sum(c.malformed is None for c in completions)
     n = max(len(completions), 1)
     return {
+        **reward_parts(scored),  # first, so that a part named "mean" could not replace reward_mean
         "reward_mean": mean,
         "reward_std": std,
         "well_formed": well_formed / n,

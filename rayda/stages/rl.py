@@ -226,7 +226,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
             if not start:
                 rollout.check(_probe(learners, probe_row, 0, c.probe_tolerance))
             if c.eval_every and not start:
-                _watch(rollout, plan, prompt_ids, p["metrics"], dashboard, 0, c.max_tokens)
+                _watch(rollout, plan, prompt_ids, p["metrics"], dashboard, 0, c, sampled=True)
             bar = tqdm(total=c.steps, initial=start, desc="rl", disable=not progress)
             for step in range(start, c.steps):
                 t, version = Timer(), rollout.version
@@ -291,7 +291,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
 
                 done = step + 1
                 if c.eval_every and (done % c.eval_every == 0 or done == c.steps):
-                    _watch(rollout, plan, prompt_ids, p["metrics"], dashboard, done, c.max_tokens)
+                    _watch(rollout, plan, prompt_ids, p["metrics"], dashboard, done, c, sampled=done == c.steps)
                 if c.save_every and done % c.save_every == 0 and done < c.steps:
                     learners.run_all("save_checkpoint", str(p["state"]), f"step{done}", {"step": done})
                     _prune(p["state"], c.keep_checkpoints)
@@ -317,22 +317,29 @@ def _probe(learners, probe_row, version: int, tolerance: float):
     return Probe(tuple(probe_row.input_ids), tuple(learner_logprobs(learners, [probe_row])[0]), version, tolerance)
 
 
-def _watch(rollout, plan: Plan, prompt_ids: dict, metrics_path: Path, dashboard, step: int, max_tokens: int) -> dict:
+def _watch(rollout, plan: Plan, prompt_ids: dict, metrics_path: Path, dashboard, step: int, c, sampled: bool) -> dict:
     """Greedy answers to the fixed training and held-out samples (no spec), through the rollout pool:
-    one `{"stage": "rl_eval", "step", "train": figures, "heldout": figures}` line in metrics.jsonl."""
+    one `{"stage": "rl_eval", "step", "train": figures, "heldout": figures}` line in metrics.jsonl.
+    With `sampled` (before the first step and after the last) also `train_sampled`: the training
+    sample answered `rl.samples_per_prompt` times at `rl.temperature` with fixed seeds, the quantity RL
+    optimises, measured on enough samples that its change is not one prompt's luck."""
     from rayda.behaviour import classify
+    from rayda.data.gen_rows import stable_seed
     from rayda.rl.report import append_metrics
     from rayda.rl.watch import behaviour_figures
     from rayda.types import Completion
 
     record = {"stage": "rl_eval", "step": step, "policy_version": rollout.version}
-    for name, prompts in plan.watch.items():
+    runs = [(name, prompts, dict(n=1, temperature=0.0)) for name, prompts in plan.watch.items()]
+    if sampled:
+        runs.append(("train_sampled", plan.watch.get("train", []), dict(n=c.samples_per_prompt, temperature=c.temperature)))
+    for name, prompts, sampling in runs:
         if not prompts:
             continue
-        outs, _ = rollout.generate([prompt_ids[q.id] for q in prompts], [0] * len(prompts), n=1, temperature=0.0,
-                                   max_tokens=max_tokens)
-        completions = [Completion.from_text(q, samples[0].text) for q, (_, samples) in zip(prompts, outs)]
-        record[name] = behaviour_figures(completions, plan.spec, classify)
+        seeds = [stable_seed(0, "rl-watch", q.id) for q in prompts]
+        outs, _ = rollout.generate([prompt_ids[q.id] for q in prompts], seeds, max_tokens=c.max_tokens, **sampling)
+        completions = [Completion.from_text(q, s.text) for q, (_, samples) in zip(prompts, outs) for s in samples]
+        record[name] = {**behaviour_figures(completions, plan.spec, classify), "n": len(completions)}
     append_metrics(metrics_path, record)
     dashboard.publish(record)
     return record
