@@ -235,6 +235,9 @@ class SftConfig:
 class RlConfig:
     steps: int = 20
     """RL steps: each samples a batch, takes the policy update(s) on it and syncs the rollout pool."""
+    prompts: str | None = None
+    """RL's prompt set, in any form `prompts.source` takes; None: `prompts.source` (`prompts.limit` applies
+    either way). Deliberative Alignment samples RL prompts apart from the SFT ones."""
     prompts_per_step: int = 8
     """Prompts per step (drawn in a seeded order that a resumed run replays exactly)."""
     samples_per_prompt: int = 4

@@ -87,7 +87,7 @@ def test_tinyworld_source_uses_the_world(spec, tmp_path):
     from types import SimpleNamespace
 
     path = _jsonl(tmp_path / "train.jsonl", _rows()[:1])
-    world = SimpleNamespace(train_path=path, heldout_path=path)
+    world = SimpleNamespace(root=tmp_path, train_path=path, heldout_path=path)
     assert load_prompts("tinyworld:train", spec, tinyworld=lambda: world)[0].id == "a"
     with pytest.raises(PromptError, match="splits"):
         load_prompts("tinyworld:test", spec, tinyworld=lambda: world)

@@ -17,7 +17,7 @@ from rayda.behaviour import classify
 from rayda.config import TinyWorldConfig
 from rayda.reasoning import split
 from rayda.spec import BEHAVIOURS
-from rayda.tinyworld.prompts import HELDOUT_FRAMES, TRAIN_FRAMES, make_prompts
+from rayda.tinyworld.prompts import FRAMES_PER_SUBJECT, HELDOUT_FRAMES, TRAIN_FRAMES, make_prompts
 from rayda.tinyworld.transcripts import response, stated_decision
 
 
@@ -46,8 +46,11 @@ def test_prompt_splits_are_disjoint_by_frame_and_cover_every_clause(spec, prompt
     assert {r["frame"] for r in train}.isdisjoint({r["frame"] for r in heldout})
     assert {r["messages"][0]["content"] for r in train}.isdisjoint({r["messages"][0]["content"] for r in heldout})
     n_examples = sum(len(cl.examples) for c in spec.categories for cl in c.clauses)
-    assert len(train) == n_examples * len(TRAIN_FRAMES)
+    assert len(train) == n_examples * FRAMES_PER_SUBJECT
     assert len(heldout) == n_examples * len(HELDOUT_FRAMES)
+    # every training frame is used, for every behaviour: a frame says nothing about the clause
+    for b in ("comply", "refuse", "safe_complete"):
+        assert {r["frame"] for r in train if r["label"] == b} == {f"t{i}" for i in range(len(TRAIN_FRAMES))}
     every = set(spec.clauses())
     assert {r["clause_id"] for r in train} == every == {r["clause_id"] for r in heldout}
     ids = [r["id"] for r in train + heldout]
@@ -59,8 +62,9 @@ def test_prompt_splits_are_disjoint_by_frame_and_cover_every_clause(spec, prompt
         assert r["messages"] == [{"role": "user", "content": r["messages"][0]["content"]}]
     # held-out frames' wording never appears in a training prompt
     for frame in HELDOUT_FRAMES:
-        head = frame.split("{s}")[0].strip()
+        head, tail = (part.strip(" ?.") for part in frame.split("{s}"))
         assert not any(r["messages"][0]["content"].startswith(head) for r in train)
+        assert not any(head in t for t in TRAIN_FRAMES)
 
 
 def test_prompt_ids_are_stable(spec):
@@ -211,3 +215,16 @@ def test_default_world_generates_well_formed_text_in_vllm(tiny_world, spec):
     assert sum(ok) / len(ok) >= 0.8, texts[:3]
     styles = {classify(split(t).answer, spec) for t in texts if split(t).ok}
     assert len(styles) >= 2
+
+
+def test_rl_split_asks_every_training_subject_in_every_training_frame(spec, prompts):
+    from rayda.tinyworld.prompts import rl_rows
+
+    rl = rl_rows(prompts["train"])
+    subjects = {r["id"].rsplit("/", 1)[0] for r in prompts["train"]}
+    assert len(rl) == len(subjects) * len(TRAIN_FRAMES) and len({r["id"] for r in rl}) == len(rl)
+    by_id = {r["id"]: r for r in rl}
+    for r in prompts["train"]:  # the SFT prompts are part of it, unchanged
+        assert by_id[r["id"]] == r
+    heldout_texts = {r["messages"][0]["content"] for r in prompts["heldout"]}
+    assert not heldout_texts & {r["messages"][0]["content"] for r in rl}

@@ -1,7 +1,7 @@
 """Reading prompt sets into validated `Prompt`s.
 
 Sources (`prompts.source` in the recipe):
-    tinyworld:train | tinyworld:heldout   the tiny world's labelled prompts
+    tinyworld:train | tinyworld:heldout | tinyworld:rl   the tiny world's labelled prompts
     path/to/file.jsonl | .json | .parquet one row per prompt
     path/to/folder                        a `datasets.save_to_disk` folder, or a folder of .parquet/.jsonl files
     hf:NAME[:SPLIT] or NAME[:SPLIT]       a Hugging Face dataset by name (default split: train)
@@ -32,13 +32,14 @@ def read_rows(source: str, tinyworld: Callable[[], object] | None = None) -> tup
     """(a name for messages and ids, raw rows) of a prompt source."""
     if source.startswith("tinyworld:"):
         split = source.split(":", 1)[1]
-        if split not in ("train", "heldout"):
-            raise PromptError(f"prompts.source {source!r}: the tiny world has splits 'train' and 'heldout'")
+        if split not in ("train", "heldout", "rl"):
+            raise PromptError(f"prompts.source {source!r}: the tiny world has splits 'train', 'heldout' and 'rl'")
         if tinyworld is None:
             raise PromptError(f"prompts.source {source!r} needs the tiny world, and none was given")
+        from rayda.tinyworld.build import load_prompts as world_prompts
+
         world = tinyworld()
-        path = Path(world.train_path if split == "train" else world.heldout_path)
-        return str(path), _read_file(path)
+        return f"{world.root}/{split}", world_prompts(world, split)
     p = Path(source).expanduser()
     if p.is_file():
         return str(p), _read_file(p)

@@ -100,7 +100,7 @@ def prepare(recipe: Recipe) -> Plan:
     if judges.needs_model(recipe.judge.kind):
         judge_model = resolve_model(recipe.model.judge if recipe.model.judge != "tinyworld" else str(_tinyworld(recipe, spec).model_dir), "model.judge")
     tinyworld = (lambda: _tinyworld(recipe, spec))
-    prompts = load_prompts(recipe.prompts.source, spec, limit=recipe.prompts.limit,
+    prompts = load_prompts(c.prompts or recipe.prompts.source, spec, limit=recipe.prompts.limit,
                            require_label=judges.needs_label(recipe.judge.kind), tinyworld=tinyworld)
     sft_path = str(p["sft"].resolve())
     spec_texts = compile_spec_texts(spec, sorted({q.category for q in prompts}), recipe.spec.token_budget, sft_path)

@@ -30,7 +30,7 @@ from rayda.io import SUCCESS, atomic_write_json, is_done, mark_success, read_jso
 from rayda.reasoning import split
 from rayda.spec import BEHAVIOURS
 
-CODE_VERSION = "tinyworld-4"
+CODE_VERSION = "tinyworld-5"
 """Bump when a change here, or in prompts/transcripts/tokenizer/model, changes what a build produces."""
 SEED = 0
 ASSISTANT_ONLY_LOSS = True
@@ -58,10 +58,15 @@ class TinyWorld:
 
 
 def load_prompts(world: TinyWorld, split: str = "train") -> list[dict]:
-    """The labelled prompt rows of `split` (`train` or `heldout`)."""
+    """The labelled prompt rows of `split`: `train`, `heldout`, or `rl` (every training subject in
+    every training frame, `rayda.tinyworld.prompts.rl_rows`)."""
+    from rayda.tinyworld.prompts import rl_rows
+
     paths = {"train": world.train_path, "heldout": world.heldout_path}
+    if split == "rl":
+        return rl_rows(read_jsonl(world.train_path))
     if split not in paths:
-        raise ValueError(f"unknown tiny-world split {split!r}; expected 'train' or 'heldout'")
+        raise ValueError(f"unknown tiny-world split {split!r}; expected 'train', 'heldout' or 'rl'")
     return read_jsonl(paths[split])
 
 
