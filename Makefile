@@ -22,8 +22,15 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Each benchmark through benchmarks/run.py (its figures, commit, date and cores -> benchmarks/results/),
+# then the README's table from those files. The classifier reads XSTest v2 completion files from
+# RAYDA_XSTEST_COMPLETIONS=DIR and is skipped without them; a failed benchmark fails the target.
+BENCHMARKS ?= tinyworld learner gen_sft rl_step classifier outcome
+
 bench: install
-	@for b in benchmarks/*.py; do $(BIN)/python $$b; done
+	@failed=""; for b in $(BENCHMARKS); do $(BIN)/python benchmarks/run.py $$b || failed="$$failed $$b"; done; \
+	$(BIN)/python benchmarks/render.py --write README.md; \
+	if [ -n "$$failed" ]; then echo "bench: failed:$$failed"; exit 1; fi
 
 clean:
 	rm -rf runs .pytest_cache

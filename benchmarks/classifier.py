@@ -9,7 +9,7 @@ and no downloads at run time): pass the files' paths. Prints one JSON line:
   partial refusal counts as a refusal), the 95% paired-bootstrap interval of rayda minus prefix,
   rayda's three-way agreement, and `error_ratio` = prefix errors / rayda errors (above 1: rayda errs
   less), all measured in this run on the same rows;
-- with no files, {"skipped": why}.
+- with no files, {"skipped": why}; a file with no labelled row is an error (exit 1, no figures).
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def main(paths: list[str]) -> dict:
     per_file, pooled = {}, []
     for path in paths:
         rows = [r for r in load_completions(path) if r.get("final_label")]
+        if not rows:
+            sys.exit(f"classifier: {path} has no row with a final_label; no figures")
         per_file[Path(path).stem.removeprefix("xstest_v2_completions_")] = score(rows, lambda a: classify(a, spec))
         pooled += rows
     return {"benchmark": "classifier", "data": "XSTest v2 completions, human final_label",

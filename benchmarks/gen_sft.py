@@ -10,7 +10,8 @@ Prints one JSON line:
 - judge_batched_s / judge_separate_s / judge_separate_over_batched: k FILTER verdicts for the same
   requests as one request with n=k samples vs k separate requests, on one llm-judge engine, in this run.
 The model is the tiny world's unless --model is given; all runs use the rubric judge so generation is
-what is measured.
+what is measured. It exits with an error, printing no figures, when a pipeline run had a judge error
+or accepted no row, or when any timed llm-judge verdict failed: a ratio of failed verdicts means nothing.
 """
 
 from __future__ import annotations
@@ -57,14 +58,18 @@ def judge_cost(model: str, k: int, n_requests: int, token_budget) -> dict:
         judge = LLMJudge(spec, texts, model, JudgeConfig(kind="llm", k=k, batched_k=batched), engine=engine)
         t0 = time.perf_counter()
         verdicts = judge.filter(reqs, k, list(range(len(reqs))))
-        out[batched] = (time.perf_counter() - t0, sum(1 for vs in verdicts for v in vs if not v.ok))
+        out[batched] = (time.perf_counter() - t0, [v.error for vs in verdicts for v in vs if not v.ok])
+    errors = out[True][1] + out[False][1]
+    if errors:
+        sys.exit(f"gen_sft: {len(errors)} of {2 * k * n_requests} timed verdicts failed "
+                 f"(first: {errors[0]}); no figures")
     return {
         "judge_k": k,
         "judge_requests": n_requests,
         "judge_batched_s": round(out[True][0], 3),
         "judge_separate_s": round(out[False][0], 3),
         "judge_separate_over_batched": round(out[False][0] / out[True][0], 3),
-        "judge_errors": out[True][1] + out[False][1],
+        "judge_errors": len(errors),
     }
 
 
@@ -93,6 +98,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rayda-bench-") as tmp:
         for n in (1, 2):
             m = pipeline(model, args.prompts, n, Path(tmp), args.override)
+            if m["judge_errors"] or not m["accepted"]:
+                sys.exit(f"gen_sft: with {n} generator(s), {m['judge_errors']} judge errors and "
+                         f"{m['accepted']} of {m['prompts']} rows accepted; no figures")
             line.update({
                 f"rows_per_s_{n}": round(m["rows_per_s"], 3),
                 f"rows_per_s_after_start_{n}": round(m["rows_per_s_after_start"], 3),

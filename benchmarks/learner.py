@@ -10,12 +10,15 @@ round counts; the 1-minute load average is reported beside the figures. one opti
 configuration gets the whole machine (1 rank: all CPUs; 2 ranks: half each). A CPU "MFU" is the
 achieved model FLOP/s (6 x matmul parameters + attention, per token) over the FLOP/s of a large
 matrix product measured in the same run with the same threads. Runs unchanged on a GPU machine.
+It prints no figures (exits with an error) unless every configuration's loss was finite and fell by
+LOSS_DROP nats from its first step to its last: figures from steps that did not train mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -25,6 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ROWS, MICRO = 16, 8
+LEARNABLE_VOCAB = 64
+"""Batches draw their tokens from the first 64 ids of 640. Uniform over all 640, the random model is
+already near the best prediction and the loss cannot show training (the plain loop, 13 steps: 6.52 ->
+6.50); over 64 it falls (6.52 -> 5.05). Throughput does not depend on which ids the tokens are."""
+LOSS_DROP = 0.1
+"""Nats the loss must fall from a configuration's first step to its last."""
 
 
 def make_model_dir(out: Path, seq: int) -> tuple[Path, dict]:
@@ -52,7 +61,7 @@ def batches(steps: int, seq: int):
 
     rng = random.Random(0)
     half = seq // 2
-    return [[Example(tuple(rng.randrange(640) for _ in range(seq)), (0,) * half + (1,) * (seq - half))
+    return [[Example(tuple(rng.randrange(LEARNABLE_VOCAB) for _ in range(seq)), (0,) * half + (1,) * (seq - half))
              for _ in range(ROWS)] for _ in range(steps)]
 
 
@@ -87,23 +96,32 @@ class PlainTorch:
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=3e-4, betas=(0.9, 0.95))
 
-    def step(self, rows) -> None:
+    def step(self, rows) -> float:
+        """One optimizer step; returns its mean loss per target token."""
         import torch
 
         from rayda.algo.losses import next_token, sft_loss
         from rayda.data.sft import collate
 
-        total = sum(e.num_targets for e in rows)
+        total, nll = sum(e.num_targets for e in rows), 0.0
         for i in range(0, ROWS, MICRO):
             b = {k: v.to(self.device) for k, v in collate(rows[i:i + MICRO], 0).items()}
             logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            loss, _ = sft_loss(*next_token(logits, b["input_ids"], b["loss_mask"]), num_tokens=total)
+            loss, stats = sft_loss(*next_token(logits, b["input_ids"], b["loss_mask"]), num_tokens=total)
             loss.backward()
+            nll += float(stats["nll_sum"])
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         if self.device == "cuda":
             torch.cuda.synchronize()
+        return nll / total
+
+
+def group_step(group, rows) -> float:
+    """One optimizer step on every rank; the mean loss per target token over all ranks."""
+    parts = group.run_all("train_step", rows)
+    return sum(p["nll_sum"] for p in parts) / sum(p["tokens"] for p in parts)
 
 
 def learner_group(model_dir: Path, ranks: int, cpus: int, gpus: int, steps: int, stage: int):
@@ -118,11 +136,17 @@ def learner_group(model_dir: Path, ranks: int, cpus: int, gpus: int, steps: int,
     return ActorGroup(Learner, pool, f"bench-learner{ranks}", setup_args=(str(model_dir), opts))
 
 
-def tokens_per_s(step_fn, data) -> float:
+def tokens_per_s(step_fn, data, losses: list) -> float:
     t0 = time.perf_counter()
     for rows in data:
-        step_fn(rows)
+        losses.append(step_fn(rows))
     return len(data) * ROWS * len(data[0][0].input_ids) / (time.perf_counter() - t0)
+
+
+def training_failures(losses: dict) -> list[str]:
+    """Configurations whose loss was not finite or did not fall by LOSS_DROP from first step to last."""
+    return [f"{k}: losses {[round(x, 3) for x in v]}" for k, v in losses.items()
+            if v and not (all(math.isfinite(x) for x in v) and v[-1] < v[0] - LOSS_DROP)]
 
 
 def main(argv=None) -> None:
@@ -145,6 +169,7 @@ def main(argv=None) -> None:
     cpus = len(os.sched_getaffinity(0))
     dtype = getattr(torch, resolve_dtype("auto"))
     results: dict = {"torch": [], 1: [], 2: []}
+    losses: dict = {"torch": [], 1: [], 2: []}
     peaks = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, info = make_model_dir(Path(tmp) / "model", args.seq)
@@ -154,19 +179,22 @@ def main(argv=None) -> None:
         groups = {r: learner_group(model_dir, r, cpus, gpus, len(data), args.zero_stage)
                   for r in (1, 2) if device == "cpu" or gpus >= r}
         try:
-            plain.step(data[0])  # warm-up
-            for g in groups.values():
-                g.run_all("train_step", data[0])
+            losses["torch"].append(plain.step(data[0]))  # warm-up
+            for r, g in groups.items():
+                losses[r].append(group_step(g, data[0]))
             for k in range(args.rounds):
                 chunk = data[1 + k * args.steps: 1 + (k + 1) * args.steps]
                 peaks.append(matmul_flops(cpus, device, dtype))
-                results["torch"].append(tokens_per_s(plain.step, chunk))
+                results["torch"].append(tokens_per_s(plain.step, chunk, losses["torch"]))
                 for r, g in groups.items():
-                    results[r].append(tokens_per_s(lambda rows, g=g: g.run_all("train_step", rows), chunk))
+                    results[r].append(tokens_per_s(lambda rows, g=g: group_step(g, rows), chunk, losses[r]))
         finally:
             for g in groups.values():
                 g.shutdown()
             ray.shutdown()
+    failed = training_failures(losses)
+    if failed:
+        sys.exit(f"learner: the loss did not fall by {LOSS_DROP} or was not finite; no figures: {'; '.join(failed)}")
     peak = max(peaks)
     torch_tps = max(results["torch"])
     ds = {r: max(results[r]) if results[r] else None for r in (1, 2)}
@@ -190,6 +218,7 @@ def main(argv=None) -> None:
         "matmul_flops_per_s": round(peak, 1),
         "mfu": {"torch": mfu(torch_tps), "deepspeed_1": mfu(ds[1]), "deepspeed_2": mfu(ds[2])},
         "tokens_per_s_rounds": {str(k): [round(x, 1) for x in v] for k, v in results.items()},
+        "loss_first_last": {str(k): [round(v[0], 3), round(v[-1], 3)] for k, v in losses.items() if v},
     }))
 
 

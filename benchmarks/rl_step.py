@@ -13,6 +13,8 @@ either way) and prints one JSON line:
 - `sync_s_per_100mb`: save + reload seconds per 100 MB of weights, beside `memcpy_s_per_100mb`, a plain
   in-memory copy of the same bytes measured in the same run, and their ratio; the probe is reported apart.
 The 1-minute load average is reported too: other work on the machine skews the figures.
+It exits with an error, printing no figures, unless every step ran, every probe was within
+`rl.probe_tolerance` and no judge call failed.
 """
 
 from __future__ import annotations
@@ -82,12 +84,23 @@ def main(argv=None) -> None:
             f"run.dir={root}", f"prompts.source={prompts}", "spec.token_budget=null", f"rl.steps={args.steps}",
             f"rl.prompts_per_step={args.prompts}", f"rl.samples_per_prompt={args.samples}", f"rl.max_tokens={args.max_tokens}",
             f"rl.micro_batch_size={min(16, rows)}", f"rl.grad_accum={max(1, rows // 16)}", "rl.save_every=0",
-            "rl.max_model_len=512", "rl.gpu_memory_utilization=0.1"])
+            "rl.max_model_len=512", "rl.gpu_memory_utilization=0.1", "rl.eval_every=0"])
         init_ray(RunConfig(num_cpus=4))
         t0 = time.perf_counter()
         run(recipe, progress=False)
         total = time.perf_counter() - t0
-        metrics = [json.loads(x) for x in (root / "metrics.jsonl").read_text().splitlines()]
+        records = [json.loads(x) for x in (root / "metrics.jsonl").read_text().splitlines()]
+    metrics = [m for m in records if m.get("stage") == "rl"]  # the steps (an rl_eval record is no step)
+    tolerance = recipe.rl.probe_tolerance
+    probes = [m["probe_max_diff"] for m in metrics if m["probe_max_diff"] is not None]
+    judge_errors = sum(m["judge_errors"] for m in metrics)
+    problems = [f"{len(metrics)} of {args.steps} steps ran"] if len(metrics) != args.steps else []
+    if not probes or not all(d <= tolerance for d in probes):  # `<=` is False for a NaN too
+        problems.append(f"probe max diffs {probes}, tolerance {tolerance:g}")
+    if judge_errors:
+        problems.append(f"{judge_errors} judge errors")
+    if problems:
+        sys.exit(f"rl_step: {'; '.join(problems)}; no figures")
     timed = metrics[1:] or metrics
     med = lambda f: statistics.median(f(m) for m in timed)  # noqa: E731
     split = {k: round(med(lambda m: m["seconds"][k]), 4) for k in ("generate", "judge", "train", "sync")}
@@ -104,7 +117,7 @@ def main(argv=None) -> None:
         "sync_bytes": nbytes, "sync_s_per_100mb": round(sync_s * per100, 4),
         "memcpy_s_per_100mb": round(copy_s * per100, 5), "sync_over_memcpy": round(sync_s / copy_s, 1),
         "probe_s": round(med(lambda m: m["sync_seconds"]["probe_s"]), 4),
-        "probe_max_diff": max(m["probe_max_diff"] for m in metrics),
+        "probe_max_diff": max(probes),
         "tokens_per_step": round(med(lambda m: m["response_tokens"] * rows)),
         "run_s_including_startup": round(total, 1), "load_avg_1m": round(os.getloadavg()[0], 2),
     }))

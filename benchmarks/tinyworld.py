@@ -3,10 +3,12 @@
 Builds (or loads from the cache) the default tiny world and reports its build time, size and the base
 model's held-out figures from the build report (sampled at temperature 1.0, without the spec); then
 measures generation throughput on the same held-out prompts and the same number of new tokens through
-vLLM and through transformers `generate`, in this run, and their ratio.
+vLLM and through transformers `generate`, in this run, and their ratio. It exits with an error, printing
+no figures, when fewer of the world's held-out completions than --min-well-formed are well formed
+(`tests/test_tinyworld.py`: the full world reaches 0.9) or vLLM generated fewer tokens than it was timed for.
 
     python benchmarks/tinyworld.py [--prompts 64] [--max-tokens 128] [--spec-token-budget N]
-                                   [--pretrain-steps N] [--cache-dir DIR] [--no-vllm]
+                                   [--pretrain-steps N] [--cache-dir DIR] [--no-vllm] [--min-well-formed 0.9]
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def vllm_tokens_per_s(world, conversations, max_tokens: int) -> tuple[float, flo
     outs = llm.chat(conversations, params, use_tqdm=False)
     dt = time.time() - t
     n = sum(len(o.outputs[0].token_ids) for o in outs)
+    if n != len(conversations) * max_tokens:  # ignore_eos: every prompt gets exactly max_tokens
+        sys.exit(f"tinyworld: vLLM generated {n} tokens, not {len(conversations)} x {max_tokens}; no figures")
     return n / dt, start
 
 
@@ -75,6 +79,7 @@ def main() -> None:
     ap.add_argument("--pretrain-steps", type=int, default=None, help="override the default config's")
     ap.add_argument("--cache-dir", default=None, help="override where worlds are cached")
     ap.add_argument("--no-vllm", action="store_true")
+    ap.add_argument("--min-well-formed", type=float, default=0.9, help="below this the world is broken: no figures")
     args = ap.parse_args()
 
     from rayda.config import TinyWorldConfig
@@ -89,6 +94,9 @@ def main() -> None:
     world = build(spec, cfg, spec_token_budget=args.spec_token_budget, progress=False)
     call_seconds = time.time() - t
     r = world.report
+    if not r["eval"]["well_formed"] >= args.min_well_formed:
+        sys.exit(f"tinyworld: held-out well-formed {r['eval']['well_formed']} < {args.min_well_formed}: "
+                 f"the world at {world.model_dir} is not well formed; no figures")
     conversations = [row["messages"] for row in world.prompts("heldout")[: args.prompts]]
 
     out = {

@@ -42,7 +42,10 @@ def write_parquet(rows: list[dict], path: Path) -> Path:
 def make_tiny_model(out: Path, hidden: int = 128, layers: int = 2, vocab: int = 160, tied: bool = True) -> Path:
     """A random Llama + byte-level BPE tokenizer with the tiny world's chat template, saved at `out`.
 
-    Two heads of 64: vLLM's CPU attention has no kernel for head_dim 16."""
+    Two heads of 64: vLLM's CPU attention has no kernel for head_dim 16. With `tied=False` the model
+    has its own lm_head (a distinct random matrix), saved as `lm_head.weight`."""
+    import torch
+
     from rayda.config import TinyWorldConfig
     from rayda.tinyworld.model import make_model
     from rayda.tinyworld.tokenizer import train_tokenizer
@@ -52,8 +55,10 @@ def make_tiny_model(out: Path, hidden: int = 128, layers: int = 2, vocab: int = 
     tok = train_tokenizer(texts, vocab_size=vocab, max_length=256)
     cfg = TinyWorldConfig(vocab_size=vocab, hidden_size=hidden, num_layers=layers, num_heads=2, max_position=256)
     model = make_model(cfg, tok, seed=0)
-    if not tied:
+    if not tied:  # the flag alone would save no lm_head: the head still shares the embedding's tensor
         model.config.tie_word_embeddings = False
+        torch.manual_seed(1)
+        model.lm_head.weight = torch.nn.Parameter(0.02 * torch.randn_like(model.model.embed_tokens.weight))
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return Path(out)

@@ -2,8 +2,9 @@
 
 One learner rank and one rollout actor per model, all started once for the module. The learner takes a
 large SFT step so that its weights clearly differ from the engine's; then a sync must make the
-engine's log-probs on the probe agree with the learner's within the tolerance, and a rollout made
-before a sync must carry the old policy version.
+engine's log-probs on the probe agree with the learner's within the tolerance, a rollout made
+before a sync must carry the old policy version, and one made after it the new version, with the
+learner's log-probs for what it sampled (no key/value block kept from the old weights).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def stacks(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("weight-sync")
     out, pools = {}, {}
     for name in ("tied", "untied"):
-        model = str(make_tiny_model(root / name) if name == "tied" else untied_model(make_tiny_model(root / "base"), root / name))
+        model = str(make_tiny_model(root / name, tied=name == "tied"))
         cfg = EngineConfig(model=model, dtype="float32", gpu_memory_utilization=0.1, max_model_len=256, weight_sync=True)
         pools[name] = RolloutPool(Generator, cfg, PoolConfig(actors=1, cpus_per_actor=1), f"ws-rollout-{name}")  # starts now
         out[name] = {"model": model, "pool": pools[name]}
@@ -56,23 +57,6 @@ def stacks(ray_local, tmp_path_factory):
             if "learners" in s:
                 s["learners"].shutdown()
             s["pool"].shutdown()
-
-
-def untied_model(tied_dir, out):
-    """The tied model with its own lm_head (a distinct random matrix), saved with `lm_head.weight`."""
-    import torch
-    from safetensors import safe_open
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(tied_dir)
-    model.config.tie_word_embeddings = False
-    torch.manual_seed(1)
-    model.lm_head.weight = torch.nn.Parameter(0.02 * torch.randn_like(model.model.embed_tokens.weight))
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tied_dir).save_pretrained(out)
-    with safe_open(str(out / "model.safetensors"), "pt") as f:
-        assert "lm_head.weight" in f.keys()
-    return out
 
 
 def _probe(s, version):
@@ -122,15 +106,28 @@ def test_plain_reload_leaves_a_tied_lm_head_stale(stacks):
 
 
 def test_rollouts_carry_the_version_they_were_sampled_from(stacks):
-    from rayda.rl.sync import sync
+    import ray
+
+    from rayda.data.sft import Example
+    from rayda.rl.sync import learner_logprobs, sync
 
     s = stacks["untied"]
-    pool, prompt = s["pool"], list(s["rows"][0].input_ids[:8])
+    # 200 tokens: more than one KV block (128 tokens on vLLM's CPU backend), so a prefix cache kept
+    # across the sync would serve the prompt's first block from the old weights
+    pool, prompt = s["pool"], list(s["rows"][0].input_ids + s["rows"][1].input_ids)[:200]
     before = pool.version
     sampled, _ = pool.generate([prompt, prompt], [1, 2], n=2, max_tokens=4)
     assert [v for v, _ in sampled] == [before, before]
     s["learners"].run_all("train_step", s["rows"])
     sync(s["learners"], pool, s["sync_dir"], before + 1, s["probe"], TOLERANCE)
-    assert [v for v, _ in sampled] == [before, before]  # a finished rollout keeps its version
-    after, _ = pool.generate([prompt], [1], n=2, max_tokens=4)
-    assert after[0][0] == before + 1
+    # after the sync every actor is at the new version; the same prompts and seeds are stamped with it
+    assert ray.get([a.version.remote() for a in pool.actors]) == [before + 1] * len(pool.actors)
+    after, _ = pool.generate([prompt, prompt], [1, 2], n=2, max_tokens=4)
+    assert [v for v, _ in after] == [before + 1, before + 1]
+    # and are drawn from the new weights: the engine's log-prob of each sampled token is the learner's
+    samples = [x for _, per_prompt in after for x in per_prompt]
+    rows = [Example(tuple(prompt) + tuple(x.token_ids), (0,) * len(prompt) + (1,) * len(x.token_ids)) for x in samples]
+    expected = [lp[len(prompt) - 1:] for lp in learner_logprobs(s["learners"], rows)]
+    diffs = [abs(e - g) for x, lp in zip(samples, expected) for e, g in zip(lp, x.logprobs, strict=True)]
+    print(f"rollout after sync: max |learner - engine| log-prob of sampled tokens {max(diffs):.2e} nats")
+    assert len(diffs) == sum(len(x.token_ids) for x in samples) > 0 and max(diffs) <= TOLERANCE
