@@ -10,8 +10,9 @@ REDUCED_TINY = (
     "gen_sft.samples_per_prompt=8",
     "sft.max_steps=48",
     "sft.save_every=4",
-    "rl.steps=8",
-    "rl.save_every=2",
+    "rl.steps=12",
+    "rl.save_every=4",
+    "rl.eval_every=6",
     "eval.limit=80",
     "eval.n_resamples=200",
 )
@@ -19,8 +20,8 @@ REDUCED_TINY = (
 held-out ones are those of the first two categories (harassment_hate, illicit_behaviour): the held-out
 set asks about the subjects the run trains on, in phrasings it never saw. (With 96 and 96, a third of
 the held-out prompts were about subjects no stage saw, whose answers any update reshuffles by chance.)
-Measured (greedy held-out behaviour accuracy, base / SFT / RL): 0.35 / 0.49 / 0.50 with SFT 48 steps;
-with 24 SFT steps RL fell one or two prompts short of SFT (0.51 -> 0.49, or 0.50 with RL at T 0.7)."""
+RL takes 12 steps so that its sampled accuracy on the training sample rises by more than two standard
+errors (`tests/test_run_e2e.py`)."""
 
 
 def reduced_tiny(run_dir: Path | str) -> list[str]:

@@ -15,4 +15,4 @@ def test_resume_may_change_placement_but_not_the_computation(tmp_path):
     _pin_recipe(load_recipe("tiny", [f"run.dir={tmp_path}", "run.num_cpus=4", "pools.learner.actors=2"]), tmp_path)
     # what it computes may not
     with pytest.raises(ConfigError, match="holds a different recipe"):
-        _pin_recipe(load_recipe("tiny", [f"run.dir={tmp_path}", "sft.lr=1e-3"]), tmp_path)
+        _pin_recipe(load_recipe("tiny", [f"run.dir={tmp_path}", "sft.lr=5e-4"]), tmp_path)
