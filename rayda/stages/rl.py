@@ -200,9 +200,12 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     tokenizer = AutoTokenizer.from_pretrained(plan.sft_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     opts = learner_options(recipe, plan, pad_id or 0)
-    watched = [q for qs in plan.watch.values() for q in qs]
-    prompt_ids = {q.id: list(tokenizer.apply_chat_template(list(q.messages), tokenize=True, add_generation_prompt=True,
-                                                           return_dict=False)) for q in [*plan.prompts, *watched]}
+    def chat_ids(q) -> list[int]:
+        return list(tokenizer.apply_chat_template(list(q.messages), tokenize=True, add_generation_prompt=True, return_dict=False))
+
+    prompt_ids = {q.id: chat_ids(q) for q in plan.prompts}
+    # Kept apart from prompt_ids: a held-out file may reuse a training file's ids.
+    watch_ids = {name: [chat_ids(q) for q in qs] for name, qs in plan.watch.items()}
     probe_row = probe_example(tokenizer)
     print(f"rl: {len(plan.prompts)} prompts, {c.steps} steps of {c.prompts_per_step} x {c.samples_per_prompt} samples "
           f"({plan.updates_per_step} update(s) each) from {plan.sft_path}")
@@ -226,7 +229,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
             if not start:
                 rollout.check(_probe(learners, probe_row, 0, c.probe_tolerance))
             if c.eval_every and not start:
-                _watch(rollout, plan, prompt_ids, p["metrics"], dashboard, 0, c, sampled=True)
+                _watch(rollout, plan, watch_ids, p["metrics"], dashboard, 0, c, sampled=True)
             bar = tqdm(total=c.steps, initial=start, desc="rl", disable=not progress)
             for step in range(start, c.steps):
                 t, version = Timer(), rollout.version
@@ -291,7 +294,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
 
                 done = step + 1
                 if c.eval_every and (done % c.eval_every == 0 or done == c.steps):
-                    _watch(rollout, plan, prompt_ids, p["metrics"], dashboard, done, c, sampled=done == c.steps)
+                    _watch(rollout, plan, watch_ids, p["metrics"], dashboard, done, c, sampled=done == c.steps)
                 if c.save_every and done % c.save_every == 0 and done < c.steps:
                     learners.run_all("save_checkpoint", str(p["state"]), f"step{done}", {"step": done})
                     _prune(p["state"], c.keep_checkpoints)
@@ -317,7 +320,7 @@ def _probe(learners, probe_row, version: int, tolerance: float):
     return Probe(tuple(probe_row.input_ids), tuple(learner_logprobs(learners, [probe_row])[0]), version, tolerance)
 
 
-def _watch(rollout, plan: Plan, prompt_ids: dict, metrics_path: Path, dashboard, step: int, c, sampled: bool) -> dict:
+def _watch(rollout, plan: Plan, watch_ids: dict, metrics_path: Path, dashboard, step: int, c, sampled: bool) -> dict:
     """Greedy answers to the fixed training and held-out samples (no spec), through the rollout pool:
     one `{"stage": "rl_eval", "step", "train": figures, "heldout": figures}` line in metrics.jsonl.
     With `sampled` (before the first step and after the last) also `train_sampled`: the training
@@ -330,14 +333,15 @@ def _watch(rollout, plan: Plan, prompt_ids: dict, metrics_path: Path, dashboard,
     from rayda.types import Completion
 
     record = {"stage": "rl_eval", "step": step, "policy_version": rollout.version}
-    runs = [(name, prompts, dict(n=1, temperature=0.0)) for name, prompts in plan.watch.items()]
-    if sampled:
-        runs.append(("train_sampled", plan.watch.get("train", []), dict(n=c.samples_per_prompt, temperature=c.temperature)))
-    for name, prompts, sampling in runs:
+    runs = [(name, name, dict(n=1, temperature=0.0)) for name in plan.watch]
+    if sampled and "train" in plan.watch:
+        runs.append(("train_sampled", "train", dict(n=c.samples_per_prompt, temperature=c.temperature)))
+    for name, split, sampling in runs:
+        prompts = plan.watch[split]
         if not prompts:
             continue
         seeds = [stable_seed(0, "rl-watch", q.id) for q in prompts]
-        outs, _ = rollout.generate([prompt_ids[q.id] for q in prompts], seeds, max_tokens=c.max_tokens, **sampling)
+        outs, _ = rollout.generate(watch_ids[split], seeds, max_tokens=c.max_tokens, **sampling)
         completions = [Completion.from_text(q, s.text) for q, (_, samples) in zip(prompts, outs) for s in samples]
         record[name] = {**behaviour_figures(completions, plan.spec, classify), "n": len(completions)}
     append_metrics(metrics_path, record)
