@@ -113,9 +113,12 @@ def _watch_prompts(recipe: Recipe, spec, prompts: list, tinyworld) -> dict:
     from rayda.rl.watch import fixed_sample
     from rayda.stages.evaluate import load_eval_prompts
 
-    n, seed = recipe.rl.eval_prompts, recipe.run.seed
-    heldout = [it.prompt for it in load_eval_prompts(recipe, spec, recipe.eval.prompts, tinyworld)
-               if it.prompt.label and it.prompt.category in set(spec.category_ids)]
+    n, seed, source = recipe.rl.eval_prompts, recipe.run.seed, recipe.eval.prompts
+    heldout = []
+    # A tiny-world prompt set only when the run is on the tiny world: never build it just to watch.
+    if not source.startswith("tinyworld:") or recipe.model.policy == "tinyworld":
+        heldout = [it.prompt for it in load_eval_prompts(recipe, spec, source, tinyworld)
+                   if it.prompt.label and it.prompt.category in set(spec.category_ids)]
     return {"train": fixed_sample(prompts, n, seed), "heldout": fixed_sample(heldout, n, seed)}
 
 
