@@ -170,14 +170,30 @@ def test_learner_stats_use_the_recipes_kl_estimator():
     from rayda.rl.rows import policy_row, with_logprobs
     from rayda.stages.rl import _learner_stats
 
-    prompt = SimpleNamespace(id="p")
-    x = SimpleNamespace(prompt=prompt, logprobs=[-1.0, -2.0])
-    rows = with_logprobs([policy_row([1, 2], [3, 4], "p")], [1.0], None, [[-9.0, -1.5, -1.0]])
-    parts = [{"tokens": 2.0, "grad_norm": 1.0, "lr": 1e-4}]
+    x = SimpleNamespace(prompt=SimpleNamespace(id="p"), logprobs=[-1.0, -2.0])
+    # one update per step: the sampler's log-probs are the old ones; the loss measured the mismatch
+    rows = with_logprobs([policy_row([1, 2], [3, 4], "p")], [1.0], [[0.0, -1.0, -2.0]], [[-9.0, -1.5, -1.0]])
+    parts = [{"tokens": 2.0, "grad_norm": 1.0, "lr": 1e-4, "old_gap_sum": 2e-6, "old_gap_max": 1.5e-6}]
     d = [0.5, -1.0]  # log p - log ref on the two completion tokens
-    k1 = _learner_stats(parts, rows, [x], {"p": [1, 2]}, "k1")
-    k3 = _learner_stats(parts, rows, [x], {"p": [1, 2]}, "k3")
+    k1 = _learner_stats(parts, rows, [x], {"p": [1, 2]}, "k1", recomputed=False)
+    k3 = _learner_stats(parts, rows, [x], {"p": [1, 2]}, "k3", recomputed=False)
     assert k1["kl"] == pytest.approx(sum(d) / 2)
     assert k3["kl"] == pytest.approx(sum(math.exp(-v) - 1 + v for v in d) / 2)
     assert k1["entropy"] == pytest.approx(1.5)
-    assert k1["logprob_mismatch_max"] is None  # no recomputed old log-probs to compare with
+    assert (k1["logprob_mismatch_mean"], k1["logprob_mismatch_max"]) == (pytest.approx(1e-6), 1.5e-6)
+    # several updates: the learner recomputed the old log-probs; the mismatch is against the sampler's
+    rows = with_logprobs(rows, [1.0], [[0.0, -1.25, -2.0]], [[-9.0, -1.5, -1.0]])
+    rec = _learner_stats(parts, rows, [x], {"p": [1, 2]}, "k1", recomputed=True)
+    assert (rec["logprob_mismatch_mean"], rec["logprob_mismatch_max"]) == (pytest.approx(0.125), pytest.approx(0.25))
+
+
+def test_grpo_token_loss_reports_the_gap_to_the_sampler():
+    from rayda.algo.losses import grpo_token_loss
+
+    logits = torch.zeros(1, 2, 4)  # uniform: log p = -log 4 at every position
+    labels, mask = torch.tensor([[1, 2]]), torch.tensor([[1.0, 0.0]])
+    old = torch.tensor([[-math.log(4) - 0.25, 0.0]])
+    _, stats = grpo_token_loss(logits, labels, mask, advantages=torch.tensor([1.0]), old_logp=old, ref_logp=old)
+    assert stats["old_gap_sum"].item() == pytest.approx(0.25) and stats["old_gap_max"].item() == pytest.approx(0.25)
+    _, none = grpo_token_loss(logits, labels, mask, advantages=torch.tensor([1.0]), old_logp=None, ref_logp=old)
+    assert "old_gap_sum" not in none

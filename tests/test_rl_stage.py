@@ -78,8 +78,9 @@ def new_run(policy, spec, run_dir, steps: int = 3, extra=()):
 
     shutil.copytree(policy, run_dir / "checkpoints" / "sft")
     mark_success(run_dir / "checkpoints" / "sft")
+    prompts = prompts_file(spec, run_dir / "prompts.jsonl")
     return load_recipe("tiny", [
-        f"run.dir={run_dir}", f"prompts.source={prompts_file(spec, run_dir / 'prompts.jsonl')}", "spec.token_budget=null",
+        f"run.dir={run_dir}", f"prompts.source={prompts}", f"eval.prompts={prompts}", "spec.token_budget=null",
         f"rl.steps={steps}", "rl.prompts_per_step=4", "rl.samples_per_prompt=4", "rl.micro_batch_size=8", "rl.grad_accum=2",
         "rl.max_tokens=48", "rl.save_every=1", "rl.max_model_len=256", "rl.gpu_memory_utilization=0.1", "rl.lr=1e-3",
         *extra])
@@ -139,10 +140,11 @@ def interrupted_run(ray_local, spec, policy, tmp_path_factory):
     assert killed == [1]
     out = run(recipe, progress=False, judge_cls=judge, rollout_cls=rollout)  # resumes at step 3
     lines = lambda name: [json.loads(x) for x in (root / name).read_text().splitlines()]  # noqa: E731
-    metrics = lines("metrics.jsonl")
+    metrics = [m for m in lines("metrics.jsonl") if m["stage"] == "rl"]  # the rl_eval lines are checked apart
     print(json.dumps([{k: m[k] for k in ("step", "rollout_retries", "rollout_resyncs", "probe_max_diff",
                                          "logprob_mismatch_max", "reward_mean", "kl")} for m in metrics]))
     return {"root": root, "recipe": recipe, "out": out, "metrics": metrics, "samples": lines("rl_samples.jsonl"),
+            "watch": [m for m in lines("metrics.jsonl") if m["stage"] == "rl_eval"],
             "judge_inputs": lines("judge_inputs.jsonl")}
 
 
@@ -199,3 +201,11 @@ def test_metrics_and_export(interrupted_run):
             assert key in m
     assert metrics[0]["kl"] == pytest.approx(0.0, abs=1e-6) and metrics[-1]["kl"] > 0  # the policy moved off the reference
     assert (out / "_SUCCESS").exists() and (out / "config.json").exists() and (out / "model.safetensors").exists()
+    # rl.eval_every: before the first step (first run) and after the last (the resumed run), greedy
+    # figures on the fixed samples and the sampled training figure, 4 samples of each of the 8 prompts
+    watch = interrupted_run["watch"]
+    assert [w["step"] for w in watch] == [0, 3] and [w["policy_version"] for w in watch] == [0, 3]
+    for w in watch:
+        assert w["train"]["n"] == w["heldout"]["n"] == 8 and w["train_sampled"]["n"] == 32
+        shares = sum(w["train"][f"share_{b}"] for b in ("refuse", "safe_complete", "comply")) + w["train"]["malformed"]
+        assert shares == pytest.approx(1.0)

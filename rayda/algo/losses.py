@@ -72,7 +72,9 @@ def grpo_token_loss(
     the distribution that drew the samples (`old_logp` and `ref_logp` must be computed the same way).
     Returns the loss and token sums for exact logging over micro-batches and ranks: `nll_sum` (the
     sampled tokens' NLL under the current policy: on-policy, an estimate of its entropy), `tokens`,
-    `pg_sum`, `kl_sum` and `clipped_sum`.
+    `pg_sum`, `kl_sum` and `clipped_sum`; with `old_logp`, also `old_gap_sum` and `old_gap_max`, the
+    |log p - old log p| of the trained tokens (with the sampler's log-probs as old ones: the
+    train/inference mismatch, measured in the training pass itself).
     """
     from rayda.algo.grpo import grpo_loss
 
@@ -80,6 +82,9 @@ def grpo_token_loss(
     loss, stats = grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip, kl_coef, kl_kind, num_tokens, clip_high)
     m = mask.to(torch.float32)
     sums = {k: stats[k] for k in ("pg_sum", "kl_sum", "clipped_sum")}
+    if old_logp is not None:  # how far the policy being trained is from the one that sampled, per token
+        gap = (logp.detach() - old_logp).abs() * m
+        sums |= {"old_gap_sum": gap.sum(), "old_gap_max": gap.max() if gap.numel() else torch.tensor(0.0)}
     return loss, {"nll_sum": -(logp.detach() * m).sum(), "tokens": m.sum(), **sums}
 
 

@@ -203,6 +203,8 @@ class DeepSpeedLearner:
             for k, v in stats.items():
                 if k.endswith("_sum") and k != "nll_sum":
                     sums[k] = sums.get(k, 0.0) + float(v)
+                elif k.endswith("_max"):
+                    sums[k] = max(sums.get(k, float("-inf")), float(v))
         norm = self.engine.get_global_grad_norm()
         return {"nll_sum": nll, "tokens": tokens, "lr": lr, "grad_norm": None if norm is None else float(norm), **sums}
 

@@ -261,9 +261,13 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     valid = torch.tensor([s.valid for s in scored], dtype=torch.float32).view(shape)
                     advantages = group_advantages(rewards, valid, scale=c.adv_scale).flatten().tolist()
                     rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid) for x, s in zip(completions, scored)]
-                    # One update per step: the current weights sampled the batch, so its old log-probs
-                    # would equal the current ones and the loss uses those (no extra forward pass).
-                    old = learner_logprobs(learners, rows, temperature=c.temperature) if plan.updates_per_step > 1 else None
+                    # Several updates per step: the learner's log-probs before the first are the old ones. One
+                    # update: the weights that sampled are the ones being trained, so the sampler's own
+                    # log-probs serve as old ones (no extra forward pass), and the training pass measures
+                    # how far they are from the learner's (the train/inference mismatch).
+                    recompute = plan.updates_per_step > 1
+                    old = (learner_logprobs(learners, rows, temperature=c.temperature) if recompute else
+                           [[0.0] * (len(prompt_ids[x.prompt.id]) - 1) + list(x.logprobs) for x in completions])
                     ref = learner_logprobs(learners, rows, reference=True, temperature=c.temperature)
                     rows = with_logprobs(rows, advantages, old, ref)
                     size = len(rows) // plan.updates_per_step
@@ -281,7 +285,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                           "prompts": [q.id for q in batch], "rollout_retries": retries,
                           "rollout_resyncs": rollout.restarts_seen,
                           **R.step_stats(completions, scored, plan.spec, classify),
-                          **_learner_stats(parts, rows, completions, prompt_ids, c.kl_kind),
+                          **_learner_stats(parts, rows, completions, prompt_ids, c.kl_kind, recompute),
                           "sync_bytes": synced["bytes"], "probe_max_diff": synced.get("probe_max_diff"),
                           "sync_seconds": {k: round(synced[k], 4) for k in ("save_s", "reload_s", "probe_s")},
                           "seconds": {k: round(v, 4) for k, v in t.seconds.items()}}
@@ -352,10 +356,12 @@ def _watch(rollout, plan: Plan, watch_ids: dict, metrics_path: Path, dashboard, 
     return record
 
 
-def _learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids: dict, kl_kind: str = "k3") -> dict:
+def _learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids: dict, kl_kind: str = "k3",
+                   recomputed: bool = True) -> dict:
     """Token-weighted figures of the update(s), the policy's KL to the reference on its own samples
     (estimated with `rl.kl_kind`, as the loss does), its entropy estimate, and the train/inference
-    mismatch (vLLM's sampling log-probs vs the learner's recomputed ones, when it recomputed them)."""
+    mismatch: vLLM's sampling log-probs against the learner's, recomputed before the updates
+    (`recomputed`) or, with one update per step, measured in the training pass itself."""
     import torch
 
     from rayda.algo.grpo import kl_estimate
@@ -365,13 +371,15 @@ def _learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids:
         start = len(prompt_ids[x.prompt.id]) - 1  # per-target arrays: index of the first completion token
         sampled.append(torch.tensor(x.logprobs, dtype=torch.float64))
         ref.append(torch.tensor(row.ref_logprobs[start:], dtype=torch.float64))
-        if row.old_logprobs:
-            old.append(torch.tensor(row.old_logprobs[start:], dtype=torch.float64))
-    # The behaviour policy's log-probs: the learner's own when it recomputed them, else the sampler's.
-    policy = torch.cat(old) if old else torch.cat(sampled)
+        old.append(torch.tensor(row.old_logprobs[start:], dtype=torch.float64))
+    policy, tokens = torch.cat(old), max(sum(r["tokens"] for r in parts), 1.0)
     n = max(policy.numel(), 1)
-    mismatch = (torch.cat(old) - torch.cat(sampled)).abs() if old else None
-    tokens = max(sum(r["tokens"] for r in parts), 1.0)
+    if recomputed:
+        gap = (policy - torch.cat(sampled)).abs()
+        mismatch_mean, mismatch_max = float(gap.mean()) if gap.numel() else 0.0, float(gap.max()) if gap.numel() else 0.0
+    else:
+        mismatch_mean = sum(r.get("old_gap_sum", 0.0) for r in parts) / tokens
+        mismatch_max = max(r.get("old_gap_max", 0.0) for r in parts)
     return {
         "kl": float(kl_estimate(policy, torch.cat(ref), kl_kind).sum()) / n,
         "entropy": float(-policy.sum()) / n,
@@ -380,8 +388,8 @@ def _learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids:
         "clip_frac": sum(r.get("clipped_sum", 0.0) for r in parts) / tokens,
         "grad_norm": parts[-1]["grad_norm"],
         "lr": parts[-1]["lr"],
-        "logprob_mismatch_mean": float(mismatch.mean()) if mismatch is not None and mismatch.numel() else None,
-        "logprob_mismatch_max": float(mismatch.max()) if mismatch is not None and mismatch.numel() else None,
+        "logprob_mismatch_mean": mismatch_mean,
+        "logprob_mismatch_max": mismatch_max,
     }
 
 
