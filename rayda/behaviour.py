@@ -100,11 +100,7 @@ def freeform(answer: str) -> str:
 
 def marked(answer: str, spec) -> str | None:
     """The first style (refuse, safe_complete, comply) whose spec markers `answer` contains, else None."""
-    text = _normalise(answer)
-    for behaviour in ORDER:
-        if any(_normalise(m) in text for m in spec.style_guide(behaviour).markers):
-            return behaviour
-    return None
+    return next(iter(marked_styles(answer, spec)), None)
 
 
 def classify(answer: str, spec) -> str:

@@ -86,20 +86,6 @@ def test_log_ratio_is_clamped_before_exp():
     assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
 
 
-def test_no_old_logprobs_means_the_current_weights_sampled():
-    """One update per batch: old log-probs would equal the current ones, so none are passed and the
-    loss and gradient are those of ratio 1."""
-    logp = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
-    adv, mask = torch.tensor([1.5]), torch.tensor([[1, 1, 0]])
-    loss_none, _ = clipped_pg_loss(logp, None, adv, mask)
-    loss_none.backward()
-    grad_none, logp.grad = logp.grad.clone(), None
-    loss_old, _ = clipped_pg_loss(logp, logp.detach().clone(), adv, mask)
-    loss_old.backward()
-    assert loss_none.item() == pytest.approx(loss_old.item()) == pytest.approx(-1.5)
-    assert torch.equal(grad_none, logp.grad)
-
-
 def test_group_advantages_without_std_scaling():
     r = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
     assert torch.allclose(group_advantages(r, scale="none"), torch.tensor([[0.25, 0.25, 0.25, -0.75]]))

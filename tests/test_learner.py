@@ -147,8 +147,8 @@ def test_resume_after_a_kill_gives_the_same_weights_as_a_straight_run(trained, t
 
 
 def test_one_grpo_update_moves_positive_samples_up_and_negative_ones_down(ray_local, tiny_model):
-    """The real learner (DeepSpeed, one rank): one GRPO update on a fixed batch, with no old log-probs
-    (the current weights sampled it), raises the mean log-probability of the positive-advantage
+    """The real learner (DeepSpeed, one rank): one GRPO update on a fixed batch, whose old log-probs are
+    the current weights' (they sampled it), raises the mean log-probability of the positive-advantage
     completions and lowers that of the negative ones."""
     import random
 
@@ -171,7 +171,7 @@ def test_one_grpo_update_moves_positive_samples_up_and_negative_ones_down(ray_lo
 
     with ActorGroup(Learner, PoolConfig(actors=1, cpus_per_actor=1), "grpo-direction", setup_args=(str(tiny_model), opts)) as group:
         before = learner_logprobs(group, rows)
-        batch = with_logprobs(rows, adv, None, before)  # reference = the starting weights
+        batch = with_logprobs(rows, adv, before, before)  # old and reference = the starting weights
         group.run_all("train_step", batch, "grpo", clip=0.2, kl_coef=0.0)
         after = learner_logprobs(group, rows)
     moved = [a - b for a, b in zip(completion_logp(after), completion_logp(before))]

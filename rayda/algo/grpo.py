@@ -73,7 +73,7 @@ been clipped, and an unclamped exp would overflow to inf and poison the batch's 
 
 def clipped_pg_loss(
     logp: torch.Tensor,
-    old_logp: torch.Tensor | None,
+    old_logp: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip: float = 0.2,
@@ -83,9 +83,9 @@ def clipped_pg_loss(
     """PPO-style clipped surrogate, per token: -min(ratio * A, clip(ratio, 1 - clip, 1 + clip_high) * A).
 
     logp, old_logp, mask: [B, T]; advantages: [B] (one per sequence, broadcast over its tokens).
-    `old_logp=None` means the samples come from the current weights (one update per batch): the ratio
-    is then exp(logp - logp.detach()) = 1 with the gradient of logp, and no second forward pass is
-    needed to compute old log-probs that would equal these.
+    `old_logp` is the sampling policy's: the learner's own before a step's first update, or, when a step
+    makes one update, the rollout engine's sampling log-probs (equal to the learner's up to the
+    train/inference mismatch, so no second forward pass is needed).
     `clip_high` (None: = clip) is the upper bound (DAPO's clip-higher): a larger one lets the
     probability of a rare, rewarded token grow faster than the symmetric clip allows.
     Returns the loss and statistics: the share of tokens where the clip binds (the clipped term is the
@@ -93,7 +93,6 @@ def clipped_pg_loss(
     caller adds up over micro-batches and ranks.
     """
     clip_high = clip if clip_high is None else clip_high
-    old_logp = logp.detach() if old_logp is None else old_logp
     ratio = torch.exp(torch.clamp(logp - old_logp, -MAX_LOG_RATIO, MAX_LOG_RATIO))
     adv = advantages[:, None].to(logp.dtype)
     unclipped = -ratio * adv
@@ -110,7 +109,7 @@ def clipped_pg_loss(
 
 def grpo_loss(
     logp: torch.Tensor,
-    old_logp: torch.Tensor | None,
+    old_logp: torch.Tensor,
     ref_logp: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
@@ -124,7 +123,6 @@ def grpo_loss(
 
     The KL is a penalty in the loss (as in GRPO), not folded into the reward: the advantages stay
     pure group-relative judge scores, and the penalty's gradient acts on every token directly.
-    `old_logp=None`: one update per batch, see `clipped_pg_loss`.
     """
     pg, stats = clipped_pg_loss(logp, old_logp, advantages, mask, clip, num_tokens, clip_high)
     kl_tokens = kl_estimate(logp, ref_logp, kl_kind)

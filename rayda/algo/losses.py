@@ -59,20 +59,19 @@ def sft_loss(
 
 def grpo_token_loss(
     logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, num_tokens: float | None = None, *,
-    advantages: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch.Tensor,
+    advantages: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor,
     clip: float = 0.2, clip_high: float | None = None, kl_coef: float = 0.05, kl_kind: str = "k3",
     temperature: float = 1.0,
 ) -> tuple[torch.Tensor, dict]:
     """The GRPO loss (`rayda.algo.grpo.grpo_loss`) on a causal LM's aligned outputs.
 
     advantages [B]; old_logp, ref_logp [B, T], aligned with `labels` (the learner collates them from
-    the rows, `rayda.rl.rows.PolicyRow`); `old_logp=None` when the batch gets one update from the
-    weights that sampled it (the ratio is then 1 with the gradient of log p). `num_tokens` is the divisor, as in `sft_loss`.
+    the rows, `rayda.rl.rows.PolicyRow`). `num_tokens` is the divisor, as in `sft_loss`.
     `temperature` is the rollouts' sampling temperature: the policy is scored as `softmax(logits / T)`,
     the distribution that drew the samples (`old_logp` and `ref_logp` must be computed the same way).
     Returns the loss and token sums for exact logging over micro-batches and ranks: `nll_sum` (the
     sampled tokens' NLL under the current policy: on-policy, an estimate of its entropy), `tokens`,
-    `pg_sum`, `kl_sum` and `clipped_sum`; with `old_logp`, also `old_gap_sum` and `old_gap_max`, the
+    `pg_sum`, `kl_sum`, `clipped_sum`, and `old_gap_sum` and `old_gap_max`, the
     |log p - old log p| of the trained tokens (with the sampler's log-probs as old ones: the
     train/inference mismatch, measured in the training pass itself).
     """
@@ -82,9 +81,8 @@ def grpo_token_loss(
     loss, stats = grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip, kl_coef, kl_kind, num_tokens, clip_high)
     m = mask.to(torch.float32)
     sums = {k: stats[k] for k in ("pg_sum", "kl_sum", "clipped_sum")}
-    if old_logp is not None:  # how far the policy being trained is from the one that sampled, per token
-        gap = (logp.detach() - old_logp).abs() * m
-        sums |= {"old_gap_sum": gap.sum(), "old_gap_max": gap.max() if gap.numel() else torch.tensor(0.0)}
+    gap = (logp.detach() - old_logp).abs() * m  # how far the trained policy is from the sampling one, per token
+    sums |= {"old_gap_sum": gap.sum(), "old_gap_max": gap.max() if gap.numel() else torch.tensor(0.0)}
     return loss, {"nll_sum": -(logp.detach() * m).sum(), "tokens": m.sum(), **sums}
 
 

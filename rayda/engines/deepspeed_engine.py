@@ -175,7 +175,7 @@ class DeepSpeedLearner:
         row_inputs = getattr(examples[0], "loss_inputs", None)
         if row_inputs is not None:
             width = batch["input_ids"].shape[1] - 1
-            extras = {**extras, **{k: None if v is None else v.to(self.device) for k, v in row_inputs(examples, width).items()}}
+            extras = {**extras, **{k: v.to(self.device) for k, v in row_inputs(examples, width).items()}}
         out = self.engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         logits, labels, mask = next_token(out.logits, batch["input_ids"], batch["loss_mask"])
         return LOSSES[name](logits, labels, mask, num_tokens, **extras)

@@ -25,22 +25,13 @@ class PolicyRow(Example):
 
     @classmethod
     def loss_inputs(cls, rows: list["PolicyRow"], width: int) -> dict:
-        """advantages [B] and old_logp, ref_logp [B, width] (zero-padded) for `rayda.algo.losses.grpo_token_loss`.
-
-        Rows without old log-probs (one update per batch: the current weights sampled them) give
-        `old_logp=None`; a batch must not mix rows with and without them."""
+        """advantages [B] and old_logp, ref_logp [B, width] (zero-padded) for `rayda.algo.losses.grpo_token_loss`."""
         import torch
 
-        with_old = {bool(r.old_logprobs) for r in rows}
-        if len(with_old) > 1:
-            raise ValueError("a batch mixes rows with and without old log-probs")
-        keys = ("old_logp", "ref_logp") if with_old == {True} else ("ref_logp",)
-        out = {"advantages": torch.tensor([r.advantage for r in rows], dtype=torch.float32), "old_logp": None,
-               **{k: torch.zeros(len(rows), width) for k in keys}}
+        out = {"advantages": torch.tensor([r.advantage for r in rows], dtype=torch.float32),
+               "old_logp": torch.zeros(len(rows), width), "ref_logp": torch.zeros(len(rows), width)}
         for i, r in enumerate(rows):
             for key, values in (("old_logp", r.old_logprobs), ("ref_logp", r.ref_logprobs)):
-                if key not in keys:
-                    continue
                 if len(values) != len(r.input_ids) - 1:
                     raise ValueError(f"row {r.prompt_id}: {key} has {len(values)} entries, expected {len(r.input_ids) - 1}")
                 out[key][i, : len(values)] = torch.tensor(values, dtype=torch.float32)
@@ -54,11 +45,7 @@ def policy_row(prompt_ids: list[int], completion_ids: list[int], prompt_id: str 
     return PolicyRow(ids, mask, prompt_id)
 
 
-def with_logprobs(rows: list[PolicyRow], advantages: list[float], old: list[list[float]] | None,
-                  ref: list[list[float]]) -> list[PolicyRow]:
-    """Rows with their advantage and log-probs; `old=None` leaves the old log-probs out (one update per
-    batch, see `PolicyRow.loss_inputs`)."""
-    old = old if old is not None else [()] * len(rows)
+def with_logprobs(rows: list[PolicyRow], advantages: list[float], old: list[list[float]], ref: list[list[float]]) -> list[PolicyRow]:
     return [replace(r, advantage=float(a), old_logprobs=tuple(o), ref_logprobs=tuple(f))
             for r, a, o, f in zip(rows, advantages, old, ref)]
 
