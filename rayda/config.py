@@ -272,7 +272,9 @@ class RlConfig:
     kl_coef: float = 0.05
     """Weight of the KL penalty to the frozen SFT reference in the loss."""
     kl_kind: str = "k3"
-    """KL estimator: `k1`, `k2` or `k3` (unbiased and never negative)."""
+    """KL penalty: `k1`, `k2` or `k3` (unbiased and never negative), estimated from the sampled tokens, or
+    `full`, the exact KL over the vocabulary at each position (one more reference forward pass per
+    micro-batch; it also sees probability moved onto tokens that were not sampled)."""
     zero_stage: int = 2
     """DeepSpeed ZeRO stage of the learner group (0-3)."""
     probe_every: int = 1

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rayda.algo.grpo import clipped_pg_loss, group_advantages, grpo_loss, kl_estimate
+from rayda.algo.grpo import clipped_pg_loss, full_kl, group_advantages, grpo_loss, kl_estimate
 
 
 def test_group_advantages_hand_computed():
@@ -37,6 +37,34 @@ def test_kl_estimators():
     assert torch.equal(kl_estimate(ref, ref, "k3"), torch.zeros(2))
     with pytest.raises(ValueError, match="unknown KL estimator"):
         kl_estimate(logp, ref, "k9")
+
+
+def test_full_kl_is_exact_and_sees_unsampled_tokens():
+    # one position, a vocabulary of 3, KL(p || q) by hand
+    p, q = torch.tensor([0.5, 0.25, 0.25]), torch.tensor([0.5, 0.45, 0.05])
+    want = float((p * (p / q).log()).sum())
+    got = full_kl(p.log()[None, None], q.log()[None, None])
+    assert got.shape == (1, 1) and got.item() == pytest.approx(want, rel=1e-5)
+    # The sampled token (index 0) kept its probability, so every sampled-token estimator reads 0,
+    # while the exact KL charges the mass moved between the tokens that were not sampled.
+    assert kl_estimate(p.log()[:1], q.log()[:1], "k3").item() == 0.0 and got.item() > 0.1
+    # At temperature T both distributions are softmax(logits / T); identical logits give 0.
+    assert full_kl(q.log()[None, None], q.log()[None, None], temperature=0.7).abs().item() < 1e-7
+    hot = full_kl(p.log()[None, None], q.log()[None, None], temperature=2.0).item()
+    pt, qt = torch.softmax(p.log() / 2, -1), torch.softmax(q.log() / 2, -1)
+    assert hot == pytest.approx(float((pt * (pt / qt).log()).sum()), rel=1e-5)
+
+
+def test_full_kl_loss_needs_the_reference_logits():
+    from rayda.algo.losses import grpo_token_loss
+
+    logits, labels, mask = torch.randn(1, 3, 5), torch.tensor([[1, 2, 3]]), torch.ones(1, 3)
+    common = dict(advantages=torch.ones(1), old_logp=torch.zeros(1, 3), ref_logp=torch.zeros(1, 3), kl_kind="full")
+    with pytest.raises(ValueError, match="ref_logits"):
+        grpo_token_loss(logits, labels, mask, **common)
+    _, same = grpo_token_loss(logits, labels, mask, ref_logits=logits.clone(), **common)
+    _, moved = grpo_token_loss(logits, labels, mask, ref_logits=logits + torch.randn(1, 3, 5), **common)
+    assert abs(float(same["kl_sum"])) < 1e-5 and float(moved["kl_sum"]) > 0
 
 
 def test_clipped_loss_hand_computed():

@@ -2,14 +2,13 @@
 rollout actor killed mid-step is restarted and re-synced without touching the learner, and a stopped
 run resumes at the next step with the same data order.
 
-The policy is the tests' tiny random Llama (`sft_fixtures.make_tiny_model`); see `scripted_generator`
-for how its samples are made well-formed enough to reach the judge.
+The policy is the tiny world's base checkpoint on the tiny world's training prompts: a trained model
+whose own samples, well-formed or not, are what the judge and the learner see.
 """
 
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
@@ -20,57 +19,22 @@ WINDOW = 16
 also occurs in what the judge is meant to see (the prompt, the answer, the spec text)."""
 
 
-def scripted_generator():
-    """The real rollout actor (engine, versions, sync), except that a malformed sample is replaced by a
-    well-formed scripted one: a distinctive reasoning, then a refusal or a compliance. Its token ids and
-    log-probs come from the engine itself, so training, the mismatch metric and the probe stay real.
-    The tests' tiny random policy writes few well-formed samples, and those few would prove little."""
-    from actors.rollout import Generator
-    from rayda.engines.vllm_engine import Sample
-    from rayda.reasoning import split
-    from rayda.types import RolloutBatch
-
-    class ScriptedGenerator(Generator):
-        def rollout(self, prompts, seeds=None, **kw):
-            batch = super().rollout(prompts, seeds=seeds, **kw)
-            tok, fixed = self.engine.tokenizer, []
-            for prompt, seed, samples in zip(prompts, seeds, batch.samples):
-                row = []
-                for j, s in enumerate(samples):
-                    if not split(s.text).ok:
-                        answer = ("I can't help with that." if (seed + j) % 2 else "Sure, here is how it works.")
-                        text = f"<think>private reasoning {seed % 9973}-{j}: weigh clause zq{j} quietly</think>{answer}"
-                        ids = tok.encode(text, add_special_tokens=False) + [tok.eos_token_id]
-                        lps = self.engine.prompt_logprobs([list(prompt) + ids])[0][len(prompt):]
-                        s = Sample(text, tuple(ids), tuple(lps), "stop")
-                    row.append(s)
-                fixed.append(tuple(row))
-            return RolloutBatch(batch.policy_version, tuple(fixed))
-
-    return ScriptedGenerator
-
-
 @pytest.fixture(scope="module")
-def policy(tmp_path_factory):
-    from sft_fixtures import make_tiny_model
+def policy(tiny_world):
+    """The tiny world's base checkpoint (built once, cached by content hash): a trained model whose
+    samples are mostly well-formed, so real completions reach the judge."""
+    return tiny_world.model_dir
 
-    return make_tiny_model(tmp_path_factory.mktemp("rl-policy") / "model")
 
-
-def prompts_file(spec, path, n: int = 8):
-    """Prompts in the fixture model's words, labelled with behaviours and spread over the spec's categories."""
-    from sft_fixtures import conversation
-
-    rng, rows = random.Random(1), []
-    for i in range(n):
-        messages, behaviour = conversation(rng, i)
-        rows.append({"id": f"q{i}", "messages": messages[:1], "category": spec.category_ids[i % len(spec.category_ids)],
-                     "label": behaviour})
+def prompts_file(world, path, n: int = 8):
+    """`n` training prompts of the tiny world, spread over its categories (every 30th row)."""
+    rows = world.prompts("train")
+    rows = rows[:: len(rows) // n][:n]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-def new_run(policy, spec, run_dir, steps: int = 3, extra=()):
+def new_run(policy, world, run_dir, steps: int = 3, extra=()):
     import shutil
 
     from rayda.config import load_recipe
@@ -78,11 +42,11 @@ def new_run(policy, spec, run_dir, steps: int = 3, extra=()):
 
     shutil.copytree(policy, run_dir / "checkpoints" / "sft")
     mark_success(run_dir / "checkpoints" / "sft")
-    prompts = prompts_file(spec, run_dir / "prompts.jsonl")
+    prompts = prompts_file(world, run_dir / "prompts.jsonl")
     return load_recipe("tiny", [
         f"run.dir={run_dir}", f"prompts.source={prompts}", f"eval.prompts={prompts}", "spec.token_budget=null",
         f"rl.steps={steps}", "rl.prompts_per_step=4", "rl.samples_per_prompt=4", "rl.micro_batch_size=8", "rl.grad_accum=2",
-        "rl.max_tokens=48", "rl.save_every=1", "rl.max_model_len=256", "rl.gpu_memory_utilization=0.1", "rl.lr=1e-3",
+        "rl.max_tokens=96", "rl.save_every=1", "rl.max_model_len=256", "rl.gpu_memory_utilization=0.1", "rl.lr=1e-3",
         *extra])
 
 
@@ -113,7 +77,7 @@ class Stop(Exception):
 
 
 @pytest.fixture(scope="module")
-def interrupted_run(ray_local, spec, policy, tmp_path_factory):
+def interrupted_run(ray_local, tiny_world, policy, tmp_path_factory):
     """One RL run of 3 steps, checkpointed every step, with every judge input recorded: in its second
     step the rollout actor is killed while sampling; after that step the run stops (as if killed);
     a second `run` resumes it and finishes."""
@@ -122,8 +86,8 @@ def interrupted_run(ray_local, spec, policy, tmp_path_factory):
     from rayda.stages.rl import run
 
     root = tmp_path_factory.mktemp("rl-run")
-    recipe = new_run(policy, spec, root, steps=3, extra=["rl.log_samples=1000"])
-    judge, rollout = recording_judge(str(root / "judge_inputs.jsonl")), scripted_generator()
+    recipe = new_run(policy, tiny_world, root, steps=3, extra=["rl.log_samples=1000"])
+    judge = recording_judge(str(root / "judge_inputs.jsonl"))
     killed = []
 
     def kill_mid_step(step, attempt, pool):
@@ -136,9 +100,9 @@ def interrupted_run(ray_local, spec, policy, tmp_path_factory):
             raise Stop
 
     with pytest.raises(Stop):
-        run(recipe, progress=False, on_rollout=kill_mid_step, on_step=stop_after_two, judge_cls=judge, rollout_cls=rollout)
+        run(recipe, progress=False, on_rollout=kill_mid_step, on_step=stop_after_two, judge_cls=judge)
     assert killed == [1]
-    out = run(recipe, progress=False, judge_cls=judge, rollout_cls=rollout)  # resumes at step 3
+    out = run(recipe, progress=False, judge_cls=judge)  # resumes at step 3
     lines = lambda name: [json.loads(x) for x in (root / name).read_text().splitlines()]  # noqa: E731
     metrics = [m for m in lines("metrics.jsonl") if m["stage"] == "rl"]  # the rl_eval lines are checked apart
     print(json.dumps([{k: m[k] for k in ("step", "rollout_retries", "rollout_resyncs", "probe_max_diff",

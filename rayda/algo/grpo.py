@@ -51,6 +51,20 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") ->
     raise ValueError(f"unknown KL estimator {kind!r}; expected k1, k2 or k3")
 
 
+def full_kl(logits: torch.Tensor, ref_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Exact per-position KL(policy || reference) over the whole vocabulary: [B, T, V] x 2 -> [B, T].
+
+    sum_v p(v) (log p(v) - log q(v)) with p, q = softmax(logits / T). Unlike k1-k3, which see only the
+    sampled token, this also charges for probability moved onto tokens the policy did not sample: in
+    a small model a reward on one context's decision token (say a clause number) leaks into every
+    other context's, and only a full-vocabulary penalty sees that leak where it was not sampled.
+    Costs one reference forward pass per micro-batch (the learner runs it).
+    """
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    logq = torch.log_softmax(ref_logits.float() / temperature, dim=-1)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
 def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sum over the tokens where mask == 1."""
     return (x * mask.to(x.dtype)).sum()
@@ -118,14 +132,18 @@ def grpo_loss(
     kl_kind: str = "k3",
     num_tokens: float | None = None,
     clip_high: float | None = None,
+    kl_tokens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """The clipped policy-gradient loss plus kl_coef times the KL to the frozen reference.
 
     The KL is a penalty in the loss (as in GRPO), not folded into the reward: the advantages stay
     pure group-relative judge scores, and the penalty's gradient acts on every token directly.
+    `kl_tokens` [B, T], when given, is the per-token KL already computed (`full_kl`); otherwise it is
+    estimated from the sampled tokens' log-probs with `kl_kind`.
     """
     pg, stats = clipped_pg_loss(logp, old_logp, advantages, mask, clip, num_tokens, clip_high)
-    kl_tokens = kl_estimate(logp, ref_logp, kl_kind)
+    if kl_tokens is None:
+        kl_tokens = kl_estimate(logp, ref_logp, kl_kind)
     kl = masked_mean(kl_tokens, mask, num_tokens)
     return pg + kl_coef * kl, {**stats, "pg_loss": pg.detach(), "kl": kl.detach(),
                                "kl_sum": masked_sum(kl_tokens, mask).detach()}

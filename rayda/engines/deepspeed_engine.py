@@ -176,6 +176,10 @@ class DeepSpeedLearner:
         if row_inputs is not None:
             width = batch["input_ids"].shape[1] - 1
             extras = {**extras, **{k: v.to(self.device) for k, v in row_inputs(examples, width).items()}}
+        if extras.get("kl_kind") == "full":  # the exact KL needs the reference's whole distribution
+            with torch.no_grad():
+                ref = self._reference()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+            extras = {**extras, "ref_logits": ref.logits[:, :-1]}
         out = self.engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         logits, labels, mask = next_token(out.logits, batch["input_ids"], batch["loss_mask"])
         return LOSSES[name](logits, labels, mask, num_tokens, **extras)

@@ -94,6 +94,8 @@ def prepare(recipe: Recipe) -> Plan:
         raise ValueError(f"rl.temperature must be > 0 (got {c.temperature}): GRPO needs samples that differ")
     if c.adv_scale not in ("std", "none"):
         raise ValueError(f"rl.adv_scale must be 'std' or 'none', got {c.adv_scale!r}")
+    if c.kl_kind not in ("k1", "k2", "k3", "full"):
+        raise ValueError(f"rl.kl_kind must be 'k1', 'k2', 'k3' or 'full', got {c.kl_kind!r}")
     spec = load_spec(resolve_spec_path(recipe.spec.path))
     judges.check_kind(recipe.judge.kind)
     judge_model = None
@@ -167,13 +169,12 @@ class Timer:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
 
 
-def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None, judge_cls=None, rollout_cls=None) -> Path:
+def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None, judge_cls=None) -> Path:
     """Train and export; returns the Hugging Face folder.
 
     `on_step(step, record)` runs after each step (tests stop a run there, as a kill would);
     `on_rollout(step, attempt, pool)` runs while a step's rollouts are in flight (tests kill an actor
-    there); `judge_cls` and `rollout_cls` replace `actors.judge.JudgeWorker` and
-    `actors.rollout.Generator` (tests instrument them).
+    there); `judge_cls` replaces `actors.judge.JudgeWorker` (tests instrument it).
     """
     import torch
     from tqdm import tqdm
@@ -218,7 +219,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     pools = {k: v for k, v in recipe.pools.named().items() if k != "reference"}  # the reference lives on the learners
     plan_pools(pools, init_ray(recipe.run).cluster_resources())  # all three pools at once: fails before any actor starts
     # The rollout engines start (about 30 s on CPU) while the learner group sets up.
-    rollout = RolloutPool(rollout_cls or Generator, engine_config(recipe, plan), recipe.pools.rollout, "rollout",
+    rollout = RolloutPool(Generator, engine_config(recipe, plan), recipe.pools.rollout, "rollout",
                           c.rollout_restarts, c.rollout_retries)
     judges = JudgePool(judge_cls or JudgeWorker, recipe.judge, plan.spec, plan.spec_texts, recipe.pools.judge, plan.judge_model)
     dashboard = Dashboard()
@@ -359,7 +360,8 @@ def _watch(rollout, plan: Plan, watch_ids: dict, metrics_path: Path, dashboard, 
 def _learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids: dict, kl_kind: str = "k3",
                    recomputed: bool = True) -> dict:
     """Token-weighted figures of the update(s), the policy's KL to the reference on its own samples
-    (estimated with `rl.kl_kind`, as the loss does), its entropy estimate, and the train/inference
+    (estimated with `rl.kl_kind`, as the loss does; `full` is computed in the training pass, so it is
+    the update's own KL), its entropy estimate, and the train/inference
     mismatch: vLLM's sampling log-probs against the learner's, recomputed before the updates
     (`recomputed`) or, with one update per step, measured in the training pass itself."""
     import torch
@@ -380,10 +382,11 @@ def _learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids:
     else:
         mismatch_mean = sum(r.get("old_gap_sum", 0.0) for r in parts) / tokens
         mismatch_max = max(r.get("old_gap_max", 0.0) for r in parts)
+    update_kl = sum(r.get("kl_sum", 0.0) for r in parts) / tokens
     return {
-        "kl": float(kl_estimate(policy, torch.cat(ref), kl_kind).sum()) / n,
+        "kl": update_kl if kl_kind == "full" else float(kl_estimate(policy, torch.cat(ref), kl_kind).sum()) / n,
         "entropy": float(-policy.sum()) / n,
-        "update_kl": sum(r.get("kl_sum", 0.0) for r in parts) / tokens,
+        "update_kl": update_kl,
         "pg_loss": sum(r.get("pg_sum", 0.0) for r in parts) / tokens,
         "clip_frac": sum(r.get("clipped_sum", 0.0) for r in parts) / tokens,
         "grad_norm": parts[-1]["grad_norm"],
