@@ -17,7 +17,7 @@ demo: install
 	$(BIN)/rayda run tiny
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -1,4 +1,5 @@
-"""The tiny recipe produces accepted SFT rows, with the rubric judge and with the tiny model as llm judge."""
+"""The tiny recipe produces accepted SFT rows, with the rubric judge (the rows of the session's shared
+reduced run) and with the tiny model as llm judge."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from e2e_recipe import reduced_tiny
 from rayda.config import load_recipe
 from rayda.stages import gen_sft
 
@@ -22,13 +24,13 @@ def _metrics(tmp_path):
     return json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
 
 
-def test_rubric_judge_accepts_rows_with_provenance(ray_local, tiny_world, spec, tmp_path):
-    recipe, result = _run(tmp_path, "prompts.limit=24", "gen_sft.samples_per_prompt=8")
-    assert result.accepted > 0, _metrics(tmp_path)
-    out = result.out_dir
+def test_rubric_judge_accepts_rows_with_provenance(reduced_run, spec):
+    """The rows of the session's shared run of the reduced tiny recipe (rubric judge, k = 3, 160 prompts)."""
+    recipe = load_recipe("tiny", reduced_tiny(reduced_run["run_dir"]))
+    out = reduced_run["run_dir"] / "sft_data"
     acc = pq.read_table(out / "accepted.parquet").to_pylist()
     rej = pq.read_table(out / "rejected.parquet").to_pylist()  # may be empty: pyarrow reads that, datasets does not
-    assert len(acc) + len(rej) == 24
+    assert acc and len(acc) + len(rej) == 160
     spec_texts = {c: spec.compile(c) for c in spec.category_ids}
     clause_texts = [cl.text.strip() for c in spec.categories for cl in c.clauses]
     for row in acc:
@@ -41,8 +43,8 @@ def test_rubric_judge_accepts_rows_with_provenance(ray_local, tiny_world, spec, 
         assert row["spec_hash"] == spec.content_hash and row["template_hash"] and row["generator_weights_hash"]
         assert row["judge_kind"] == "rubric" and row["label"] and row["cited_clauses"]
     assert {r["reason"] for r in rej} <= {"malformed", "below_threshold", "judge_error", "spec_leak"}
-    m = _metrics(tmp_path)
-    assert m["accepted"] == result.accepted and m["judge_error_rate"] == 0.0 and m["tokens_generated"] > 0
+    m = [x for x in map(json.loads, (reduced_run["run_dir"] / "metrics.jsonl").read_text().splitlines()) if x["stage"] == "gen_sft"][-1]
+    assert m["accepted"] == len(acc) and m["judge_error_rate"] == 0.0 and m["tokens_generated"] > 0
 
 
 def test_llm_judge_every_verdict_parses(ray_local, tiny_world, tmp_path):
