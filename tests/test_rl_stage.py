@@ -27,7 +27,7 @@ def policy(tiny_world):
 
 
 def prompts_file(world, path, n: int = 8):
-    """`n` training prompts of the tiny world, spread over its categories (every 30th row)."""
+    """`n` evenly spaced training prompts of the tiny world, so every category is asked."""
     rows = world.prompts("train")
     rows = rows[:: len(rows) // n][:n]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
