@@ -125,8 +125,8 @@ def group_step(group, rows) -> float:
 
 
 def learner_group(model_dir: Path, ranks: int, cpus: int, gpus: int, steps: int, stage: int):
-    from actors.group import ActorGroup
-    from actors.learner import Learner
+    from rayda.actors.group import ActorGroup
+    from rayda.actors.learner import Learner
     from rayda.config import PoolConfig
     from rayda.engines.deepspeed_engine import LearnerOptions
 

@@ -38,6 +38,8 @@ class RunConfig:
     """Ray cluster to join (`auto`, `ray://host:10001`); None starts a local Ray."""
     num_cpus: int | None = None
     """CPUs for a local Ray started by rayda; None lets Ray count them."""
+    verbose: bool = False
+    """Show the engines' INFO logs (vLLM, DeepSpeed); off by default, so each stage shows one progress bar."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.ray
 def test_group_runs_on_all_ranks_and_names_the_rank_that_died(ray_local):
     import ray
 
-    from actors.group import ActorGroup, RankFailure
+    from rayda.actors.group import ActorGroup, RankFailure
     from rayda.config import PoolConfig
 
     class Worker:  # defined here so that Ray ships it by value (workers cannot import test modules)
@@ -152,8 +152,8 @@ def test_one_grpo_update_moves_positive_samples_up_and_negative_ones_down(ray_lo
     completions and lowers that of the negative ones."""
     import random
 
-    from actors.group import ActorGroup
-    from actors.learner import Learner
+    from rayda.actors.group import ActorGroup
+    from rayda.actors.learner import Learner
     from rayda.config import PoolConfig
     from rayda.engines.deepspeed_engine import LearnerOptions
     from rayda.rl.rows import policy_row, with_logprobs

@@ -1,4 +1,4 @@
-"""Packaging: `import actors` is this project's folder, and `import rayda` starts no engine."""
+"""Packaging: `rayda.actors` is this project's `actors/` folder, and `import rayda` starts no engine."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_actors_package_is_this_projects():
-    import actors
     import rayda
+    import rayda.actors as actors
 
     assert Path(actors.__file__).resolve().parent == REPO / "actors"
     assert Path(rayda.__file__).resolve().parent == REPO / "rayda"
@@ -19,7 +19,7 @@ def test_actors_package_is_this_projects():
 
 def test_import_is_cheap_and_starts_nothing():
     code = (
-        "import sys, rayda, rayda.config, rayda.spec, rayda.reasoning, rayda.types, rayda.placement, rayda.cli, actors;"
+        "import sys, rayda, rayda.config, rayda.spec, rayda.reasoning, rayda.types, rayda.placement, rayda.cli, rayda.actors;"
         "heavy = [m for m in ('ray', 'vllm', 'deepspeed', 'torch') if m in sys.modules];"
         "print(','.join(heavy))"
     )

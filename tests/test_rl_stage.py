@@ -53,7 +53,7 @@ def new_run(policy, world, run_dir, steps: int = 3, extra=()):
 def recording_judge(log_path):
     """A JudgeWorker that appends everything it is given (the requests and the chat it builds from
     each) to a file; defined here so Ray ships the class by value."""
-    from actors.judge import JudgeWorker
+    from rayda.actors.judge import JudgeWorker
     from rayda import templates
 
     class RecordingJudge(JudgeWorker):

@@ -23,9 +23,9 @@ TOLERANCE = 1e-3
 def stacks(ray_local, tmp_path_factory):
     from transformers import AutoTokenizer
 
-    from actors.group import ActorGroup
-    from actors.learner import Learner
-    from actors.rollout import Generator
+    from rayda.actors.group import ActorGroup
+    from rayda.actors.learner import Learner
+    from rayda.actors.rollout import Generator
     from rayda.config import PoolConfig
     from rayda.data.sft import render
     from rayda.engines.deepspeed_engine import LearnerOptions

@@ -123,8 +123,8 @@ def judge_batch(judge, rows: list[dict], k: int, threshold: float, provenance: d
 def build_dataset(prompts: list[Prompt], *, recipe, engine_cfg, spec, spec_texts: dict, judge_model, provenance: dict):
     """The lazy Ray Data pipeline over `prompts`; iterate it to run it."""
     import ray
-    from actors.judge import JudgeWorker
-    from actors.rollout import Generator
+    from rayda.actors.judge import JudgeWorker
+    from rayda.actors.rollout import Generator
     from rayda.placement import data_pool_args
 
     gen, pools = recipe.gen_sft, recipe.pools

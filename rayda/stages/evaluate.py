@@ -62,7 +62,7 @@ def generate(recipe: Recipe, model: str, items: list[EvalPrompt], progress: bool
     """One completion per prompt from the rollout pool, in prompt order."""
     import ray.data
 
-    from actors.answerer import Answerer
+    from rayda.actors.answerer import Answerer
     from rayda.engines.vllm_engine import EngineConfig
     from rayda.placement import data_pool_args, plan
     from rayda.ray_utils import init_ray

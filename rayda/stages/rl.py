@@ -180,10 +180,10 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    from actors.group import ActorGroup
-    from actors.judge import JudgeWorker
-    from actors.learner import Learner
-    from actors.rollout import Generator
+    from rayda.actors.group import ActorGroup
+    from rayda.actors.judge import JudgeWorker
+    from rayda.actors.learner import Learner
+    from rayda.actors.rollout import Generator
     from rayda.algo.grpo import group_advantages
     from rayda.behaviour import classify
     from rayda.data.gen_rows import stable_seed

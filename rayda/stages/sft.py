@@ -134,8 +134,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None) -> Path:
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    from actors.group import ActorGroup
-    from actors.learner import Learner
+    from rayda.actors.group import ActorGroup
+    from rayda.actors.learner import Learner
     from rayda.data.sft import batch_indices
     from rayda.ray_utils import init_ray
 
