@@ -39,12 +39,13 @@ def judge_cost(model: str, k: int, n_requests: int, token_budget) -> dict:
     from rayda.config import JudgeConfig
     from rayda.engines.vllm_engine import EngineConfig, VllmEngine
     from rayda.judges.llm import LLMJudge
-    from rayda.spec import default_spec_dir, load_spec
-    from rayda.stages.gen_sft import compile_spec_texts
+    from rayda.config import load_recipe
+    from rayda.context import RunContext
     from rayda.types import FilterRequest, Prompt
 
-    spec = load_spec(default_spec_dir())
-    texts = compile_spec_texts(spec, list(spec.category_ids), token_budget, model)
+    ctx = RunContext(load_recipe("tiny", [f"spec.token_budget={'null' if token_budget is None else token_budget}"]))
+    spec = ctx.spec
+    texts = ctx.spec_texts(spec.category_ids, model)
     engine = VllmEngine(EngineConfig(model, structured_outputs=True))
     reqs = []
     for i in range(n_requests):
@@ -81,18 +82,12 @@ def main() -> int:
     ap.add_argument("--override", action="append", default=[], help="extra recipe overrides, key=value")
     args = ap.parse_args()
 
-    from rayda.cli import resolve_spec_path
     from rayda.config import RunConfig, load_recipe
+    from rayda.context import RunContext
     from rayda.ray_utils import init_ray
-    from rayda.spec import load_spec
 
     recipe = load_recipe("tiny", args.override)
-    model = args.model
-    if model is None:
-        from rayda.tinyworld.build import build
-
-        spec = load_spec(resolve_spec_path(recipe.spec.path))
-        model = str(build(spec, recipe.tinyworld, spec_token_budget=recipe.spec.token_budget, progress=False).model_dir)
+    model = args.model or RunContext(recipe).policy
     init_ray(RunConfig(num_cpus=4))
     line = {"benchmark": "gen_sft", "model": Path(model).name if args.model else "tinyworld", "prompts": args.prompts}
     with tempfile.TemporaryDirectory(prefix="rayda-bench-") as tmp:

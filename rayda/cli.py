@@ -20,20 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from rayda.config import ConfigError, Recipe, load_recipe
 from rayda.placement import PlacementError
-from rayda.spec import SpecError, default_spec_dir, load_spec
-
-
-def resolve_spec_path(path: str) -> Path:
-    """A spec path as given, else relative to the rayda repository (so `specs` works anywhere)."""
-    p = Path(path)
-    if p.exists():
-        return p
-    repo = default_spec_dir().parent / path
-    return repo if repo.exists() else p
+from rayda.context import resolve_spec_path
+from rayda.spec import SpecError, load_spec
 
 
 def _recipe(args) -> Recipe:
@@ -71,10 +62,9 @@ def cmd_spec_show(args) -> int:
 
 
 def cmd_tinyworld_build(args) -> int:
-    from rayda.tinyworld.build import for_recipe
+    from rayda.context import RunContext
 
-    recipe = _recipe(args)
-    world = for_recipe(recipe, load_spec(resolve_spec_path(recipe.spec.path)))
+    world = RunContext(_recipe(args)).world
     print(json.dumps(world.report, indent=2, sort_keys=True))
     print(f"tiny world: {world.root}")
     return 0

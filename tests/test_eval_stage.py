@@ -9,6 +9,7 @@ import pytest
 
 from rayda.cli import main
 from rayda.config import load_recipe
+from rayda.context import RunContext
 from rayda.evaluation.prompt_sets import EvalPrompt
 from rayda.stages import evaluate
 from rayda.types import Prompt
@@ -62,14 +63,14 @@ def test_grade_file_writes_behaviour_column(tmp_path, spec, capsys):
 def test_missing_checkpoint_fails_before_anything_starts(tmp_path):
     recipe = load_recipe("tiny", [f"run.dir={tmp_path}"])
     with pytest.raises(FileNotFoundError, match="checkpoints/sft has no finished checkpoint"):
-        evaluate.model_path(recipe, "sft")
+        evaluate.model_path(RunContext(recipe), "sft")
     assert main(["eval", f"run.dir={tmp_path}", "--model", "rl"]) == 2
 
 
 def test_missing_model_path_is_a_clear_error(tmp_path):
     recipe = load_recipe("tiny", [f"run.dir={tmp_path}"])
     with pytest.raises(ValueError, match="does not exist"):
-        evaluate.model_path(recipe, str(tmp_path / "nope"))
+        evaluate.model_path(RunContext(recipe), str(tmp_path / "nope"))
 
 
 def test_grade_file_measures_agreement_with_xstest_human_labels(tmp_path):

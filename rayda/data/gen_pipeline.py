@@ -1,4 +1,4 @@
-"""The Ray Data pipeline of SFT data generation, and the per-batch work its actors do.
+"""The per-batch work of SFT data generation's Ray Data pipeline (built in `rayda/stages/gen_sft.py`):
 
     prompts (from_items, one block per generator batch)
       -> map_batches(Generator, actor pool "rollout")   n samples per prompt, spec in the system turn
@@ -15,7 +15,6 @@ Ray Data restarts a killed pool actor and retries its tasks (`max_restarts=-1`,
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -115,41 +114,6 @@ def judge_batch(judge, rows: list[dict], k: int, threshold: float, provenance: d
             "judge_busy_s": busy,
         })
     return out
-
-
-# ---- the dataset ---------------------------------------------------------------------------------
-
-
-def build_dataset(prompts: list[Prompt], *, recipe, engine_cfg, spec, spec_texts: dict, judge_model, provenance: dict):
-    """The lazy Ray Data pipeline over `prompts`; iterate it to run it."""
-    import ray
-    from rayda.actors.judge import JudgeWorker
-    from rayda.actors.rollout import Generator
-    from rayda.placement import data_pool_args
-
-    gen, pools = recipe.gen_sft, recipe.pools
-    items = [{"prompt": prompt_to_json(p)} for p in prompts]
-    # One block per generator batch, so the pool's actors share the work from the first batch on.
-    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / gen.batch_size)))
-
-    ds = ds.map_batches(
-        Generator,
-        fn_constructor_kwargs=dict(engine_cfg=engine_cfg, gen=gen, spec_texts=spec_texts, run_seed=recipe.run.seed),
-        batch_size=gen.batch_size,
-        batch_format="pyarrow",
-        **data_pool_args(pools.rollout),
-    )
-    ds = ds.map_batches(
-        JudgeWorker,
-        fn_constructor_kwargs=dict(
-            cfg=recipe.judge, spec=spec, spec_texts=spec_texts, model=judge_model,
-            threshold=gen.threshold, provenance=provenance, run_seed=recipe.run.seed,
-        ),
-        batch_size=gen.batch_size,
-        batch_format="pyarrow",
-        **data_pool_args(pools.judge),
-    )
-    return ds
 
 
 # ---- final schemas -------------------------------------------------------------------------------

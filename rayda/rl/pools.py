@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rayda.judges.base import MinOfK, min_of_k
-from rayda.types import RewardRequest
+from rayda.types import RewardRequest, Verdict
 
 
 def _shards(n_items: int, n_shards: int) -> list[range]:
@@ -163,20 +163,25 @@ class RolloutPool:
 class JudgePool:
     """Judge actors (`actors.judge.JudgeWorker`) scoring `RewardRequest`s: the final answer, never the cot."""
 
-    def __init__(self, actor_cls, judge_cfg, spec, spec_texts: dict, pool, model: str | None = None, name: str = "judge"):
+    def __init__(self, actor_cls, pool, judge_args: dict, name: str = "judge"):
+        """`judge_args` are the actor's constructor arguments (`RunContext.judge_args`: cfg, spec, spec_texts, model)."""
         import ray
 
         from rayda.placement import scheduling
 
         remote = ray.remote(actor_cls)
-        self.k, self.name = judge_cfg.k, name
+        self.k, self.name = judge_args["cfg"].k, name
         self.pg = _reserve(pool, name)
         self.actors = [remote.options(**_options(pool, f"{name}-{i}", max_restarts=-1, max_task_retries=2,
                                                  scheduling_strategy=scheduling(self.pg, i)))
-                       .remote(judge_cfg, spec, spec_texts, model) for i in range(pool.actors)]
+                       .remote(**judge_args) for i in range(pool.actors)]
 
     def reward(self, requests: list[RewardRequest], seeds: list[int]) -> list[MinOfK]:
         """Min-of-k judgement per request; a judge that fails gives an error judgement, never a score."""
+        return [min_of_k(vs) for vs in self.verdicts(requests, seeds)]
+
+    def verdicts(self, requests: list[RewardRequest], seeds: list[int]) -> list[list[Verdict]]:
+        """The k verdicts per request; a failed actor's requests get one error verdict each."""
         import ray
 
         for r in requests:  # contract 1, checked again where requests leave the driver
@@ -184,12 +189,12 @@ class JudgePool:
                 raise TypeError(f"the RL judge takes RewardRequest only, got {type(r).__name__}")
         shards = _shards(len(requests), len(self.actors))
         refs = [self.actors[s].reward.remote([requests[i] for i in rng], [seeds[i] for i in rng]) for s, rng in enumerate(shards)]
-        out: list[MinOfK] = []
+        out: list[list[Verdict]] = []
         for rng, ref in zip(shards, refs):
             try:
-                out += [min_of_k(vs) for vs in ray.get(ref)]
+                out += ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
-                out += [MinOfK(None, (), f"judge actor failed: {type(e).__name__}")] * len(rng)
+                out += [[Verdict(None, error=f"judge actor failed: {type(e).__name__}")] for _ in rng]
         return out
 
     def shutdown(self) -> None:

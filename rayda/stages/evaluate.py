@@ -5,16 +5,18 @@
     rayda eval --completions xstest_v2_completions.csv    # grade completions produced elsewhere
 
 `--model` is `base` (the recipe's policy), `sft` or `rl` (this run's checkpoints) or any Hugging Face
-path or name. Generation runs on the rollout pool through Ray Data (`actors/answerer.py`); grading
-runs on the driver: the answer's behaviour comes from the judge's REWARD view (the rubric judge and
-unlabelled or off-spec prompts use `rayda.behaviour.classify`: spec style markers, else free-form cues), citations
-from the chain of thought are checked against the spec. Outputs, written atomically:
+path or name. Generation runs on the rollout pool through Ray Data (`actors/answerer.py`). The answer's
+behaviour comes from the judge's REWARD view, on the judge pool (`actors/judge.py`); the rubric judge and
+unlabelled or off-spec prompts use `rayda.behaviour.classify` on the driver (spec style markers, else
+free-form cues). Citations from the chain of thought are checked against the spec. Outputs, written atomically:
 `<run.dir>/eval/<name>.json` (per-category metrics with 95% bootstrap intervals) and
 `<run.dir>/eval/<name>.parquet` (every graded sample). A finished evaluation is not redone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -30,32 +32,27 @@ EXTERNAL_LABELS = {"safe": "comply", "unsafe": "refuse"}
 """Published benchmarks label requests safe/unsafe; the ideal behaviour of each."""
 
 
-def model_path(recipe: Recipe, model: str, tinyworld=None) -> str:
+def model_path(ctx, model: str) -> str:
     """`base`, `sft`, `rl` or a path/name, as something an engine can load (fails early if missing)."""
-    from rayda.engines import resolve_model
-
     if model in ("sft", "rl"):
-        ckpt = Path(recipe.run.dir) / "checkpoints" / model
+        ckpt = Path(ctx.recipe.run.dir) / "checkpoints" / model
         if not io.is_done(ckpt):
             raise FileNotFoundError(f"--model {model}: {ckpt} has no finished checkpoint (run `rayda {model}` first)")
         return str(ckpt.resolve())
-    name = recipe.model.policy if model == "base" else model
-    if name == "tinyworld":
-        return str(tinyworld().model_dir)
-    return resolve_model(name, "--model")
+    return ctx.model(ctx.recipe.model.policy if model == "base" else model, "--model")
 
 
-def load_eval_prompts(recipe: Recipe, spec, source: str, tinyworld=None) -> list[EvalPrompt]:
+def load_eval_prompts(ctx, source: str) -> list[EvalPrompt]:
     """A prompt set: the tiny world's splits and rayda files (validated against the spec), or an
     external benchmark file in its published format."""
     from rayda.data.prompts import load_prompts
 
+    limit = ctx.recipe.eval.limit
     name = Path(source).name.lower()
     if source.startswith("tinyworld:") or (name.endswith((".jsonl", ".parquet")) and "xstest" not in name):
-        prompts = load_prompts(source, spec, limit=recipe.eval.limit, tinyworld=tinyworld)
-        return [EvalPrompt(p) for p in prompts]
+        return [EvalPrompt(p) for p in load_prompts(source, ctx.spec, limit=limit, tinyworld=ctx.tinyworld)]
     items = load_prompt_set(source)
-    return items[: recipe.eval.limit] if recipe.eval.limit else items
+    return items[:limit] if limit else items
 
 
 def generate(recipe: Recipe, model: str, items: list[EvalPrompt], progress: bool = True) -> list[str]:
@@ -96,7 +93,7 @@ def grade(spec, items: list[EvalPrompt], completions: list[str], judge=None) -> 
     verdicts = {}
     if judged:
         reqs = [RewardRequest.of(Completion.from_text(items[i].prompt, completions[i])) for i in judged]
-        for i, vs in zip(judged, judge.reward(reqs, k=1, seeds=[0] * len(reqs))):
+        for i, vs in zip(judged, judge.verdicts(reqs, seeds=[0] * len(reqs))):
             verdicts[i] = vs[0]
     graded, rows = [], []
     for i, (it, s, answer, text) in enumerate(zip(items, splits, answers, completions)):
@@ -124,8 +121,7 @@ def _write(out_dir: Path, name: str, rows: list[dict], summary: dict) -> Path:
 def run(recipe: Recipe, model: str = "base", source: str | None = None, name: str | None = None,
         progress: bool = True) -> Path:
     """Evaluate `model` on `source` (default: `eval.prompts`); returns the path of the JSON report."""
-    from rayda.cli import resolve_spec_path
-    from rayda.spec import load_spec
+    from rayda.context import RunContext
 
     source = source or recipe.eval.prompts
     name = name or f"{Path(model).name if model not in ('base', 'sft', 'rl') else model}-{Path(source.split(':')[-1]).stem}"
@@ -134,18 +130,14 @@ def run(recipe: Recipe, model: str = "base", source: str | None = None, name: st
         print(f"eval: {out_dir / name}.json exists; skipping")
         return out_dir / f"{name}.json"
     t0 = time.time()
-    spec = load_spec(resolve_spec_path(recipe.spec.path))
-
-    def tinyworld():
-        from rayda.tinyworld.build import for_recipe
-
-        return for_recipe(recipe, spec)
-
-    path = model_path(recipe, model, tinyworld)  # every input check before Ray starts
-    items = load_eval_prompts(recipe, spec, source, tinyworld)
-    judge = _judge(recipe, spec, items)
+    ctx = RunContext(recipe)
+    path = model_path(ctx, model)  # every input check before Ray starts
+    items = load_eval_prompts(ctx, source)
+    if recipe.judge.kind != "rubric":
+        ctx.check_judge()
     completions = generate(recipe, path, items, progress)
-    graded, rows = grade(spec, items, completions, judge)
+    with _judge_pool(ctx, items) as judge:
+        graded, rows = grade(ctx.spec, items, completions, judge)
     summary = summarise(graded, n_resamples=recipe.eval.n_resamples, seed=recipe.run.seed)
     summary["meta"] = {"model": model, "model_path": path, "prompts": source, "judge": recipe.judge.kind,
                        "temperature": recipe.eval.temperature, "seconds": round(time.time() - t0, 1)}
@@ -156,25 +148,35 @@ def run(recipe: Recipe, model: str = "base", source: str | None = None, name: st
     return report
 
 
-def _judge(recipe: Recipe, spec, items: list[EvalPrompt]):
-    """The configured judge for labelled in-spec prompts; None for the rubric (the classifier is it)."""
+@contextlib.contextmanager
+def _judge_pool(ctx, items: list[EvalPrompt]):
+    """The configured judge, one verdict per request, on the judge pool (an llm judge's engine runs
+    there, not on the driver); None for the rubric judge (the classifier is it)."""
+    recipe = ctx.recipe
     if recipe.judge.kind == "rubric":
-        return None
-    from rayda import judges
+        yield None
+        return
+    from rayda.actors.judge import JudgeWorker
+    from rayda.placement import plan
+    from rayda.ray_utils import init_ray
+    from rayda.rl.pools import JudgePool
 
-    cats = sorted({it.category for it in items} & set(spec.category_ids))
-    spec_texts = {c: spec.compile(c, recipe.spec.token_budget) for c in cats}
-    model = recipe.model.judge if judges.needs_model(recipe.judge.kind) else recipe.judge.api_model
-    return judges.make_judge(recipe.judge, spec, spec_texts, model)
+    ray = init_ray(recipe.run)
+    plan({"judge": recipe.pools.judge}, ray.cluster_resources())
+    texts = ctx.spec_texts({it.category for it in items} & set(ctx.spec.category_ids))
+    pool = JudgePool(JudgeWorker, recipe.pools.judge, ctx.judge_args(texts, dataclasses.replace(recipe.judge, k=1)))
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
 
 
 def grade_file(recipe: Recipe, path: str, name: str | None = None) -> Path:
     """`rayda eval --completions FILE`: grade completions produced elsewhere, without generating."""
     from rayda.behaviour import classify
-    from rayda.cli import resolve_spec_path
-    from rayda.spec import load_spec
+    from rayda.context import RunContext
 
-    spec = load_spec(resolve_spec_path(recipe.spec.path))
+    spec = RunContext(recipe).spec
     rows = load_completions(path)
     name = name or f"completions-{Path(path).stem}"
     graded, out = [], []

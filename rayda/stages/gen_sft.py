@@ -46,70 +46,37 @@ class Plan:
     policy: str
     judge_model: str | None
     provenance: dict
+    ctx: object
 
 
 # ---- preparation (no Ray) -------------------------------------------------------------------------
 
 
 def prepare(recipe: Recipe) -> Plan:
-    from rayda import judges
-    from rayda.cli import resolve_spec_path
-    from rayda.data.prompts import load_prompts
-    from rayda.engines import resolve_model, weights_hash
-    from rayda.spec import load_spec
+    from rayda.context import RunContext
+    from rayda.engines import weights_hash
 
-    spec = load_spec(resolve_spec_path(recipe.spec.path))
-    judges.check_kind(recipe.judge.kind)
-    if recipe.judge.kind == "http" and not recipe.judge.base_url:
-        raise ValueError("judge.kind=http needs judge.base_url (e.g. http://127.0.0.1:8000/v1)")
-    if recipe.judge.k < 1 or recipe.gen_sft.samples_per_prompt < 1 or recipe.gen_sft.shard_size < 1:
-        raise ValueError("judge.k, gen_sft.samples_per_prompt and gen_sft.shard_size must be at least 1")
-
-    def tinyworld():
-        from rayda.tinyworld.build import for_recipe
-
-        return for_recipe(recipe, spec)
-
-    def model_path(name: str, what: str) -> str:
-        return resolve_model(str(tinyworld().model_dir) if name == "tinyworld" else name, what)
-
-    policy = model_path(recipe.model.policy, "model.policy")
-    judge_model = None
-    if judges.needs_model(recipe.judge.kind):
-        judge_model = model_path(recipe.model.judge, "model.judge")
-    elif recipe.judge.kind == "http":
-        judge_model = recipe.judge.api_model or recipe.model.judge
-    prompts = load_prompts(
-        recipe.prompts.source, spec, limit=recipe.prompts.limit,
-        require_label=judges.needs_label(recipe.judge.kind), tinyworld=tinyworld,
-    )
-    spec_texts = compile_spec_texts(spec, sorted({p.category for p in prompts}), recipe.spec.token_budget, policy)
+    ctx = RunContext(recipe)
+    ctx.check_judge()
+    if recipe.gen_sft.samples_per_prompt < 1 or recipe.gen_sft.shard_size < 1:
+        raise ValueError("gen_sft.samples_per_prompt and gen_sft.shard_size must be at least 1")
+    prompts = ctx.prompts()
+    spec_texts = ctx.spec_texts({p.category for p in prompts})
     provenance = {
-        "spec_id": spec.id,
-        "spec_version": spec.version,
-        "spec_hash": spec.content_hash,
-        "generator_model": recipe.model.policy if recipe.model.policy == "tinyworld" else policy,
-        "generator_weights_hash": weights_hash(policy),
+        "spec_id": ctx.spec.id,
+        "spec_version": ctx.spec.version,
+        "spec_hash": ctx.spec.content_hash,
+        "generator_model": recipe.model.policy if recipe.model.policy == "tinyworld" else ctx.policy,
+        "generator_weights_hash": weights_hash(ctx.policy),
         "template_hash": templates.TEMPLATE_HASH,
         "judge_kind": recipe.judge.kind,
-        "judge_model": judge_model,
+        "judge_model": ctx.judge_model,
         "k": recipe.judge.k,
         "threshold": recipe.gen_sft.threshold,
         "run_seed": recipe.run.seed,
         "label_source": recipe.prompts.source,
     }
-    return Plan(prompts, spec, spec_texts, policy, judge_model, provenance)
-
-
-def compile_spec_texts(spec, categories: list[str], token_budget: int | None, policy: str) -> dict[str, str]:
-    """`spec(category)` for each category, within the budget in tokens of the policy's tokenizer."""
-    count = None
-    if token_budget is not None:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(policy)
-        count = lambda s: len(tok.encode(s, add_special_tokens=False))  # noqa: E731
-    return {c: spec.compile(c, token_budget, count) for c in categories}
+    return Plan(prompts, ctx.spec, spec_texts, ctx.policy, ctx.judge_model, provenance, ctx)
 
 
 # ---- parts (the unit of resumption) ---------------------------------------------------------------
@@ -221,10 +188,36 @@ class _Stream:
         return sum(self.gen_busy.values()) / window if window else 0.0
 
 
+def _dataset(recipe: Recipe, plan: Plan, todo: list[Prompt], engine_cfg):
+    """The lazy Ray Data pipeline over `todo` (see `rayda.data.gen_pipeline`); iterate it to run it."""
+    import math
+
+    import ray
+
+    from rayda.actors.judge import JudgeWorker
+    from rayda.actors.rollout import Generator
+    from rayda.data.gen_pipeline import prompt_to_json
+    from rayda.placement import data_pool_args
+
+    gen, pools = recipe.gen_sft, recipe.pools
+    items = [{"prompt": prompt_to_json(p)} for p in todo]
+    # One block per generator batch, so the pool's actors share the work from the first batch on.
+    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / gen.batch_size)))
+    ds = ds.map_batches(
+        Generator, fn_constructor_kwargs=dict(engine_cfg=engine_cfg, gen=gen, spec_texts=plan.spec_texts, run_seed=recipe.run.seed),
+        batch_size=gen.batch_size, batch_format="pyarrow", **data_pool_args(pools.rollout),
+    )
+    return ds.map_batches(
+        JudgeWorker,
+        fn_constructor_kwargs=dict(**plan.ctx.judge_args(plan.spec_texts), threshold=gen.threshold,
+                                   provenance=plan.provenance, run_seed=recipe.run.seed),
+        batch_size=gen.batch_size, batch_format="pyarrow", **data_pool_args(pools.judge),
+    )
+
+
 def _generate(recipe: Recipe, plan: Plan, todo: list[Prompt], parts_dir: Path, progress: bool) -> _Stream:
     from tqdm import tqdm
 
-    from rayda.data import gen_pipeline
     from rayda.engines.vllm_engine import EngineConfig
     from rayda.placement import plan as plan_pools
     from rayda.ray_utils import init_ray
@@ -236,10 +229,7 @@ def _generate(recipe: Recipe, plan: Plan, todo: list[Prompt], parts_dir: Path, p
         plan.policy, seed=recipe.run.seed, dtype=recipe.model.dtype, max_model_len=recipe.gen_sft.max_model_len,
         gpu_memory_utilization=recipe.gen_sft.gpu_memory_utilization, enforce_eager=recipe.gen_sft.enforce_eager,
     )
-    ds = gen_pipeline.build_dataset(
-        todo, recipe=recipe, engine_cfg=engine_cfg, spec=plan.spec, spec_texts=plan.spec_texts,
-        judge_model=plan.judge_model, provenance=plan.provenance,
-    )
+    ds = _dataset(recipe, plan, todo, engine_cfg)
     existing = [int(p.stem.split("-")[1]) for p in parts_dir.glob(PART_GLOB)]
     next_part = max(existing, default=-1) + 1
     s, buffer, t0 = _Stream(), [], time.time()

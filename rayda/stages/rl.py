@@ -54,6 +54,8 @@ class Plan:
     updates_per_step: int
     watch: dict
     """`rl.eval_every`'s fixed prompt samples: {"train": [Prompt], "heldout": [Prompt]} (labelled only)."""
+    ctx: object = None
+    """The resolved run (`rayda.context.RunContext`)."""
 
 
 def paths(recipe: Recipe) -> dict[str, Path]:
@@ -70,12 +72,7 @@ def paths(recipe: Recipe) -> dict[str, Path]:
 
 def prepare(recipe: Recipe) -> Plan:
     """Fail on bad input here, before Ray starts: no SFT checkpoint, bad sizes, prompts, judge."""
-    from rayda import judges
-    from rayda.cli import resolve_spec_path
-    from rayda.data.prompts import load_prompts
-    from rayda.engines import resolve_model
-    from rayda.spec import load_spec
-    from rayda.stages.gen_sft import compile_spec_texts
+    from rayda.context import RunContext
 
     c, p = recipe.rl, paths(recipe)
     if not is_done(p["sft"]):
@@ -96,38 +93,28 @@ def prepare(recipe: Recipe) -> Plan:
         raise ValueError(f"rl.adv_scale must be 'std' or 'none', got {c.adv_scale!r}")
     if c.kl_kind not in ("k1", "k2", "k3", "full"):
         raise ValueError(f"rl.kl_kind must be 'k1', 'k2', 'k3' or 'full', got {c.kl_kind!r}")
-    spec = load_spec(resolve_spec_path(recipe.spec.path))
-    judges.check_kind(recipe.judge.kind)
-    judge_model = None
-    if judges.needs_model(recipe.judge.kind):
-        judge_model = resolve_model(recipe.model.judge if recipe.model.judge != "tinyworld" else str(_tinyworld(recipe, spec).model_dir), "model.judge")
-    tinyworld = (lambda: _tinyworld(recipe, spec))
-    prompts = load_prompts(c.prompts or recipe.prompts.source, spec, limit=recipe.prompts.limit,
-                           require_label=judges.needs_label(recipe.judge.kind), tinyworld=tinyworld)
+    ctx = RunContext(recipe)
+    ctx.check_judge()
+    prompts = ctx.prompts(c.prompts)
     sft_path = str(p["sft"].resolve())
-    spec_texts = compile_spec_texts(spec, sorted({q.category for q in prompts}), recipe.spec.token_budget, sft_path)
-    watch = _watch_prompts(recipe, spec, prompts, tinyworld) if c.eval_every else {}
-    return Plan(sft_path, spec, prompts, spec_texts, judge_model, rows // per_update, watch)
+    spec_texts = ctx.spec_texts({q.category for q in prompts}, sft_path)
+    watch = _watch_prompts(ctx, prompts) if c.eval_every else {}
+    return Plan(sft_path, ctx.spec, prompts, spec_texts, ctx.judge_model, rows // per_update, watch, ctx)
 
 
-def _watch_prompts(recipe: Recipe, spec, prompts: list, tinyworld) -> dict:
+def _watch_prompts(ctx, prompts: list) -> dict:
     """The fixed samples `rl.eval_every` measures: training prompts, and labelled in-spec `eval.prompts`."""
     from rayda.rl.watch import fixed_sample
     from rayda.stages.evaluate import load_eval_prompts
 
+    recipe, spec = ctx.recipe, ctx.spec
     n, seed, source = recipe.rl.eval_prompts, recipe.run.seed, recipe.eval.prompts
     heldout = []
     # A tiny-world prompt set only when the run is on the tiny world: never build it just to watch.
     if not source.startswith("tinyworld:") or recipe.model.policy == "tinyworld":
-        heldout = [it.prompt for it in load_eval_prompts(recipe, spec, source, tinyworld)
+        heldout = [it.prompt for it in load_eval_prompts(ctx, source)
                    if it.prompt.label and it.prompt.category in set(spec.category_ids)]
     return {"train": fixed_sample(prompts, n, seed), "heldout": fixed_sample(heldout, n, seed)}
-
-
-def _tinyworld(recipe: Recipe, spec):
-    from rayda.tinyworld.build import for_recipe
-
-    return for_recipe(recipe, spec)
 
 
 def learner_options(recipe: Recipe, plan: Plan, pad_id: int):
@@ -221,7 +208,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     # The rollout engines start (about 30 s on CPU) while the learner group sets up.
     rollout = RolloutPool(Generator, engine_config(recipe, plan), recipe.pools.rollout, "rollout",
                           c.rollout_restarts, c.rollout_retries)
-    judges = JudgePool(judge_cls or JudgeWorker, recipe.judge, plan.spec, plan.spec_texts, recipe.pools.judge, plan.judge_model)
+    judges = JudgePool(judge_cls or JudgeWorker, recipe.pools.judge, plan.ctx.judge_args(plan.spec_texts))
     dashboard = Dashboard()
     try:
         with ActorGroup(Learner, recipe.pools.learner, "learner", setup_args=(plan.sft_path, opts)) as learners:

@@ -48,15 +48,9 @@ def paths(recipe: Recipe) -> dict[str, Path]:
 
 def policy_path(recipe: Recipe) -> str:
     """The starting policy as a loadable path or hub name; fails before any actor starts if missing."""
-    from rayda.engines import resolve_model
+    from rayda.context import RunContext
 
-    if recipe.model.policy == "tinyworld":
-        from rayda.cli import resolve_spec_path
-        from rayda.spec import load_spec
-        from rayda.tinyworld.build import for_recipe
-
-        return str(for_recipe(recipe, load_spec(resolve_spec_path(recipe.spec.path))).model_dir)
-    return resolve_model(recipe.model.policy, "model.policy")
+    return RunContext(recipe).policy
 
 
 def load_data(recipe: Recipe, tokenizer) -> SftData:
