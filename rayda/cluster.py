@@ -21,10 +21,11 @@ from pathlib import Path
 
 import yaml
 
+from rayda import shipped_path
 from rayda.config import ConfigError, Recipe
 
-REPO = Path(__file__).resolve().parent.parent
-RUNTIME_ENV = REPO / "cluster" / "runtime_env.yaml"
+RUNTIME_ENV = shipped_path("cluster/runtime_env.yaml")
+"""`rayda submit`'s default runtime_env: the checkout's cluster/, or rayda/cluster_files in a wheel."""
 SECRET_NAME = re.compile(r"(^|_)(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)
 """Names treated as secrets: RAYDA_JUDGE_API_KEY, HF_TOKEN, AWS_SECRET_ACCESS_KEY (not TOKENIZERS_PARALLELISM)."""
 

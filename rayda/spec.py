@@ -18,6 +18,8 @@ from typing import Callable
 
 import yaml
 
+from rayda import shipped_path
+
 BEHAVIOURS = ("comply", "refuse", "safe_complete")
 CLAUSE_ID = re.compile(r"^[A-Z]{2,3}\.\d+$")
 # A citation in free text: two or three capitals, a dot, a number ("IB.3", "SH.12").
@@ -332,5 +334,5 @@ def load_spec(path: str | Path) -> Spec:
 
 
 def default_spec_dir() -> Path:
-    """The spec shipped with rayda (`specs/` beside the package)."""
-    return Path(__file__).resolve().parent.parent / "specs"
+    """The spec shipped with rayda: the checkout's `specs/`, or `rayda/specs` in an installed wheel."""
+    return shipped_path("specs")
