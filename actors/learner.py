@@ -28,8 +28,10 @@ class Learner:
         from rayda.engines.deepspeed_engine import DeepSpeedLearner
 
         os.environ.update({k: str(v) for k, v in dist_env.items()})
-        self.engine = DeepSpeedLearner(model_path, options)
-        return {"rank": self.engine.rank, "pid": os.getpid(), "device": str(self.engine.device)}
+        self.engine = DeepSpeedLearner(model_path, options)  # decides its device and dtype in this process
+        d = self.engine.decision
+        return {"rank": self.engine.rank, "pid": os.getpid(), "device": str(self.engine.device),
+                "accelerator": d.accelerator, "backend": d.backend, "dtype": d.dtype}
 
     def train_step(self, rows: list, loss: str = "sft", **extras) -> dict:
         return self.engine.train_step(rows, loss, **extras)

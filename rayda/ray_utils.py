@@ -7,7 +7,9 @@ import os
 
 from rayda.config import RunConfig
 
-# Variables every worker process inherits: CPU DeepSpeed needs DS_ACCELERATOR, and quiet tokenizers.
+# Variables every worker process inherits: quiet tokenizers. Nothing device-dependent: the driver may sit
+# on a CPU head node, so each learner and engine decides its accelerator and dtype in its own process
+# (`rayda.engines.device`; DS_ACCELERATOR=cpu is set there, only in a process without CUDA).
 WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false"}
 
 
@@ -18,13 +20,6 @@ def init_ray(run: RunConfig, extra_env: dict | None = None):
     if ray.is_initialized():
         return ray
     env = dict(WORKER_ENV)
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            env["DS_ACCELERATOR"] = "cpu"
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
     env.update(extra_env or {})
     job = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
     if job:  # inside a Ray job: Ray refuses a key that the job's runtime_env sets too; the job's value wins

@@ -6,8 +6,9 @@ batch, so the gradient is the token-weighted mean over all ranks and micro-batch
 (see `rayda.algo.losses.sft_loss`). DeepSpeed averages gradients over ranks and, by default, divides
 by `grad_accum` too; we undo both scalings by hand (`backward(scale_wrt_gas=False)`, loss x world).
 
-On a machine without CUDA, DeepSpeed runs through its CPU accelerator (`DS_ACCELERATOR=cpu`, set by
-`rayda.ray_utils.init_ray`) and torch.distributed over gloo; with CUDA over nccl.
+Each rank decides its own device, backend and dtype (`rayda.engines.device`, in the rank's process,
+not the driver's): without CUDA, DeepSpeed runs through its CPU accelerator (`DS_ACCELERATOR=cpu`, set
+before deepspeed is imported) and torch.distributed over gloo; with CUDA over nccl.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from rayda.algo.losses import LOSSES, next_token
 from rayda.algo.schedule import warmup_cosine
 from rayda.data.sft import collate
+from rayda.engines.device import Decision, local_decision, prepare_deepspeed
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class LearnerOptions:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     dtype: str = "auto"
-    """auto: bf16 on a CUDA device that supports it, else fp32 (see `resolve_dtype`)."""
+    """auto: bf16 on a CUDA device that supports it, else fp32, decided by each rank for its own
+    device (`rayda.engines.device.decide`)."""
     seed: int = 0
     pad_id: int = 0
 
@@ -51,33 +54,28 @@ class LearnerOptions:
 
 
 def resolve_dtype(dtype: str) -> str:
-    """`auto` -> bfloat16 on CUDA with bf16 support, else float32.
-
-    DeepSpeed's CPU accelerator accepts bf16, but on a CPU without AMX it trains slower than fp32 and
-    the tiny model's exports would then differ from the fp32 reference in tests; ask for `bfloat16`
-    explicitly to get it on CPU.
-    """
-    if dtype == "auto":
-        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
-    if dtype not in ("bfloat16", "float16", "float32"):
-        raise ValueError(f"dtype must be auto, bfloat16, float16 or float32, got {dtype!r}")
-    return dtype
+    """`dtype` as this process resolves it (`rayda.engines.device.decide`): `auto` -> bfloat16 on CUDA
+    with bf16 support, else float32. Meaningful only in the process that runs the model."""
+    return local_decision(dtype).dtype
 
 
-def ds_config(opts: LearnerOptions, world_size: int) -> dict:
-    """The DeepSpeed config of a recipe's learner options (a pure function, tested without DeepSpeed)."""
+def ds_config(opts: LearnerOptions, world_size: int, decision: Decision | None = None) -> dict:
+    """The DeepSpeed config of a recipe's learner options (a pure function of `decision`, tested without
+    DeepSpeed; without one, this process's own `local_decision`)."""
     if opts.zero_stage not in (0, 1, 2, 3):
         raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {opts.zero_stage}")
     if opts.offload_params and opts.zero_stage != 3:
         raise ValueError("offload_params needs zero_stage 3 (only ZeRO-3 partitions the parameters)")
     if opts.offload_optimizer and opts.zero_stage == 0:
         raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3")
+    decision = decision or local_decision(opts.dtype)
+    pin = decision.accelerator == "cuda"
     zero: dict = {"stage": opts.zero_stage}
     if opts.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin}
     if opts.offload_params:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
-    dtype = resolve_dtype(opts.dtype)
+        zero["offload_param"] = {"device": "cpu", "pin_memory": pin}
+    dtype = decision.dtype
     return {
         "train_micro_batch_size_per_gpu": opts.micro_batch_size,
         "gradient_accumulation_steps": opts.grad_accum,
@@ -128,21 +126,24 @@ class DeepSpeedLearner:
     MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK) must be set before construction."""
 
     def __init__(self, model_path: str, opts: LearnerOptions):
-        import deepspeed
         from transformers import AutoModelForCausalLM
 
         self.model_path, self.opts = model_path, opts
         self.rank, self.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        _skip_cpu_shm_op()
-        if torch.cuda.is_available():
+        if torch.cuda.is_available():  # first, so the bf16 question below opens no context on GPU 0
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+        # This rank's own accelerator, backend and dtype; DS_ACCELERATOR must be set before the import.
+        self.decision = prepare_deepspeed(opts.dtype)
+        import deepspeed
+
+        _skip_cpu_shm_op()
+        deepspeed.init_distributed(dist_backend=self.decision.backend)
         random.seed(opts.seed)
         np.random.seed(opts.seed)
         torch.manual_seed(opts.seed)
 
-        self.config = ds_config(opts, self.world_size)
-        dtype = getattr(torch, resolve_dtype(opts.dtype))
+        self.config = ds_config(opts, self.world_size, self.decision)
+        dtype = getattr(torch, self.decision.dtype)
         # Every rank loads the full model and ZeRO-3 partitions it in `initialize`. A model larger than
         # one device would have to be built inside deepspeed.zero.Init (transformers' HfDeepSpeedConfig
         # path), which needs the `accelerate` package: not a dependency yet.
@@ -242,7 +243,7 @@ class DeepSpeedLearner:
         if getattr(self, "reference", None) is None:
             from transformers import AutoModelForCausalLM
 
-            dtype = getattr(torch, resolve_dtype(self.opts.dtype))
+            dtype = getattr(torch, self.decision.dtype)
             self.reference = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype).to(self.device)
             self.reference.requires_grad_(False)
         return self.reference

@@ -39,6 +39,10 @@ class EngineConfig:
     model: str
     seed: int = 0
     dtype: str = "auto"
+    """Passed to vLLM as it is (vLLM's own `auto`), unless `learner_dtype`."""
+    learner_dtype: bool = False
+    """Resolve `dtype` with the learner's rule (`rayda.engines.device.decide`) in the engine's own process:
+    RL rollouts sample in the dtype the learner trains in, decided where each of them runs."""
     max_model_len: int | None = None
     gpu_memory_utilization: float = 0.2
     enforce_eager: bool = True
@@ -58,10 +62,15 @@ class VllmEngine:
     def __init__(self, cfg: EngineConfig):
         from vllm import LLM
 
+        self.dtype = cfg.dtype
+        if cfg.learner_dtype:  # this process's device facts, not the driver's
+            from rayda.engines.device import local_decision
+
+            self.dtype = local_decision(cfg.dtype).dtype
         kwargs = dict(
             model=cfg.model,
             seed=cfg.seed,
-            dtype=cfg.dtype,
+            dtype=self.dtype,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             enforce_eager=cfg.enforce_eager,
         )

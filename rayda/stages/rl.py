@@ -132,13 +132,13 @@ def engine_config(recipe: Recipe, plan: Plan):
     """The rollout engines run in the learner's dtype: vLLM's own `auto` on CPU differs from the
     learner's fp32 (measured: 4e-3 nats on the probe at version 0, against 5e-7 with both in fp32).
     They return the log-probs of the distribution they sample (after temperature), which the learner
-    recomputes as softmax(logits / T), so the train/inference mismatch figure compares like with like."""
-    from rayda.engines.deepspeed_engine import resolve_dtype
+    recomputes as softmax(logits / T), so the train/inference mismatch figure compares like with like.
+    Each engine resolves `auto` in its own process with the learner's rule (`learner_dtype`)."""
     from rayda.engines.vllm_engine import EngineConfig
 
     c = recipe.rl
-    dtype = resolve_dtype(recipe.model.dtype)
-    return EngineConfig(model=plan.sft_path, seed=recipe.run.seed, dtype=dtype, max_model_len=c.max_model_len,
+    return EngineConfig(model=plan.sft_path, seed=recipe.run.seed, dtype=recipe.model.dtype, learner_dtype=True,
+                        max_model_len=c.max_model_len,
                         gpu_memory_utilization=c.gpu_memory_utilization, enforce_eager=c.enforce_eager, weight_sync=True,
                         extra={"logprobs_mode": "processed_logprobs"})
 
