@@ -48,6 +48,8 @@ class LearnerOptions:
     device (`rayda.engines.device.decide`)."""
     seed: int = 0
     pad_id: int = 0
+    verbose: bool = False
+    """DeepSpeed's INFO logs (`run.verbose`); WARNING and above otherwise."""
 
     def rows_per_step(self, world_size: int) -> int:
         return self.micro_batch_size * self.grad_accum * world_size
@@ -90,6 +92,18 @@ def ds_config(opts: LearnerOptions, world_size: int, decision: Decision | None =
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+def _log_level(verbose: bool) -> None:
+    """DeepSpeed's logger (and its handlers) at INFO with `verbose`, else WARNING, in this rank's process."""
+    import logging
+
+    from deepspeed.utils import logger
+
+    level = logging.INFO if verbose else logging.WARNING
+    logger.setLevel(level)
+    for handler in logger.handlers:
+        handler.setLevel(level)
 
 
 def _skip_cpu_shm_op() -> None:
@@ -137,6 +151,7 @@ class DeepSpeedLearner:
         import deepspeed
 
         _skip_cpu_shm_op()
+        _log_level(opts.verbose)
         deepspeed.init_distributed(dist_backend=self.decision.backend)
         random.seed(opts.seed)
         np.random.seed(opts.seed)

@@ -16,7 +16,19 @@ must stay small (about 0.2); structured outputs need the engine-level xgrammar c
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+
+_USER_LOG_LEVEL = os.environ.get("VLLM_LOGGING_LEVEL")  # exported before rayda ran: it wins
+
+
+def set_log_level(verbose: bool) -> None:
+    """vLLM logs at WARNING unless `verbose` (then its default, INFO). vLLM reads VLLM_LOGGING_LEVEL
+    when it configures its loggers (at import, when an engine starts) and its engine processes inherit
+    it, so this runs in the engine's own process before vLLM is imported. A level the user exported
+    is left alone."""
+    if _USER_LOG_LEVEL is None:
+        os.environ["VLLM_LOGGING_LEVEL"] = "INFO" if verbose else "WARNING"
 
 
 @dataclass(frozen=True)
@@ -56,10 +68,13 @@ class EngineConfig:
     `sync_weights` can reload the learner's snapshot in place."""
     extra: dict = field(default_factory=dict)
     """Any further `vllm.LLM` keyword arguments (tensor_parallel_size, kv_cache_memory_bytes, ...)."""
+    verbose: bool = False
+    """vLLM's INFO logs (engine start, compilation, a notice at every weight reload); `run.verbose`."""
 
 
 class VllmEngine:
     def __init__(self, cfg: EngineConfig):
+        set_log_level(cfg.verbose)
         from vllm import LLM
 
         self.dtype = cfg.dtype

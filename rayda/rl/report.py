@@ -1,16 +1,8 @@
-"""Where a step's figures go: one JSON line in `<run.dir>/metrics.jsonl`, and Ray dashboard gauges."""
+"""Ray dashboard gauges of a step's figures (the metrics.jsonl line, TensorBoard and W&B: `rayda.tracking`)."""
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
-
-
-def append_metrics(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 class Dashboard:

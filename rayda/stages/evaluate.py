@@ -68,7 +68,7 @@ def generate(recipe: Recipe, model: str, items: list[EvalPrompt], progress: bool
     pool = recipe.pools.rollout
     plan({"rollout": pool}, ray.cluster_resources())
     cfg = EngineConfig(model, seed=recipe.run.seed, dtype=recipe.model.dtype,
-                       gpu_memory_utilization=recipe.eval.gpu_memory_utilization)
+                       gpu_memory_utilization=recipe.eval.gpu_memory_utilization, verbose=recipe.run.verbose)
     rows = [{"index": i, "messages": json.dumps(list(it.prompt.messages))} for i, it in enumerate(items)]
     ds = ray.data.from_items(rows).map_batches(
         Answerer,

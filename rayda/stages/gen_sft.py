@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from rayda import io, templates
+from rayda import io, templates, tracking
 from rayda.config import Recipe
 from rayda.types import Prompt
 
@@ -160,7 +160,8 @@ def run(recipe: Recipe, *, progress: bool = True) -> GenSftResult:
         raise RuntimeError(f"gen-sft: {len(missing)} prompts have no row after the run (first: {missing[:3]})")
     accepted, rejected = _write_final(out, wanted)
     metrics = _metrics(recipe, plan, stream, wanted, resumed=len(done), seconds=time.time() - t0)
-    _append_metrics(Path(recipe.run.dir) / "metrics.jsonl", metrics)
+    tracking.log(recipe.run.dir, metrics, sort_keys=True)
+    tracking.close(recipe.run.dir)
     io.mark_success(out, {"accepted": accepted, "rejected": rejected, **{k: metrics[k] for k in ("rows", "seconds")}})
     print(f"gen-sft: {accepted} accepted, {rejected} rejected -> {out}")
     return GenSftResult(out, accepted, rejected, metrics)
@@ -228,6 +229,7 @@ def _generate(recipe: Recipe, plan: Plan, todo: list[Prompt], parts_dir: Path, p
     engine_cfg = EngineConfig(
         plan.policy, seed=recipe.run.seed, dtype=recipe.model.dtype, max_model_len=recipe.gen_sft.max_model_len,
         gpu_memory_utilization=recipe.gen_sft.gpu_memory_utilization, enforce_eager=recipe.gen_sft.enforce_eager,
+        verbose=recipe.run.verbose,
     )
     ds = _dataset(recipe, plan, todo, engine_cfg)
     existing = [int(p.stem.split("-")[1]) for p in parts_dir.glob(PART_GLOB)]
@@ -299,9 +301,3 @@ def _metrics(recipe: Recipe, plan: Plan, s: _Stream, records: list[dict], resume
         "rows_per_s_after_start": s.rows / (s.end - min(s.ready_at.values())) if s.ready_at else 0.0,
         "generator_busy_fraction": s.busy_fraction(),
     }
-
-
-def _append_metrics(path: Path, metrics: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(metrics, sort_keys=True) + "\n")

@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from rayda import tracking
 from rayda.config import Recipe
 from rayda.io import atomic_path, atomic_write_json, is_done, mark_success
 
@@ -125,6 +126,7 @@ def learner_options(recipe: Recipe, plan: Plan, pad_id: int):
         zero_stage=c.zero_stage, micro_batch_size=c.micro_batch_size, grad_accum=c.grad_accum, lr=c.lr,
         min_lr_ratio=1.0, warmup_steps=c.warmup_steps, total_steps=c.steps * plan.updates_per_step,
         weight_decay=0.0, grad_clip=c.grad_clip, dtype=recipe.model.dtype, seed=recipe.run.seed, pad_id=pad_id,
+        verbose=recipe.run.verbose,
     )
 
 
@@ -140,7 +142,7 @@ def engine_config(recipe: Recipe, plan: Plan):
     return EngineConfig(model=plan.sft_path, seed=recipe.run.seed, dtype=recipe.model.dtype, learner_dtype=True,
                         max_model_len=c.max_model_len,
                         gpu_memory_utilization=c.gpu_memory_utilization, enforce_eager=c.enforce_eager, weight_sync=True,
-                        extra={"logprobs_mode": "processed_logprobs"})
+                        extra={"logprobs_mode": "processed_logprobs"}, verbose=recipe.run.verbose)
 
 
 class Timer:
@@ -178,7 +180,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.ray_utils import init_ray
     from rayda.rl import rewards as R
     from rayda.rl.pools import JudgePool, RolloutPool
-    from rayda.rl.report import Dashboard, append_metrics
+    from rayda.rl.report import Dashboard
     from rayda.rl.rows import policy_row, with_logprobs
     from rayda.rl.sync import learner_logprobs, probe_example, prune_snapshots, sync
     from rayda.types import Completion
@@ -278,11 +280,11 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                           "sync_seconds": {k: round(synced[k], 4) for k in ("save_s", "reload_s", "probe_s")},
                           "seconds": {k: round(v, 4) for k, v in t.seconds.items()}}
                 record["seconds"]["step"] = round(time.perf_counter() - t_step, 4)
-                append_metrics(p["metrics"], record)
+                tracking.log(recipe.run.dir, record)
                 for x, s in list(zip(completions, scored))[: c.log_samples]:
-                    append_metrics(p["samples"], {"step": step + 1, "prompt": x.prompt.id, "version": x.policy_version,
-                                                  "cot": x.cot, "answer": x.answer, "malformed": x.malformed,
-                                                  "reward": s.reward, "judge_error": s.error})
+                    tracking.append_jsonl(p["samples"], {"step": step + 1, "prompt": x.prompt.id, "version": x.policy_version,
+                                                         "cot": x.cot, "answer": x.answer, "malformed": x.malformed,
+                                                         "reward": s.reward, "judge_error": s.error})
                 dashboard.publish(record)
                 bar.update(1)
                 bar.set_postfix(reward=f"{record['reward_mean']:.2f}", acc=f"{record['behaviour_accuracy']:.2f}", kl=f"{record['kl']:.3f}")
@@ -302,6 +304,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                           "policy_version": rollout.version, "first_sync": first}
                 atomic_write_json(tmp / "train_report.json", report)
     finally:
+        tracking.close(recipe.run.dir)
         rollout.shutdown()
         judges.shutdown()
     mark_success(p["out"], {"stage": STAGE, **report})
@@ -323,7 +326,6 @@ def _watch(rollout, plan: Plan, watch_ids: dict, metrics_path: Path, dashboard, 
     optimises, measured on enough samples that its change is not one prompt's luck."""
     from rayda.behaviour import classify
     from rayda.data.gen_rows import stable_seed
-    from rayda.rl.report import append_metrics
     from rayda.rl.watch import behaviour_figures
     from rayda.types import Completion
 
@@ -339,7 +341,7 @@ def _watch(rollout, plan: Plan, watch_ids: dict, metrics_path: Path, dashboard, 
         outs, _ = rollout.generate(watch_ids[split], seeds, max_tokens=c.max_tokens, **sampling)
         completions = [Completion.from_text(q, s.text) for q, (_, samples) in zip(prompts, outs) for s in samples]
         record[name] = {**behaviour_figures(completions, plan.spec, classify), "n": len(completions)}
-    append_metrics(metrics_path, record)
+    tracking.log(metrics_path.parent, record)  # metrics_path is <run.dir>/metrics.jsonl
     dashboard.publish(record)
     return record
 

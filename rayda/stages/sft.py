@@ -16,13 +16,13 @@ A run whose `_SUCCESS` exists is skipped; a run without one resumes from the lat
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rayda import tracking
 from rayda.config import Recipe
 from rayda.io import atomic_path, atomic_write_json, is_done, mark_success
 
@@ -92,6 +92,7 @@ def learner_options(recipe: Recipe, total_steps: int, pad_id: int):
         micro_batch_size=c.micro_batch_size, grad_accum=c.grad_accum, lr=c.lr, min_lr_ratio=c.min_lr_ratio,
         warmup_steps=c.warmup_steps, total_steps=total_steps, weight_decay=c.weight_decay,
         grad_clip=c.grad_clip, dtype=recipe.model.dtype, seed=recipe.run.seed, pad_id=pad_id,
+        verbose=recipe.run.verbose,
     )
 
 
@@ -108,12 +109,6 @@ def _heldout_loss(group, heldout: list) -> float | None:
         return None
     parts = group.run_all("eval_loss", heldout)
     return sum(p["nll_sum"] for p in parts) / max(1.0, sum(p["tokens"] for p in parts))
-
-
-def _append_metrics(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def _prune(state_dir: Path, keep: int) -> None:
@@ -166,7 +161,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None) -> Path:
             done = step + 1
             if done == steps or (recipe.sft.eval_every and done % recipe.sft.eval_every == 0):
                 heldout = record["heldout_loss"] = _heldout_loss(group, data.heldout)
-            _append_metrics(p["metrics"], record)
+            tracking.log(recipe.run.dir, record)
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}")
             if recipe.sft.save_every and done % recipe.sft.save_every == 0 and done < steps:
@@ -175,6 +170,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None) -> Path:
             if on_step is not None:
                 on_step(done, record)
         bar.close()
+        tracking.close(recipe.run.dir)
         with atomic_path(p["out"]) as tmp:
             group.run_all("export_hf", str(tmp))
             report = {**data.report, "steps": steps, "resumed_from": start, "final_loss": record["loss"],
