@@ -8,7 +8,8 @@
     rayda rl [RECIPE] [k=v]                 stage 3: GRPO from the SFT checkpoint, judge on final answers
     rayda eval [RECIPE] --model sft         stage 4: answer without the spec, metrics with 95% intervals
     rayda run [RECIPE] [k=v]                every stage, skipping finished ones, then report.md
-    rayda plan RECIPE [--address A] [k=v]   the pools' placement per pool and per node, or what is missing
+    rayda check RECIPE [--address A | --cluster 1x8gpu] [k=v]   the whole run validated, in seconds
+    rayda plan RECIPE [--address A | --cluster 1x8gpu] [k=v]    the pools' placement per pool and node
     rayda submit RECIPE --address http://HEAD:8265 [k=v] [--follow]   `rayda run` as a Ray job
 
 A RECIPE is a packaged recipe name (`tiny`, the default) or a YAML file; `key.sub=value` arguments
@@ -21,6 +22,7 @@ import argparse
 import json
 import sys
 
+from rayda.check import CheckError
 from rayda.config import ConfigError, Recipe, load_recipe
 from rayda.placement import PlacementError
 from rayda.context import resolve_spec_path
@@ -109,19 +111,41 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _nodes(args, recipe: Recipe):
+    """The nodes to plan on: a described shape (`--cluster 1x8gpu`), else the cluster at `--address`
+    (or run.ray_address, $RAY_ADDRESS), else the local Ray `rayda run` would start."""
+    from rayda.check import parse_shape
+    from rayda.cluster import cluster_nodes
+
+    return parse_shape(args.cluster) if args.cluster else cluster_nodes(args.address, recipe)
+
+
 def cmd_plan(args) -> int:
     import time
 
-    from rayda.cluster import cluster_nodes
     from rayda.placement import describe, plan_nodes
 
     t0 = time.perf_counter()
     recipe = _recipe(args)
-    nodes = cluster_nodes(args.address, recipe)
+    nodes = _nodes(args, recipe)
     plans = plan_nodes(recipe.pools.named(), nodes)
     print(describe(plans, nodes))
     print(f"ok: the cluster holds the plan (checked in {time.perf_counter() - t0:.1f}s)")
     return 0
+
+
+def cmd_check(args) -> int:
+    import time
+
+    from rayda.check import check
+
+    t0 = time.perf_counter()
+    recipe = _recipe(args)
+    report = check(recipe, _nodes(args, recipe))
+    print(report.text())
+    n = len(report.errors)
+    print(f"{'error' if n else 'ok'}: {n} problem(s) in {time.perf_counter() - t0:.1f}s")
+    return 2 if n else 0
 
 
 def cmd_submit(args) -> int:
@@ -182,11 +206,16 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="every stage in order (skipping finished ones), then <run.dir>/report.md")
     _add_recipe_args(p)
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("plan", help="check the pools against a cluster; print the plan per pool and per node")
-    _add_recipe_args(p)
-    p.add_argument("--address", default=None, help="Ray cluster (GCS address HOST:6379 or auto); default: run.ray_address, "
-                   "$RAY_ADDRESS, else the local Ray that `rayda run` would start")
-    p.set_defaults(func=cmd_plan)
+    for name, func, text in (("plan", cmd_plan, "check the pools against a cluster; print the plan per pool and per node"),
+                             ("check", cmd_check, "validate the whole run in seconds: sizes, models, judge, prompts, pools")):
+        p = sub.add_parser(name, help=text)
+        _add_recipe_args(p)
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--address", default=None, help="Ray cluster (GCS address HOST:6379 or auto); default: "
+                           "run.ray_address, $RAY_ADDRESS, else the local Ray that `rayda run` would start")
+        where.add_argument("--cluster", default=None, metavar="SHAPE", help="a described cluster instead of a live one: "
+                           "NODESxGPUSgpu[,CPUScpu], e.g. 1x8gpu, 4x8gpu, 2x16cpu (a GPU node has 12 CPUs per GPU unless given)")
+        p.set_defaults(func=func)
     p = sub.add_parser("submit", help="submit `rayda run RECIPE` as a Ray job (Jobs API)")
     _add_recipe_args(p)
     p.add_argument("--address", required=True, help="the Jobs API (dashboard) address, e.g. http://127.0.0.1:8265")
@@ -208,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         _split_recipe_and_overrides(args)
     try:
         return args.func(args)
-    except (SpecError, ConfigError, PlacementError, ValueError, FileNotFoundError) as e:
+    except (SpecError, ConfigError, PlacementError, CheckError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyError as e:

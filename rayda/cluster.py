@@ -83,14 +83,12 @@ def job_url(address: str, job_id: str) -> str:
 
 
 def local_node(recipe: Recipe) -> dict[str, dict[str, float]]:
-    """The one node of the local Ray that `rayda run` would start (run.num_cpus, the visible GPUs)."""
-    gpus = 0
-    try:
+    """The one node of the local Ray that `rayda run` would start (run.num_cpus, run.num_gpus or the visible GPUs)."""
+    gpus = recipe.run.num_gpus
+    if gpus is None:
         import torch
 
         gpus = torch.cuda.device_count()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
     return {"local": {"CPU": float(recipe.run.num_cpus or os.cpu_count() or 1), "GPU": float(gpus)}}
 
 
@@ -105,7 +103,14 @@ def cluster_nodes(address: str | None, recipe: Recipe) -> dict[str, dict[str, fl
 
     from rayda.placement import cluster_nodes as alive_nodes
 
-    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        from rayda.placement import PlacementError
+
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PlacementError(f"no Ray cluster at {address!r} ({first}): start one (`ray start --head`), pass --address "
+                             "HOST:6379, or check against a described shape with --cluster 1x8gpu") from None
     try:
         return alive_nodes()
     finally:

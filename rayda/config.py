@@ -38,6 +38,9 @@ class RunConfig:
     """Ray cluster to join (`auto`, `ray://host:10001`); None starts a local Ray."""
     num_cpus: int | None = None
     """CPUs for a local Ray started by rayda; None lets Ray count them."""
+    num_gpus: int | None = None
+    """GPUs for a local Ray started by rayda; None lets Ray count them. Logical GPUs on a CPU machine
+    rehearse a GPU recipe's pool layout (the actors then find no CUDA and run on CPU)."""
     verbose: bool = False
     """Show the engines' INFO logs (vLLM, DeepSpeed); off by default, so each stage shows one progress bar."""
 

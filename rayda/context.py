@@ -7,8 +7,8 @@
     ctx.spec_texts(cats, tok)       `spec(category)` within `spec.token_budget` tokens of a tokenizer
     ctx.judge_args(spec_texts)      the arguments of a judge actor (`rayda.actors.judge.JudgeWorker`)
 
-Nothing here starts Ray or an engine. The tiny world is built (or read from its cache) only when
-something asks for it, so a GPU recipe never builds it. Every stage and the CLI go through this
+Nothing here starts Ray or an engine. The tiny world's model is built (or read from its cache) only
+when a model is `tinyworld`; its prompt sets come from the spec and need no build. Every stage and the CLI go through this
 class, so a model, a prompt set or the judge is resolved the same way everywhere.
 """
 
@@ -44,10 +44,6 @@ class RunContext:
 
         return for_recipe(self.recipe, self.spec)
 
-    def tinyworld(self):
-        """`self.world` as a callable, for loaders that may or may not need it."""
-        return self.world
-
     def model(self, name: str, what: str) -> str:
         """A recipe model string as something an engine loads; a missing local path fails here."""
         from rayda.engines import resolve_model
@@ -79,7 +75,7 @@ class RunContext:
         from rayda.data.prompts import load_prompts
 
         return load_prompts(source or self.recipe.prompts.source, self.spec, limit=self.recipe.prompts.limit,
-                            require_label=judges.needs_label(self.recipe.judge.kind), tinyworld=self.tinyworld)
+                            require_label=judges.needs_label(self.recipe.judge.kind))
 
     def spec_texts(self, categories, tokenizer: str | None = None) -> dict[str, str]:
         """`spec(category)` for each category, within `spec.token_budget` tokens of `tokenizer`'s
@@ -96,14 +92,9 @@ class RunContext:
 
     def check_judge(self) -> None:
         """The judge kind, its settings and its model, checked before any actor starts."""
-        from rayda import judges
+        from rayda.check import require_sizes
 
-        cfg = self.recipe.judge
-        judges.check_kind(cfg.kind)
-        if cfg.kind == "http" and not cfg.base_url:
-            raise ValueError("judge.kind=http needs judge.base_url (e.g. http://127.0.0.1:8000/v1)")
-        if cfg.k < 1:
-            raise ValueError(f"judge.k must be at least 1, got {cfg.k}")
+        require_sizes(self.recipe, "judge")
         self.judge_model  # noqa: B018 - resolves (and checks) the model path
 
     def judge_args(self, spec_texts: dict[str, str], cfg=None) -> dict:

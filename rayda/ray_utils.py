@@ -30,5 +30,5 @@ def init_ray(run: RunConfig, extra_env: dict | None = None):
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=run.num_cpus, include_dashboard=False, **kwargs)
+        ray.init(num_cpus=run.num_cpus, num_gpus=run.num_gpus, include_dashboard=False, **kwargs)
     return ray

@@ -83,11 +83,16 @@ def test_bad_json_and_missing_file(spec, tmp_path):
         load_prompts(str(tmp_path / "nope.jsonl"), spec)
 
 
-def test_tinyworld_source_uses_the_world(spec, tmp_path):
-    from types import SimpleNamespace
+def test_tinyworld_sources_are_made_from_the_spec_without_a_world(spec, tmp_path, monkeypatch):
+    """`tinyworld:SPLIT` reads no built world (a GPU recipe can evaluate on it): the rows come from the
+    spec's clause examples, every row labelled, and the three splits are disjoint in wording."""
+    import rayda.tinyworld.build as build
 
-    path = _jsonl(tmp_path / "train.jsonl", _rows()[:1])
-    world = SimpleNamespace(root=tmp_path, train_path=path, heldout_path=path)
-    assert load_prompts("tinyworld:train", spec, tinyworld=lambda: world)[0].id == "a"
+    monkeypatch.setattr(build, "build", lambda *a, **k: pytest.fail("the tiny world was built"))
+    splits = {s: load_prompts(f"tinyworld:{s}", spec, require_label=True) for s in ("train", "heldout", "rl")}
+    assert all(splits.values())
+    assert {p.category for p in splits["heldout"]} == set(spec.category_ids)
+    text = {s: {p.messages[-1]["content"] for p in ps} for s, ps in splits.items()}
+    assert not text["heldout"] & (text["train"] | text["rl"]) and text["train"] < text["rl"]
     with pytest.raises(PromptError, match="splits"):
-        load_prompts("tinyworld:test", spec, tinyworld=lambda: world)
+        load_prompts("tinyworld:test", spec)

@@ -1,7 +1,8 @@
 """Reading prompt sets into validated `Prompt`s.
 
 Sources (`prompts.source` in the recipe):
-    tinyworld:train | tinyworld:heldout | tinyworld:rl   the tiny world's labelled prompts
+    tinyworld:train | tinyworld:heldout | tinyworld:rl   the tiny world's labelled prompts, made from the
+                                          spec's clause examples (no model is built to read them)
     path/to/file.jsonl | .json | .parquet one row per prompt
     path/to/folder                        a `datasets.save_to_disk` folder, or a folder of .parquet/.jsonl files
     hf:NAME[:SPLIT] or NAME[:SPLIT]       a Hugging Face dataset by name (default split: train)
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
 
 from rayda.spec import BEHAVIOURS
 from rayda.types import Prompt
@@ -28,18 +28,17 @@ class PromptError(ValueError):
     """A prompt set cannot be used; the message names the source and the row."""
 
 
-def read_rows(source: str, tinyworld: Callable[[], object] | None = None) -> tuple[str, list[dict]]:
+def read_rows(source: str, spec=None) -> tuple[str, list[dict]]:
     """(a name for messages and ids, raw rows) of a prompt source."""
     if source.startswith("tinyworld:"):
         split = source.split(":", 1)[1]
         if split not in ("train", "heldout", "rl"):
             raise PromptError(f"prompts.source {source!r}: the tiny world has splits 'train', 'heldout' and 'rl'")
-        if tinyworld is None:
-            raise PromptError(f"prompts.source {source!r} needs the tiny world, and none was given")
-        from rayda.tinyworld.build import load_prompts as world_prompts
+        if spec is None:
+            raise PromptError(f"prompts.source {source!r} is made from a spec, and none was given")
+        from rayda.tinyworld.prompts import split_rows
 
-        world = tinyworld()
-        return f"{world.root}/{split}", world_prompts(world, split)
+        return source, split_rows(spec, split)
     p = Path(source).expanduser()
     if p.is_file():
         return str(p), _read_file(p)
@@ -129,10 +128,9 @@ def load_prompts(
     *,
     limit: int | None = None,
     require_label: bool = False,
-    tinyworld: Callable[[], object] | None = None,
 ) -> list[Prompt]:
     """The first `limit` rows of `source`, validated against `spec`; raises PromptError naming the row."""
-    where, rows = read_rows(source, tinyworld)
+    where, rows = read_rows(source, spec)
     if limit is not None:
         rows = rows[:limit]
     stem = Path(where).stem or "prompt"

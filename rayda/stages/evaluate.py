@@ -50,7 +50,7 @@ def load_eval_prompts(ctx, source: str) -> list[EvalPrompt]:
     limit = ctx.recipe.eval.limit
     name = Path(source).name.lower()
     if source.startswith("tinyworld:") or (name.endswith((".jsonl", ".parquet")) and "xstest" not in name):
-        return [EvalPrompt(p) for p in load_prompts(source, ctx.spec, limit=limit, tinyworld=ctx.tinyworld)]
+        return [EvalPrompt(p) for p in load_prompts(source, ctx.spec, limit=limit)]
     items = load_prompt_set(source)
     return items[:limit] if limit else items
 
@@ -121,6 +121,7 @@ def _write(out_dir: Path, name: str, rows: list[dict], summary: dict) -> Path:
 def run(recipe: Recipe, model: str = "base", source: str | None = None, name: str | None = None,
         progress: bool = True) -> Path:
     """Evaluate `model` on `source` (default: `eval.prompts`); returns the path of the JSON report."""
+    from rayda.check import require_sizes
     from rayda.context import RunContext
 
     source = source or recipe.eval.prompts
@@ -130,6 +131,7 @@ def run(recipe: Recipe, model: str = "base", source: str | None = None, name: st
         print(f"eval: {out_dir / name}.json exists; skipping")
         return out_dir / f"{name}.json"
     t0 = time.time()
+    require_sizes(recipe, "model", "eval")
     ctx = RunContext(recipe)
     path = model_path(ctx, model)  # every input check before Ray starts
     items = load_eval_prompts(ctx, source)

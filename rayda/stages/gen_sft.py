@@ -53,13 +53,13 @@ class Plan:
 
 
 def prepare(recipe: Recipe) -> Plan:
+    from rayda.check import require_sizes
     from rayda.context import RunContext
     from rayda.engines import weights_hash
 
+    require_sizes(recipe, "model", "judge", "gen_sft")
     ctx = RunContext(recipe)
     ctx.check_judge()
-    if recipe.gen_sft.samples_per_prompt < 1 or recipe.gen_sft.shard_size < 1:
-        raise ValueError("gen_sft.samples_per_prompt and gen_sft.shard_size must be at least 1")
     prompts = ctx.prompts()
     spec_texts = ctx.spec_texts({p.category for p in prompts})
     provenance = {

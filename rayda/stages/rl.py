@@ -73,34 +73,22 @@ def paths(recipe: Recipe) -> dict[str, Path]:
 
 def prepare(recipe: Recipe) -> Plan:
     """Fail on bad input here, before Ray starts: no SFT checkpoint, bad sizes, prompts, judge."""
+    from rayda.check import require_sizes
     from rayda.context import RunContext
 
     c, p = recipe.rl, paths(recipe)
     if not is_done(p["sft"]):
         raise FileNotFoundError(f"RL starts from the SFT checkpoint {p['sft']}, which is not finished "
                                 "(no _SUCCESS): run `rayda sft` first")
-    rows = c.prompts_per_step * c.samples_per_prompt
+    require_sizes(recipe, "model", "judge", "rl")
     per_update = c.micro_batch_size * c.grad_accum * recipe.pools.learner.actors
-    if min(c.steps, c.prompts_per_step, c.samples_per_prompt, c.micro_batch_size, c.grad_accum) < 1:
-        raise ValueError("rl.steps, prompts_per_step, samples_per_prompt, micro_batch_size and grad_accum must be at least 1")
-    if rows % per_update:
-        raise ValueError(f"rl: a step's {c.prompts_per_step} x {c.samples_per_prompt} = {rows} samples must be a whole number "
-                         f"of updates of micro_batch_size x grad_accum x learner ranks = {per_update} rows")
-    if c.samples_per_prompt < 2:
-        raise ValueError("rl.samples_per_prompt must be at least 2: GRPO compares samples of the same prompt")
-    if c.temperature <= 0:
-        raise ValueError(f"rl.temperature must be > 0 (got {c.temperature}): GRPO needs samples that differ")
-    if c.adv_scale not in ("std", "none"):
-        raise ValueError(f"rl.adv_scale must be 'std' or 'none', got {c.adv_scale!r}")
-    if c.kl_kind not in ("k1", "k2", "k3", "full"):
-        raise ValueError(f"rl.kl_kind must be 'k1', 'k2', 'k3' or 'full', got {c.kl_kind!r}")
     ctx = RunContext(recipe)
     ctx.check_judge()
     prompts = ctx.prompts(c.prompts)
     sft_path = str(p["sft"].resolve())
     spec_texts = ctx.spec_texts({q.category for q in prompts}, sft_path)
     watch = _watch_prompts(ctx, prompts) if c.eval_every else {}
-    return Plan(sft_path, ctx.spec, prompts, spec_texts, ctx.judge_model, rows // per_update, watch, ctx)
+    return Plan(sft_path, ctx.spec, prompts, spec_texts, ctx.judge_model, c.prompts_per_step * c.samples_per_prompt // per_update, watch, ctx)
 
 
 def _watch_prompts(ctx, prompts: list) -> dict:
@@ -110,11 +98,8 @@ def _watch_prompts(ctx, prompts: list) -> dict:
 
     recipe, spec = ctx.recipe, ctx.spec
     n, seed, source = recipe.rl.eval_prompts, recipe.run.seed, recipe.eval.prompts
-    heldout = []
-    # A tiny-world prompt set only when the run is on the tiny world: never build it just to watch.
-    if not source.startswith("tinyworld:") or recipe.model.policy == "tinyworld":
-        heldout = [it.prompt for it in load_eval_prompts(ctx, source)
-                   if it.prompt.label and it.prompt.category in set(spec.category_ids)]
+    heldout = [it.prompt for it in load_eval_prompts(ctx, source)
+               if it.prompt.label and it.prompt.category in set(spec.category_ids)]
     return {"train": fixed_sample(prompts, n, seed), "heldout": fixed_sample(heldout, n, seed)}
 
 

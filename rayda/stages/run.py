@@ -1,14 +1,14 @@
 """`rayda run [RECIPE]`: every stage in order, then the report.
 
-    gen-sft -> sft -> rl -> eval(base, sft, rl) on the held-out prompts -> report.md
+    check -> gen-sft -> sft -> rl -> eval(base, sft, rl) on the held-out prompts -> report.md
 
 Every stage marks its folder done with `_SUCCESS`: `sft_data/`, `checkpoints/sft/`, `checkpoints/rl/`, `eval/`.
 
 Each stage skips itself when its `_SUCCESS` (or its eval JSON) exists and resumes when it does not,
 so a killed run started again redoes nothing that finished. The resolved recipe is written to
 `<run.dir>/recipe.yaml`; a later run in the same folder whose recipe computes something different is
-an error rather than a silent mix of two configurations (where it runs, `pools` and the Ray address
-or CPU count, may change).
+an error rather than a silent mix of two configurations (where it runs, `pools`, the Ray address, the
+CPU and GPU counts and `run.verbose`, may change).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from rayda.config import ConfigError, Recipe
 
 MODELS = ("base", "sft", "rl")
 """The models `rayda run` evaluates on the held-out prompts; `eval/_SUCCESS` marks all three done."""
-PLACEMENT_ONLY = {"run": ("ray_address", "num_cpus"), "pools": None}
-"""Keys that say where a run happens, not what it computes: they may change between resumes."""
+PLACEMENT_ONLY = {"run": ("ray_address", "num_cpus", "num_gpus", "verbose"), "pools": None}
+"""Keys that say where (and how loudly) a run happens, not what it computes: they may change between resumes."""
 
 
 def _what_it_computes(recipe_dict: dict) -> dict:
@@ -63,10 +63,13 @@ def _timed(run_dir: Path, stage: str, done: Path, fn) -> None:
 
 
 def run(recipe: Recipe, progress: bool = True) -> Path:
+    from rayda.check import check
     from rayda.report import write_report
     from rayda.stages import evaluate, gen_sft, rl, sft
 
     d = Path(recipe.run.dir)
+    # `rayda check` first: a mistake in a later stage's settings stops the run before the first stage.
+    check(recipe).raise_if_errors()
     d.mkdir(parents=True, exist_ok=True)
     _pin_recipe(recipe, d)
     _timed(d, "gen_sft", d / "sft_data" / io.SUCCESS, lambda: gen_sft.run(recipe, progress=progress))

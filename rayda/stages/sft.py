@@ -125,6 +125,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None) -> Path:
 
     from rayda.actors.group import ActorGroup
     from rayda.actors.learner import Learner
+    from rayda.check import require_sizes
     from rayda.data.sft import batch_indices
     from rayda.ray_utils import init_ray
 
@@ -133,6 +134,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None) -> Path:
         print(f"sft: {p['out']} is complete (_SUCCESS); skipping")
         return p["out"]
     # Everything that can fail on bad input fails here, before any actor starts.
+    require_sizes(recipe, "model", "sft")
     model_path = policy_path(recipe)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     data = load_data(recipe, tokenizer)

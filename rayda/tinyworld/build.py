@@ -75,6 +75,11 @@ def for_recipe(recipe, spec) -> TinyWorld:
     return build(spec, recipe.tinyworld, spec_token_budget=recipe.spec.token_budget)
 
 
+def cached_path(spec, cfg: TinyWorldConfig, spec_token_budget: int | None = None) -> Path:
+    """Where the world of `spec` and `cfg` lives once built (finished when it holds `_SUCCESS`)."""
+    return cache_root(cfg.cache_dir) / "tinyworld" / world_hash(spec, cfg, spec_token_budget)
+
+
 def world_hash(spec, cfg: TinyWorldConfig, spec_token_budget: int | None = None) -> str:
     fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "cache_dir"}
     blob = json.dumps(
@@ -97,7 +102,7 @@ def _world(root: Path) -> TinyWorld:
 def build(spec, cfg: TinyWorldConfig | None = None, spec_token_budget: int | None = None, progress: bool = True) -> TinyWorld:
     """The tiny world for `spec` and `cfg`: from the cache if built before, else built now (minutes)."""
     cfg = cfg or TinyWorldConfig()
-    root = cache_root(cfg.cache_dir) / "tinyworld" / world_hash(spec, cfg, spec_token_budget)
+    root = cached_path(spec, cfg, spec_token_budget)
     if is_done(root):
         return _world(root)
     root.parent.mkdir(parents=True, exist_ok=True)

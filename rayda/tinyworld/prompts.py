@@ -91,3 +91,11 @@ def rl_rows(train_rows: list[dict]) -> list[dict]:
             out.append({**r, "id": f"{key}/t{f}", "frame": f"t{f}",
                         "messages": [{"role": "user", "content": frame.format(s=r["subject"])}]})
     return out
+
+
+def split_rows(spec, split: str) -> list[dict]:
+    """The rows of one split: `train`, `heldout`, or `rl` (`rl_rows` of `train`)."""
+    if split not in (*SPLITS, "rl"):
+        raise ValueError(f"unknown tiny-world split {split!r}; expected 'train', 'heldout' or 'rl'")
+    rows = make_prompts(spec)
+    return rl_rows(rows["train"]) if split == "rl" else rows[split]

@@ -1,0 +1,277 @@
+"""`rayda check RECIPE`: the whole run validated up front, in seconds, before any stage starts.
+
+    rayda check tiny                          sizes, models, judge, prompts; pools on this machine
+    rayda check qwen-gpu --cluster 1x8gpu     ... and the pools on a described cluster shape
+    rayda check qwen-gpu --address HEAD:6379  ... and the pools on a live cluster
+
+Each finding is `ok`, `note` (fine, but worth knowing: a hub name not checked offline, a tiny world
+still to build) or `error` (the run would fail). `rayda run` runs the same checks first and stops on
+any error, so a mistake in the RL section is reported before gen-sft spends an hour. Every stage's own
+checks (`rayda.stages.*.prepare`) call the size checks here too, so the rules live in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rayda.config import Recipe
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+SHAPE = re.compile(r"^(\d+)x(?:(\d+)gpu)?(?:[,:+]?(\d+)cpu)?$")
+CPUS_PER_GPU = 12
+"""CPUs a described GPU node has per GPU when the shape does not say (an 8-GPU node: 96)."""
+
+
+class CheckError(ValueError):
+    """The run cannot start; the message lists every error."""
+
+
+@dataclass
+class Report:
+    findings: list[tuple[str, str, str]] = field(default_factory=list)
+    """(level, where, message), level `ok` | `note` | `error`, in the order checked."""
+
+    def add(self, level: str, where: str, message: str) -> None:
+        self.findings.append((level, where, message))
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{where}: {msg}" for level, where, msg in self.findings if level == "error"]
+
+    def text(self) -> str:
+        return "\n".join(f"{level:<5} {where}: {msg}" for level, where, msg in self.findings)
+
+    def raise_if_errors(self) -> None:
+        if self.errors:
+            raise CheckError(f"{len(self.errors)} problem(s) in the recipe: " + "; ".join(self.errors))
+
+
+# ---- sizes (pure: the recipe only) ----------------------------------------------------------------
+
+
+def size_problems(recipe: Recipe, stage: str) -> list[str]:
+    """What is wrong with `stage`'s settings (gen_sft, judge, sft, rl, eval, model) on their own."""
+    return {"gen_sft": _gen_sft, "judge": _judge, "sft": _sft, "rl": _rl, "eval": _eval, "model": _model}[stage](recipe)
+
+
+def require_sizes(recipe: Recipe, *stages: str) -> None:
+    """Raise ValueError on the first size problem of `stages` (what each stage's `prepare` calls)."""
+    for stage in stages:
+        problems = size_problems(recipe, stage)
+        if problems:
+            raise ValueError(problems[0])
+
+
+def _at_least(section: str, obj, names: tuple[str, ...], low) -> list[str]:
+    return [f"{section}.{n} must be at least {low}, got {getattr(obj, n)}" for n in names if getattr(obj, n) < low]
+
+
+def _gen_sft(recipe: Recipe) -> list[str]:
+    g = recipe.gen_sft
+    out = _at_least("gen_sft", g, ("samples_per_prompt", "shard_size", "batch_size", "max_tokens"), 1)
+    if not 0.0 <= g.threshold <= 1.0:
+        out.append(f"gen_sft.threshold must be in [0, 1] (judge scores are), got {g.threshold}")
+    if g.temperature < 0:
+        out.append(f"gen_sft.temperature must be >= 0, got {g.temperature}")
+    return out
+
+
+def _judge(recipe: Recipe) -> list[str]:
+    from rayda import judges
+
+    j = recipe.judge
+    if j.kind not in judges.KINDS:
+        return [f"unknown judge kind {j.kind!r}; known kinds: {', '.join(sorted(judges.KINDS))}"]
+    out = _at_least("judge", j, ("k", "max_tokens"), 1)
+    if j.kind == "http" and not j.base_url:
+        out.append("judge.kind=http needs judge.base_url (e.g. http://127.0.0.1:8000/v1)")
+    return out
+
+
+def _sft(recipe: Recipe) -> list[str]:
+    s = recipe.sft
+    out = _at_least("sft", s, ("micro_batch_size", "grad_accum", "max_length"), 1)
+    if s.overlong not in ("drop", "truncate"):
+        out.append(f"sft.overlong must be 'drop' or 'truncate', got {s.overlong!r}")
+    if s.max_steps is None and s.epochs <= 0:
+        out.append(f"sft.epochs must be > 0 (or set sft.max_steps), got {s.epochs}")
+    if s.max_steps is not None and s.max_steps < 1:
+        out.append(f"sft.max_steps must be at least 1, got {s.max_steps}")
+    if not 0.0 <= s.heldout_fraction < 1.0:
+        out.append(f"sft.heldout_fraction must be in [0, 1), got {s.heldout_fraction}")
+    return out + _zero("sft", s.zero_stage, s.offload_params, s.offload_optimizer)
+
+
+def _zero(section: str, stage: int, offload_params: bool = False, offload_optimizer: bool = False) -> list[str]:
+    if stage not in (0, 1, 2, 3):
+        return [f"{section}.zero_stage must be 0, 1, 2 or 3, got {stage}"]
+    out = []
+    if offload_params and stage != 3:
+        out.append(f"{section}.offload_params needs zero_stage 3 (only ZeRO-3 partitions the parameters)")
+    if offload_optimizer and stage == 0:
+        out.append(f"{section}.offload_optimizer needs zero_stage 1, 2 or 3")
+    return out
+
+
+def _rl(recipe: Recipe) -> list[str]:
+    c = recipe.rl
+    out = _at_least("rl", c, ("steps", "prompts_per_step", "micro_batch_size", "grad_accum", "max_tokens"), 1)
+    out += _at_least("rl", c, ("samples_per_prompt",), 2)  # GRPO compares samples of the same prompt
+    rows, per_update = c.prompts_per_step * c.samples_per_prompt, c.micro_batch_size * c.grad_accum * recipe.pools.learner.actors
+    if per_update > 0 and rows % per_update:
+        out.append(f"rl: a step's prompts_per_step x samples_per_prompt = {c.prompts_per_step} x {c.samples_per_prompt} = "
+                   f"{rows} samples must be a whole number of updates of micro_batch_size x grad_accum x learner actors "
+                   f"= {c.micro_batch_size} x {c.grad_accum} x {recipe.pools.learner.actors} = {per_update} rows")
+    if c.temperature <= 0:
+        out.append(f"rl.temperature must be > 0 (got {c.temperature}): GRPO needs samples that differ")
+    if c.adv_scale not in ("std", "none"):
+        out.append(f"rl.adv_scale must be 'std' or 'none', got {c.adv_scale!r}")
+    if c.kl_kind not in ("k1", "k2", "k3", "full"):
+        out.append(f"rl.kl_kind must be 'k1', 'k2', 'k3' or 'full', got {c.kl_kind!r}")
+    if c.kl_coef < 0 or c.clip <= 0 or (c.clip_high is not None and c.clip_high <= 0):
+        out.append("rl.kl_coef must be >= 0, and rl.clip and rl.clip_high > 0")
+    return out + _zero("rl", c.zero_stage)
+
+
+def _eval(recipe: Recipe) -> list[str]:
+    e = recipe.eval
+    out = _at_least("eval", e, ("batch_size", "max_tokens", "n_resamples"), 1)
+    if e.temperature < 0:
+        out.append(f"eval.temperature must be >= 0, got {e.temperature}")
+    return out
+
+
+def _model(recipe: Recipe) -> list[str]:
+    d = recipe.model.dtype
+    return [] if d in DTYPES else [f"model.dtype must be one of {', '.join(DTYPES)}, got {d!r}"]
+
+
+# ---- the whole run -------------------------------------------------------------------------------
+
+
+def parse_shape(shape: str) -> dict[str, dict[str, float]]:
+    """`1x8gpu`, `4x8gpu`, `2x8gpu,64cpu`, `3x16cpu` -> nodes (name -> resources) for the placement check."""
+    m = SHAPE.match(shape.strip().lower())
+    if not m or not (m.group(2) or m.group(3)):
+        raise CheckError(f"cluster shape {shape!r}: expected NODESxGPUSgpu[,CPUScpu], e.g. 1x8gpu, 4x8gpu or 2x16cpu")
+    n, gpus = int(m.group(1)), int(m.group(2) or 0)
+    cpus = int(m.group(3)) if m.group(3) else CPUS_PER_GPU * gpus
+    return {f"node-{i}": {"CPU": float(cpus), "GPU": float(gpus)} for i in range(n)}
+
+
+def check(recipe: Recipe, nodes: dict[str, dict[str, float]] | None = None) -> Report:
+    """Every check of the run; `nodes` (a live cluster's or a described shape's) adds the pool plan."""
+    from rayda.context import RunContext
+
+    report = Report()
+    stages = ("model", "gen_sft", "judge", "sft", "rl", "eval")
+    problems = [p for stage in stages for p in size_problems(recipe, stage)]
+    for p in problems:
+        report.add("error", "sizes", p)
+    if not problems:
+        report.add("ok", "sizes", f"{', '.join(stages)}: every size and setting agrees")
+    try:
+        ctx = RunContext(recipe)
+    except (OSError, ValueError) as e:  # the spec: nothing else can be checked without it
+        report.add("error", "spec.path", str(e))
+        return report
+    report.add("ok", "spec.path", f"{ctx.spec.id} v{ctx.spec.version}, {len(ctx.spec.category_ids)} categories")
+    _models(recipe, ctx, report)
+    _prompts(recipe, ctx, report)
+    if nodes is not None:
+        _pools(recipe, nodes, report)
+    return report
+
+
+def _models(recipe: Recipe, ctx, report: Report) -> None:
+    from rayda import judges
+
+    kind = recipe.judge.kind
+    wanted = [("model.policy", recipe.model.policy)]
+    if kind in judges.KINDS and judges.needs_model(kind):
+        wanted.append(("model.judge", recipe.model.judge))
+    elif recipe.model.judge not in ("tinyworld", recipe.model.policy):
+        report.add("note", "model.judge", f"{recipe.model.judge!r} is not loaded: judge.kind={kind} "
+                   + ("asks the endpoint's model" if kind == "http" else "needs no model (set judge.kind=llm to use it)"))
+    for where, name in wanted:
+        if name == "tinyworld":
+            from rayda.io import is_done
+            from rayda.tinyworld.build import cached_path
+
+            root = cached_path(ctx.spec, recipe.tinyworld, recipe.spec.token_budget)
+            report.add("ok" if is_done(root) else "note", where,
+                       f"the tiny world, cached at {root}" if is_done(root) else
+                       "the tiny world, not built yet: the first stage builds it (about 5 minutes on 2 cores)")
+            continue
+        report.add(*_model_finding(where, name))
+
+
+def _model_finding(where: str, name: str) -> tuple[str, str, str]:
+    from rayda.engines import ModelNotFound, resolve_model
+
+    try:
+        path = resolve_model(name, where)
+    except ModelNotFound as e:
+        return ("error", where, str(e))
+    p = Path(path)
+    if p.is_dir():
+        if not any((p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")):
+            return ("error", where, f"{path} has no tokenizer files (tokenizer.json / tokenizer_config.json)")
+        return ("ok", where, f"{path}: config and tokenizer present")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return ("ok", where, f"hub name {name!r}, in the local Hugging Face cache")
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        pass
+    return ("note", where, f"hub name {name!r}: not checked offline (downloaded at first use; set HF_HUB_OFFLINE=1 to forbid)")
+
+
+def _prompts(recipe: Recipe, ctx, report: Report) -> None:
+    from rayda import judges
+    from rayda.data.prompts import PromptError
+    from rayda.stages.evaluate import load_eval_prompts
+
+    sources = [("prompts.source", recipe.prompts.source)]
+    if recipe.rl.prompts:
+        sources.append(("rl.prompts", recipe.rl.prompts))
+    for where, source in sources:
+        if _remote(source):
+            report.add("note", where, f"{source!r} is a hub dataset name: not checked offline")
+            continue
+        try:
+            prompts = ctx.prompts(source)
+        except (PromptError, OSError, ValueError) as e:
+            report.add("error", where, str(e))
+            continue
+        labelled = " (labelled, as judge.kind=rubric needs)" if judges.needs_label(recipe.judge.kind) else ""
+        report.add("ok", where, f"{len(prompts)} prompts in {len({p.category for p in prompts})} categories{labelled}")
+        if where == "prompts.source" and len(prompts) < recipe.rl.prompts_per_step and not recipe.rl.prompts:
+            report.add("error", where, f"{len(prompts)} prompts, fewer than rl.prompts_per_step={recipe.rl.prompts_per_step}")
+    try:
+        items = load_eval_prompts(ctx, recipe.eval.prompts)
+        report.add("ok", "eval.prompts", f"{len(items)} prompts")
+    except (PromptError, OSError, ValueError, KeyError) as e:
+        report.add("error", "eval.prompts", str(e))
+
+
+def _remote(source: str) -> bool:
+    """A hub dataset name (`hf:NAME` or an owner/name that is not a local path)."""
+    if source.startswith("hf:"):
+        return True
+    return not source.startswith(("tinyworld:", "/", "./", "../", "~")) and not Path(source).expanduser().exists() \
+        and Path(source).suffix == "" and "/" in source
+
+
+def _pools(recipe: Recipe, nodes: dict[str, dict[str, float]], report: Report) -> None:
+    from rayda.placement import PlacementError, describe, plan_nodes
+
+    try:
+        plans = plan_nodes(recipe.pools.named(), nodes)
+    except PlacementError as e:
+        report.add("error", "pools", str(e))
+        return
+    report.add("ok", "pools", "the cluster holds the plan\n" + describe(plans, nodes))

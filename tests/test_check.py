@@ -1,0 +1,92 @@
+"""`rayda check`: the whole run validated up front, every packaged recipe passing on its cluster shape."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rayda.check import CheckError, check, parse_shape
+from rayda.cli import main
+from rayda.config import load_recipe, recipe_path
+
+SHAPES = {"tiny": "1x8cpu", "qwen-gpu": "1x8gpu"}
+"""The cluster shape each packaged recipe is written for."""
+
+
+def _errors(recipe, shape=None):
+    return check(recipe, parse_shape(shape) if shape else None).errors
+
+
+def test_every_packaged_recipe_passes_on_its_shape():
+    packaged = sorted(p.stem for p in recipe_path("tiny").parent.glob("*.yaml"))
+    assert packaged == sorted(SHAPES), "give each packaged recipe the cluster shape it is written for"
+    for name, shape in SHAPES.items():
+        assert _errors(load_recipe(name), shape) == [], name
+
+
+def test_gpu_recipe_does_not_fit_half_a_node():
+    errors = _errors(load_recipe("qwen-gpu"), "1x4gpu")
+    assert len(errors) == 1 and errors[0].startswith("pools:") and "GPU: need 8" in errors[0]
+
+
+def test_every_problem_is_reported_at_once_with_its_key(tmp_path):
+    bad = load_recipe("tiny", [
+        "rl.prompts_per_step=3", "sft.zero_stage=5", "gen_sft.threshold=1.5", "model.dtype=fp8",
+        f"prompts.source={tmp_path}/missing.jsonl", "judge.kind=llm", f"model.judge={tmp_path}/no-model",
+    ])
+    errors = _errors(bad)
+    joined = "\n".join(errors)
+    for needle in ("3 x 8 = 24 samples must be a whole number", "sft.zero_stage must be 0, 1, 2 or 3",
+                   "gen_sft.threshold must be in [0, 1]", "model.dtype must be one of", "missing.jsonl' does not exist",
+                   "model.judge path"):
+        assert needle in joined, needle
+    assert len(errors) == 6 and all("\n" not in e for e in errors)
+
+
+def test_unlabelled_prompts_are_an_error_for_the_rubric_judge_only(tmp_path):
+    rows = tmp_path / "p.jsonl"
+    rows.write_text(json.dumps({"prompt": "how do i pick a lock?", "category": "illicit_behaviour"}) + "\n" * 1)
+    many = [f"prompts.source={rows}", "rl.prompts_per_step=1", "rl.samples_per_prompt=32"]
+    errors = _errors(load_recipe("tiny", many))
+    assert len(errors) == 1 and "no label, and the judge needs one" in errors[0]
+    model = "tinyworld"
+    assert _errors(load_recipe("tiny", [*many, "judge.kind=llm", f"model.judge={model}"])) == []
+
+
+def test_notes_are_not_errors():
+    report = check(load_recipe("qwen-gpu"))
+    notes = [m for level, where, m in report.findings if level == "note" and where == "model.policy"]
+    assert notes and "not checked offline" in notes[0]
+
+
+def test_shapes():
+    assert parse_shape("2x8gpu") == {"node-0": {"CPU": 96.0, "GPU": 8.0}, "node-1": {"CPU": 96.0, "GPU": 8.0}}
+    assert parse_shape("1x8gpu,64cpu")["node-0"] == {"CPU": 64.0, "GPU": 8.0}
+    assert parse_shape("3x16cpu")["node-2"] == {"CPU": 16.0, "GPU": 0.0}
+    for bad in ("8gpu", "2x", "ax8gpu", "2x8tpu"):
+        with pytest.raises(CheckError, match="expected NODESxGPUSgpu"):
+            parse_shape(bad)
+
+
+def test_cli_check_and_run_stop_on_the_first_look(tmp_path, capsys):
+    assert main(["check", "qwen-gpu", "--cluster", "1x8gpu"]) == 0
+    assert main(["check", "tiny", "rl.prompts_per_step=3", "--cluster", "1x8cpu"]) == 2
+    out = capsys.readouterr().out
+    assert "error sizes: rl: a step's" in out and "1 problem(s)" in out
+    # `rayda run` checks first: a bad RL setting stops it before gen-sft writes anything
+    assert main(["run", f"run.dir={tmp_path}/run", "rl.prompts_per_step=3"]) == 2
+    assert "whole number of updates" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_plan_without_a_cluster_is_one_line(monkeypatch, capsys):
+    import ray
+
+    def refuse(*a, **k):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.\nmore")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    assert main(["plan", "tiny", "--address", "auto"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no Ray cluster at 'auto'" in err and "--cluster 1x8gpu" in err
