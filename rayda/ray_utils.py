@@ -17,6 +17,7 @@ def init_ray(run: RunConfig, extra_env: dict | None = None):
     """Join `run.ray_address` if set (a cluster, e.g. inside `ray job submit`), else start a local Ray."""
     import ray
 
+    _quiet_data(run.verbose)
     if ray.is_initialized():
         return ray
     env = dict(WORKER_ENV)
@@ -32,3 +33,13 @@ def init_ray(run: RunConfig, extra_env: dict | None = None):
     else:
         ray.init(num_cpus=run.num_cpus, num_gpus=run.num_gpus, include_dashboard=False, **kwargs)
     return ray
+
+
+def _quiet_data(verbose: bool) -> None:
+    """Ray Data's own progress display (a bar per operator, or a status block every few seconds when
+    the output is not a terminal) only with `run.verbose`: each stage draws its own one bar."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = verbose
+    ctx.enable_operator_progress_bars = verbose

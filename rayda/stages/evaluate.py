@@ -75,8 +75,10 @@ def generate(recipe: Recipe, model: str, items: list[EvalPrompt], progress: bool
         fn_constructor_args=(cfg, recipe.eval.max_tokens, recipe.eval.temperature, recipe.run.seed),
         batch_size=recipe.eval.batch_size, batch_format="pyarrow", **data_pool_args(pool),
     )
+    from tqdm import tqdm
+
     out: list[str | None] = [None] * len(items)
-    for row in ds.iter_rows():
+    for row in tqdm(ds.iter_rows(), total=len(items), desc=f"eval {Path(model).name}", disable=not progress):
         out[row["index"]] = row["completion"]
     return out  # type: ignore[return-value]
 
