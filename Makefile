@@ -4,7 +4,7 @@ EXTRAS ?= cpu,dev
 STAMP  := $(VENV)/.rayda-installed
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast rehearse bench clean
 
 install: $(STAMP)
 
@@ -17,7 +17,11 @@ demo: install
 	$(BIN)/rayda run tiny
 
 test: install
-	$(BIN)/python -m pytest -q --durations=20
+	$(BIN)/python -m pytest -q --durations=20 -m "not rehearsal"
+
+# `rayda run qwen-gpu` on CPU with tiny-world models and 8 logical GPUs (tests/test_gpu_rehearsal.py).
+rehearse: install
+	$(BIN)/python -m pytest -q --durations=5 -m rehearsal
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
