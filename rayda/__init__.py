@@ -4,6 +4,14 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
+# A source checkout keeps the actor shells in its top-level `actors/` folder; a wheel installs them as
+# rayda/actors. Let `rayda.actors` resolve inside the checkout this package was imported from, so that a
+# checkout shipped as a Ray job's working_dir runs its own actor shells, not another copy's found
+# through an (editable) install: mixing the two failed the Jobs API run.
+_package = Path(__file__).resolve().parent
+if not (_package / "actors").is_dir() and (_package.parent / "actors" / "__init__.py").is_file():
+    __path__.append(str(_package.parent))  # noqa: F821 - a package's __path__
+
 INSTALLED_AS = {"specs": "specs", "cluster": "cluster_files"}
 """Top-level folders of the source checkout that a wheel installs inside the package, and their names
 there (pyproject.toml's package-dir): specs/ -> rayda/specs, cluster/ -> rayda/cluster_files."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -87,6 +88,8 @@ def test_plan_without_a_cluster_is_one_line(monkeypatch, capsys):
         raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.\nmore")
 
     monkeypatch.setattr(ray, "init", refuse)
+    # `rayda plan` sets RAY_AUTH_MODE=token when it finds a token file: keep that out of the session's own Ray
+    monkeypatch.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "disabled"))
     assert main(["plan", "tiny", "--address", "auto"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no Ray cluster at 'auto'" in err and "--cluster 1x8gpu" in err

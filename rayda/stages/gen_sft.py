@@ -195,7 +195,7 @@ def _dataset(recipe: Recipe, plan: Plan, todo: list[Prompt], engine_cfg):
 
     import ray
 
-    from rayda.actors.judge import JudgeWorker
+    from rayda.actors.judge import JudgeWorker  # imported before Ray starts: see `_generate`
     from rayda.actors.rollout import Generator
     from rayda.data.gen_pipeline import prompt_to_json
     from rayda.placement import data_pool_args
@@ -219,6 +219,11 @@ def _dataset(recipe: Recipe, plan: Plan, todo: list[Prompt], engine_cfg):
 def _generate(recipe: Recipe, plan: Plan, todo: list[Prompt], parts_dir: Path, progress: bool) -> _Stream:
     from tqdm import tqdm
 
+    # Every module the pipeline needs is imported before joining Ray: in a Ray job, a node that prepares
+    # the job's working_dir may unpack it again while the driver reads it (seen with two raylets on one
+    # machine, which share the session folder): a module first imported after that can go missing.
+    import rayda.actors.judge  # noqa: F401
+    import rayda.actors.rollout  # noqa: F401
     from rayda.engines.vllm_engine import EngineConfig
     from rayda.placement import plan as plan_pools
     from rayda.ray_utils import init_ray
