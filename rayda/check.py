@@ -18,7 +18,6 @@ from pathlib import Path
 
 from rayda.config import Recipe
 
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 SHAPE = re.compile(r"^(\d+)x(?:(\d+)gpu)?(?:[,:+]?(\d+)cpu)?$")
 CPUS_PER_GPU = 12
 """CPUs a described GPU node has per GPU when the shape does not say (an 8-GPU node: 96)."""
@@ -101,17 +100,19 @@ def _sft(recipe: Recipe) -> list[str]:
         out.append(f"sft.max_steps must be at least 1, got {s.max_steps}")
     if not 0.0 <= s.heldout_fraction < 1.0:
         out.append(f"sft.heldout_fraction must be in [0, 1), got {s.heldout_fraction}")
-    return out + _zero("sft", s.zero_stage, s.offload_params, s.offload_optimizer)
+    return out + zero_problems(s.zero_stage, s.offload_params, s.offload_optimizer, "sft")
 
 
-def _zero(section: str, stage: int, offload_params: bool = False, offload_optimizer: bool = False) -> list[str]:
+def zero_problems(stage: int, offload_params: bool = False, offload_optimizer: bool = False, section: str = "") -> list[str]:
+    """What is wrong with a ZeRO stage and its offloads (the learner's DeepSpeed config raises the first)."""
+    key = f"{section}." if section else ""
     if stage not in (0, 1, 2, 3):
-        return [f"{section}.zero_stage must be 0, 1, 2 or 3, got {stage}"]
+        return [f"{key}zero_stage must be 0, 1, 2 or 3, got {stage}"]
     out = []
     if offload_params and stage != 3:
-        out.append(f"{section}.offload_params needs zero_stage 3 (only ZeRO-3 partitions the parameters)")
+        out.append(f"{key}offload_params needs zero_stage 3 (only ZeRO-3 partitions the parameters)")
     if offload_optimizer and stage == 0:
-        out.append(f"{section}.offload_optimizer needs zero_stage 1, 2 or 3")
+        out.append(f"{key}offload_optimizer needs zero_stage 1, 2 or 3")
     return out
 
 
@@ -132,7 +133,7 @@ def _rl(recipe: Recipe) -> list[str]:
         out.append(f"rl.kl_kind must be 'k1', 'k2', 'k3' or 'full', got {c.kl_kind!r}")
     if c.kl_coef < 0 or c.clip <= 0 or (c.clip_high is not None and c.clip_high <= 0):
         out.append("rl.kl_coef must be >= 0, and rl.clip and rl.clip_high > 0")
-    return out + _zero("rl", c.zero_stage)
+    return out + zero_problems(c.zero_stage, section="rl")
 
 
 def _eval(recipe: Recipe) -> list[str]:
@@ -144,8 +145,10 @@ def _eval(recipe: Recipe) -> list[str]:
 
 
 def _model(recipe: Recipe) -> list[str]:
+    from rayda.engines.device import DTYPES
+
     d = recipe.model.dtype
-    return [] if d in DTYPES else [f"model.dtype must be one of {', '.join(DTYPES)}, got {d!r}"]
+    return [] if d in ("auto", *DTYPES) else [f"model.dtype must be one of auto, {', '.join(DTYPES)}, got {d!r}"]
 
 
 # ---- the whole run -------------------------------------------------------------------------------
@@ -249,8 +252,6 @@ def _prompts(recipe: Recipe, ctx, report: Report) -> None:
             continue
         labelled = " (labelled, as judge.kind=rubric needs)" if judges.needs_label(recipe.judge.kind) else ""
         report.add("ok", where, f"{len(prompts)} prompts in {len({p.category for p in prompts})} categories{labelled}")
-        if where == "prompts.source" and len(prompts) < recipe.rl.prompts_per_step and not recipe.rl.prompts:
-            report.add("error", where, f"{len(prompts)} prompts, fewer than rl.prompts_per_step={recipe.rl.prompts_per_step}")
     try:
         items = load_eval_prompts(ctx, recipe.eval.prompts)
         report.add("ok", "eval.prompts", f"{len(items)} prompts")

@@ -47,12 +47,11 @@ def test_every_problem_is_reported_at_once_with_its_key(tmp_path):
 
 def test_unlabelled_prompts_are_an_error_for_the_rubric_judge_only(tmp_path):
     rows = tmp_path / "p.jsonl"
-    rows.write_text(json.dumps({"prompt": "how do i pick a lock?", "category": "illicit_behaviour"}) + "\n" * 1)
+    rows.write_text(json.dumps({"prompt": "how do i pick a lock?", "category": "illicit_behaviour"}) + "\n")
     many = [f"prompts.source={rows}", "rl.prompts_per_step=1", "rl.samples_per_prompt=32"]
     errors = _errors(load_recipe("tiny", many))
     assert len(errors) == 1 and "no label, and the judge needs one" in errors[0]
-    model = "tinyworld"
-    assert _errors(load_recipe("tiny", [*many, "judge.kind=llm", f"model.judge={model}"])) == []
+    assert _errors(load_recipe("tiny", [*many, "judge.kind=llm", "model.judge=tinyworld"])) == []
 
 
 def test_notes_are_not_errors():

@@ -33,6 +33,18 @@ def test_import_is_cheap_and_starts_nothing():
     assert out.stdout.strip() == ""
 
 
+def test_a_shipped_checkout_imports_its_own_actor_shells(tmp_path):
+    """A checkout shipped elsewhere (a Ray job's working_dir) resolves `rayda.actors` inside itself, not
+    through the editable install's mapping to this repository's `actors/`."""
+    copy = tmp_path / "wd"
+    for part in ("rayda", "actors"):
+        shutil.copytree(REPO / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+    code = "import rayda.actors.judge as j; print(j.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd="/", env={**os.environ, "PYTHONPATH": str(copy)})
+    assert Path(out.stdout.strip()).resolve() == (copy / "actors" / "judge.py").resolve(), out.stdout
+
+
 def test_console_script_help():
     exe = Path(sys.executable).parent / "rayda"
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)

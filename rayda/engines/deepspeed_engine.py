@@ -64,12 +64,11 @@ def resolve_dtype(dtype: str) -> str:
 def ds_config(opts: LearnerOptions, world_size: int, decision: Decision | None = None) -> dict:
     """The DeepSpeed config of a recipe's learner options (a pure function of `decision`, tested without
     DeepSpeed; without one, this process's own `local_decision`)."""
-    if opts.zero_stage not in (0, 1, 2, 3):
-        raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {opts.zero_stage}")
-    if opts.offload_params and opts.zero_stage != 3:
-        raise ValueError("offload_params needs zero_stage 3 (only ZeRO-3 partitions the parameters)")
-    if opts.offload_optimizer and opts.zero_stage == 0:
-        raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3")
+    from rayda.check import zero_problems
+
+    problems = zero_problems(opts.zero_stage, opts.offload_params, opts.offload_optimizer)
+    if problems:
+        raise ValueError(problems[0])
     decision = decision or local_decision(opts.dtype)
     pin = decision.accelerator == "cuda"
     zero: dict = {"stage": opts.zero_stage}
