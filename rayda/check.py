@@ -118,7 +118,7 @@ def zero_problems(stage: int, offload_params: bool = False, offload_optimizer: b
 
 def _rl(recipe: Recipe) -> list[str]:
     c = recipe.rl
-    out = _at_least("rl", c, ("steps", "prompts_per_step", "micro_batch_size", "grad_accum", "max_tokens"), 1)
+    out = _at_least("rl", c, ("steps", "prompts_per_step", "oversample", "micro_batch_size", "grad_accum", "max_tokens"), 1)
     out += _at_least("rl", c, ("samples_per_prompt",), 2)  # GRPO compares samples of the same prompt
     rows, per_update = c.prompts_per_step * c.samples_per_prompt, c.micro_batch_size * c.grad_accum * recipe.pools.learner.actors
     if per_update > 0 and rows % per_update:

@@ -247,6 +247,10 @@ class RlConfig:
     """Prompts per step (drawn in a seeded order that a resumed run replays exactly)."""
     samples_per_prompt: int = 4
     """Samples per prompt: the group whose mean and std normalise the advantages (GRPO)."""
+    oversample: int = 1
+    """Dynamic sampling (DAPO): each step samples prompts_per_step x oversample prompts and trains on
+    prompts_per_step of their groups, those whose rewards differ first (a group whose samples all score
+    the same has zero advantage and only dilutes the update); 1: train on every group sampled."""
     max_tokens: int = 160
     """Longest sampled completion (reasoning + answer) in tokens."""
     temperature: float = 1.0

@@ -153,3 +153,18 @@ def test_grpo_token_loss_scores_the_policy_at_the_sampling_temperature():
     loss.backward()
     # d(-A * p/p_old)/dz0 at ratio 1 = -(1 - 2/3) / T = -1/6
     assert logits.grad[0, 0, 0].item() == pytest.approx(-1 / 6, rel=1e-5)
+
+
+def test_dynamic_sampling_trains_on_the_groups_with_signal_first():
+    from rayda.algo.grpo import group_signal, informative_groups
+
+    rewards = torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 1.0], [0.5, 0.5, 0.5]])
+    valid = torch.ones_like(rewards)
+    assert group_signal(rewards, valid) == [False, True, False, True, False]
+    assert informative_groups(rewards, valid, 2) == [1, 3]
+    assert informative_groups(rewards, valid, 3) == [0, 1, 3]  # filled up with the first group without signal, batch order kept
+    assert informative_groups(rewards, valid, 5) == [0, 1, 2, 3, 4]
+    # A judge error's sample does not count: the group's valid rewards are all 1.
+    valid[1, 0] = 0
+    assert group_signal(rewards, valid)[1] is False
+    assert informative_groups(rewards, valid, 1) == [3]

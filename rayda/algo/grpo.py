@@ -35,6 +35,28 @@ def group_advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None, e
     return adv * valid
 
 
+def group_signal(rewards: torch.Tensor, valid: torch.Tensor | None = None) -> list[bool]:
+    """For each of the G groups ([G, n] rewards): do its valid rewards differ? Only then does it carry signal."""
+    valid = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid.bool()
+    out = []
+    for g in range(rewards.shape[0]):
+        values = rewards[g][valid[g]]
+        out.append(values.numel() > 1 and bool((values != values[0]).any()))
+    return out
+
+
+def informative_groups(rewards: torch.Tensor, valid: torch.Tensor | None, keep: int) -> list[int]:
+    """Which `keep` of the G groups to train on (DAPO's dynamic sampling), in batch order: the groups
+    with signal (`group_signal`) first, then the others to fill up to `keep`.
+
+    Filling keeps a step's batch size fixed; the filled groups have zero advantage and add only their
+    KL term.
+    """
+    signal = group_signal(rewards, valid)
+    order = [g for g, s in enumerate(signal) if s] + [g for g, s in enumerate(signal) if not s]
+    return sorted(order[:keep])
+
+
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:
     """Per-token estimate of KL(policy || reference) from samples of the policy.
 

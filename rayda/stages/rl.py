@@ -158,7 +158,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.actors.judge import JudgeWorker
     from rayda.actors.learner import Learner
     from rayda.actors.rollout import Generator
-    from rayda.algo.grpo import group_advantages
+    from rayda.algo.grpo import group_advantages, group_signal, informative_groups
     from rayda.behaviour import classify
     from rayda.data.gen_rows import stable_seed
     from rayda.data.sft import batch_indices
@@ -185,7 +185,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     # Kept apart from prompt_ids: a held-out file may reuse a training file's ids.
     watch_ids = {name: [chat_ids(q) for q in qs] for name, qs in plan.watch.items()}
     probe_row = probe_example(tokenizer)
-    print(f"rl: {len(plan.prompts)} prompts, {c.steps} steps of {c.prompts_per_step} x {c.samples_per_prompt} samples "
+    drawn = f" (the most informative of {c.prompts_per_step * c.oversample} drawn)" if c.oversample > 1 else ""
+    print(f"rl: {len(plan.prompts)} prompts, {c.steps} steps of {c.prompts_per_step}{drawn} x {c.samples_per_prompt} samples "
           f"({plan.updates_per_step} update(s) each) from {plan.sft_path}")
 
     from rayda.placement import plan as plan_pools
@@ -212,7 +213,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
             for step in range(start, c.steps):
                 t, version = Timer(), rollout.version
                 t_step = time.perf_counter()
-                batch = [plan.prompts[i] for i in batch_indices(len(plan.prompts), step, c.prompts_per_step, seed)]
+                drawn = c.prompts_per_step * c.oversample
+                batch = [plan.prompts[i] for i in batch_indices(len(plan.prompts), step, drawn, seed)]
 
                 # 1. rollouts: n samples per prompt, without the spec, stamped with the policy version
                 with t("generate"):
@@ -234,15 +236,19 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     shape = (len(batch), c.samples_per_prompt)
                     rewards = torch.tensor([s.reward for s in scored]).view(shape)
                     valid = torch.tensor([s.valid for s in scored], dtype=torch.float32).view(shape)
-                    advantages = group_advantages(rewards, valid, scale=c.adv_scale).flatten().tolist()
-                    rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid) for x, s in zip(completions, scored)]
+                    # Dynamic sampling: of the drawn groups, train on prompts_per_step, those with signal first.
+                    groups = informative_groups(rewards, valid, c.prompts_per_step)
+                    advantages = group_advantages(rewards[groups], valid[groups], scale=c.adv_scale).flatten().tolist()
+                    picked = [g * c.samples_per_prompt + i for g in groups for i in range(c.samples_per_prompt)]
+                    trained, trained_scores = [completions[i] for i in picked], [scored[i] for i in picked]
+                    rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid) for x, s in zip(trained, trained_scores)]
                     # Several updates per step: the learner's log-probs before the first are the old ones. One
                     # update: the weights that sampled are the ones being trained, so the sampler's own
                     # log-probs serve as old ones (no extra forward pass), and the training pass measures
                     # how far they are from the learner's (the train/inference mismatch).
                     recompute = plan.updates_per_step > 1
                     old = (learner_logprobs(learners, rows, temperature=c.temperature) if recompute else
-                           [[0.0] * (len(prompt_ids[x.prompt.id]) - 1) + list(x.logprobs) for x in completions])
+                           [[0.0] * (len(prompt_ids[x.prompt.id]) - 1) + list(x.logprobs) for x in trained])
                     ref = learner_logprobs(learners, rows, reference=True, temperature=c.temperature)
                     rows = with_logprobs(rows, advantages, old, ref)
                     size = len(rows) // plan.updates_per_step
@@ -260,7 +266,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                           "prompts": [q.id for q in batch], "rollout_retries": retries,
                           "rollout_resyncs": rollout.restarts_seen,
                           **R.step_stats(completions, scored, plan.spec, classify),
-                          **_learner_stats(parts, rows, completions, prompt_ids, c.kl_kind, recompute),
+                          "groups_with_signal": sum(group_signal(rewards, valid)), "groups_trained": len(groups),
+                          **_learner_stats(parts, rows, trained, prompt_ids, c.kl_kind, recompute),
                           "sync_bytes": synced["bytes"], "probe_max_diff": synced.get("probe_max_diff"),
                           "sync_seconds": {k: round(synced[k], 4) for k in ("save_s", "reload_s", "probe_s")},
                           "seconds": {k: round(v, 4) for k, v in t.seconds.items()}}
