@@ -11,6 +11,7 @@
     rayda check RECIPE [--address A | --cluster 1x8gpu] [k=v]   the whole run validated, in seconds
     rayda plan RECIPE [--address A | --cluster 1x8gpu] [k=v]    the pools' placement per pool and node
     rayda submit RECIPE --address http://HEAD:8265 [k=v] [--follow]   `rayda run` as a Ray job
+    rayda prompts import FILE... --out prompts.jsonl   public prompt sets -> deduplicated, split rows
 
 A RECIPE is a packaged recipe name (`tiny`, the default) or a YAML file; `key.sub=value` arguments
 override it.
@@ -162,6 +163,15 @@ def cmd_submit(args) -> int:
     return 0 if status == "SUCCEEDED" else 1
 
 
+def cmd_prompts_import(args) -> int:
+    from rayda.data.importers import import_prompts
+
+    report = import_prompts(args.sources, args.out, format=args.format, column=args.column,
+                            heldout=args.heldout, seed=args.seed)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
 # ---- parser --------------------------------------------------------------------------------------
 
 
@@ -216,6 +226,18 @@ def make_parser() -> argparse.ArgumentParser:
         where.add_argument("--cluster", default=None, metavar="SHAPE", help="a described cluster instead of a live one: "
                            "NODESxGPUSgpu[,CPUScpu], e.g. 1x8gpu, 4x8gpu, 2x16cpu (a GPU node has 12 CPUs per GPU unless given)")
         p.set_defaults(func=func)
+    prompts = sub.add_parser("prompts", help="bring prompt sets in").add_subparsers(dest="prompts_command", required=True)
+    p = prompts.add_parser("import", help="public safety prompt sets (XSTest, StrongREJECT, WildJailbreak, OR-Bench, "
+                           "HarmBench, JailbreakBench, any text column) -> deduplicated rows split into train/heldout")
+    p.add_argument("sources", nargs="+", help="published files (read as published), a saved dataset folder or hf:NAME[:SPLIT]")
+    p.add_argument("--out", required=True, help="the .jsonl or .parquet file to write (atomically)")
+    p.add_argument("--format", default=None, help="the set, when the file name and columns do not tell: "
+                   "xstest, strongreject, wildjailbreak, orbench, harmbench, jailbreakbench, text")
+    p.add_argument("--column", default=None, help="import this text column of any table or dataset")
+    p.add_argument("--heldout", type=float, default=0.1, help="share of near-duplicate groups held out (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    p.set_defaults(func=cmd_prompts_import)
+
     p = sub.add_parser("submit", help="submit `rayda run RECIPE` as a Ray job (Jobs API)")
     _add_recipe_args(p)
     p.add_argument("--address", required=True, help="the Jobs API (dashboard) address, e.g. http://127.0.0.1:8265")

@@ -117,7 +117,7 @@ def test_unknown_format_and_file_type_list_the_known_ones(tmp_path):
         load_prompt_set(path, format="harmbench")
     assert FORMATS == ("xstest", "strongreject", "rayda")
     (tmp_path / "p.txt").write_text("hello")
-    with pytest.raises(PromptSetError, match=r"unknown file type '\.txt'; known: \.csv, \.jsonl, \.parquet"):
+    with pytest.raises(PromptSetError, match=r"unknown file type '\.txt'; known: \.csv, \.tsv, \.jsonl, \.parquet"):
         load_prompt_set(tmp_path / "p.txt")
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         load_prompt_set(tmp_path / "nope.csv")

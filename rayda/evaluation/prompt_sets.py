@@ -16,7 +16,7 @@ from pathlib import Path
 from rayda.spec import BEHAVIOURS
 from rayda.types import Prompt
 
-FILE_TYPES = (".csv", ".jsonl", ".parquet")
+FILE_TYPES = (".csv", ".tsv", ".jsonl", ".parquet")
 REQUIRED = {
     "xstest": ("prompt", "type", "label"),
     "strongreject": ("category", "forbidden_prompt"),
@@ -65,8 +65,8 @@ def _read_table(path: Path) -> tuple[list[str], list[tuple[str, dict]]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return _read_csv(path)
+    if suffix in (".csv", ".tsv"):
+        return _read_csv(path, "\t" if suffix == ".tsv" else ",")
     if suffix == ".jsonl":
         return _read_jsonl(path)
     if suffix == ".parquet":
@@ -77,11 +77,11 @@ def _read_table(path: Path) -> tuple[list[str], list[tuple[str, dict]]]:
     raise PromptSetError(f"{path}: unknown file type {suffix!r}; known: {', '.join(FILE_TYPES)}")
 
 
-def _read_csv(path: Path):
+def _read_csv(path: Path, delimiter: str = ","):
     rows = []
     # utf-8-sig: spreadsheet exports often start with a byte-order mark that would rename column one.
     with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(f, delimiter=delimiter)
         columns = list(reader.fieldnames or [])
         for n, row in enumerate(reader, 1):
             where = f"row {n} (line {reader.line_num})"
