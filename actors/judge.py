@@ -33,3 +33,28 @@ class JudgeWorker:
 
     def filter(self, requests, seeds):
         return self.judge.filter(requests, self.k, seeds)
+
+
+class LabelWorker(JudgeWorker):
+    """`rayda label`'s Ray Data callable: k votes per prompt row from an llm or http judge."""
+
+    def __init__(self, cfg, spec, spec_texts: dict, model: str | None = None, run_seed: int = 0):
+        super().__init__(cfg, spec, spec_texts, model, run_seed=run_seed)
+        from rayda import labeling
+
+        self.labeling = labeling
+        self.schema = labeling.label_schema(spec)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import json
+
+        from rayda.data.gen_rows import stable_seed
+
+        rows = batch.to_pylist()
+        chats = [self.labeling.label_messages(self.judge.spec, json.loads(r["messages"])) for r in rows]
+        seeds = [stable_seed(self.run_seed, "label", r["id"]) for r in rows]
+        answers = self.judge.label(chats, self.schema, self.k, seeds)
+        votes = [[self.labeling.parse_vote(text, err) for text, err in per] for per in answers]
+        errors = sum(1 for per in votes for v in per if "error" in v)
+        metrics.judge_verdicts(sum(len(per) for per in votes) - errors, errors)
+        return pa.table({"id": [r["id"] for r in rows], "votes": [json.dumps(v) for v in votes]})

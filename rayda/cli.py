@@ -12,6 +12,7 @@
     rayda plan RECIPE [--address A | --cluster 1x8gpu] [k=v]    the pools' placement per pool and node
     rayda submit RECIPE --address http://HEAD:8265 [k=v] [--follow]   `rayda run` as a Ray job
     rayda prompts import FILE... --out prompts.jsonl   public prompt sets -> deduplicated, split rows
+    rayda label RECIPE --prompts prompts.jsonl [k=v]  the spec's category and behaviour from the judge
 
 A RECIPE is a packaged recipe name (`tiny`, the default) or a YAML file; `key.sub=value` arguments
 override it.
@@ -172,6 +173,13 @@ def cmd_prompts_import(args) -> int:
     return 0
 
 
+def cmd_label(args) -> int:
+    from rayda.stages.label import run
+
+    run(_recipe(args), args.prompts, args.out)
+    return 0
+
+
 # ---- parser --------------------------------------------------------------------------------------
 
 
@@ -237,6 +245,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", type=float, default=0.1, help="share of near-duplicate groups held out (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     p.set_defaults(func=cmd_prompts_import)
+
+    p = sub.add_parser("label", help="label prompts with the spec's category, clause and behaviour (llm or http judge, "
+                       "k votes, Ray Data) -> labelled.parquet, unlabelled.parquet, audit.csv")
+    _add_recipe_args(p)
+    p.add_argument("--prompts", required=True, help="rows with messages (e.g. from `rayda prompts import`)")
+    p.add_argument("--out", default=None, help="output folder (default: <run.dir>/labels)")
+    p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("submit", help="submit `rayda run RECIPE` as a Ray job (Jobs API)")
     _add_recipe_args(p)

@@ -74,6 +74,11 @@ class Judge:
     def reward(self, requests: list[RewardRequest], k: int, seeds: list[int]) -> list[list[Verdict]]:
         return self.judge(templates.REWARD, requests, k, seeds)
 
+    def label(self, chats: list[list[dict]], schema: dict, k: int, seeds: list[int]) -> list[list[tuple[str | None, str | None]]]:
+        """k raw answers per chat, each (text, None) or (None, error), under the JSON `schema`: how
+        `rayda label` asks a model judge to label prompts (`rayda.labeling`)."""
+        raise ValueError(f"the {self.kind} judge cannot label prompts; use judge.kind=llm or judge.kind=http")
+
     def messages(self, view: str, req) -> list[dict]:
         return templates.judge_messages(view, req, self.spec_texts[req.prompt.category])
 

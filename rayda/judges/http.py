@@ -114,6 +114,23 @@ class HttpJudge(Judge):
         ]
         return [[f.result()[0] for f in per] for per in futures]
 
+    def _answers(self, chat: list[dict], schema: dict, n: int, seed: int) -> list[tuple[str | None, str | None]]:
+        body = {"model": self.api_model, "messages": chat, "n": n, "temperature": self.cfg.temperature,
+                "max_tokens": self.cfg.max_tokens, "seed": seed}
+        if self.cfg.structured:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "label", "schema": schema, "strict": True}}
+        try:
+            choices = sorted(self._post(body), key=lambda c: c.get("index", 0))[:n]
+        except HttpJudgeError as e:
+            return [(None, f"http judge: {e}")] * n
+        out = [(None, "answer cut off at max_tokens") if c.get("finish_reason") == "length"
+               else (((c.get("message") or {}).get("content")) or "", None) for c in choices]
+        return out + [(None, "endpoint returned fewer choices than asked")] * (n - len(out))
+
+    def label(self, chats, schema, k, seeds):
+        futures = [self._pool.submit(self._answers, c, schema, k, s) for c, s in zip(chats, seeds)]
+        return [f.result() for f in futures]
+
     def close(self) -> None:
         self._pool.shutdown(wait=False)
         self._client.close()

@@ -55,3 +55,10 @@ class LLMJudge(Judge):
             [verdict_from_sample(s, view, r.prompt.label) for s in per]
             for r, per in zip(requests, samples)
         ]
+
+    def label(self, chats, schema, k, seeds):
+        samples = self.engine.chat(chats, n=k, seeds=list(seeds), temperature=self.cfg.temperature,
+                                   max_tokens=self.cfg.max_tokens, json_schema=schema if self.cfg.structured else None)
+        return [[(None, "answer cut off at max_tokens") if s.finish_reason == "length" else
+                 (None, "prompt longer than the judge's context") if s.finish_reason == "prompt_too_long" else
+                 (s.text, None) for s in per] for per in samples]
