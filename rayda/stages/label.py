@@ -9,6 +9,7 @@ stratified sample for human review), `label_report.json` (counts, reasons, agree
 source's harmful/benign metadata) and `_SUCCESS` last.
 
 `labelled.parquet` is a prompt set every stage reads (`prompts.source`, `rl.prompts`, `eval.prompts`).
+The judge actors take `gen_sft.batch_size` prompts per call, and a part holds `gen_sft.shard_size`.
 """
 
 from __future__ import annotations
