@@ -31,7 +31,8 @@ def small_world(spec, tmp_path_factory):
     from rayda.tinyworld.build import build
 
     cfg = TinyWorldConfig(
-        transcripts=600, pretrain_steps=60, batch_size=16, lr=2e-3, cache_dir=str(tmp_path_factory.mktemp("twcache"))
+        transcripts=600, pretrain_steps=60, batch_size=16, lr=2e-3, cache_dir=str(tmp_path_factory.mktemp("twcache")),
+        report_prompts=24,  # the report's spec-carrying samples were 3/4 of this build's time
     )
     t = time.time()
     world = build(spec, cfg, progress=False)
@@ -156,6 +157,8 @@ def test_second_build_is_a_cache_hit(spec, small_world):
     # the cache key ignores where the cache lives, but not the content of the config
     assert world_hash(spec, dataclasses.replace(cfg, cache_dir="/elsewhere")) == world.root.name
     assert world_hash(spec, dataclasses.replace(cfg, pretrain_steps=61)) != world.root.name
+    assert world_hash(spec, dataclasses.replace(cfg, report_prompts=25)) != world.root.name
+    assert world.report["eval"]["n"] == world.report["eval_with_spec"]["n"] == 24
     assert not list(world.root.parent.glob(".tmp-*"))
 
 

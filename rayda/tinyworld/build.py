@@ -82,6 +82,8 @@ def cached_path(spec, cfg: TinyWorldConfig, spec_token_budget: int | None = None
 
 def world_hash(spec, cfg: TinyWorldConfig, spec_token_budget: int | None = None) -> str:
     fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "cache_dir"}
+    if fields["report_prompts"] is None:  # added later: the default keeps every existing world's hash
+        del fields["report_prompts"]
     blob = json.dumps(
         {"spec": spec.content_hash, "cfg": fields, "spec_token_budget": spec_token_budget, "code": CODE_VERSION},
         sort_keys=True,
@@ -226,10 +228,11 @@ def _build_into(out: Path, spec, cfg: TinyWorldConfig, spec_token_budget: int | 
         write_jsonl(out / "prompts" / "train.jsonl", train_rows)
         write_jsonl(out / "prompts" / "heldout.jsonl", prompts["heldout"])
         t_eval = time.time()
+        heldout_rows = prompts["heldout"][: cfg.report_prompts]
         texts = generate(
             model,
             tokenizer,
-            [r["messages"] for r in prompts["heldout"]],
+            [r["messages"] for r in heldout_rows],
             max_new_tokens=EVAL_MAX_NEW_TOKENS,
             temperature=EVAL_TEMPERATURE,
             seed=SEED,
@@ -237,7 +240,7 @@ def _build_into(out: Path, spec, cfg: TinyWorldConfig, spec_token_budget: int | 
         )
         eval_seconds = time.time() - t_eval
         # ... and on training prompts WITH spec(category), as data generation sees them.
-        gen_rows = train_rows[::4]
+        gen_rows = train_rows[::4][: cfg.report_prompts]
         with_spec = generate(
             model,
             tokenizer,
@@ -247,7 +250,7 @@ def _build_into(out: Path, spec, cfg: TinyWorldConfig, spec_token_budget: int | 
             seed=SEED,
             progress=progress,
         )
-    scores = score(spec, prompts["heldout"], texts)
+    scores = score(spec, heldout_rows, texts)
     spec_scores = score(spec, gen_rows, with_spec)
     report = {
         "code_version": CODE_VERSION,
