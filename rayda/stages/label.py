@@ -4,7 +4,8 @@ http judge, on Ray Data (the judge pool's actors), k votes per prompt (`rayda.la
 Writes `<run.dir>/labels/` (or `--out`): `parts/part-XXXXX.parquet` while it runs (each finished
 shard, written atomically; a restart skips every prompt id already in a part), then
 `labelled.parquet` (the input row plus `category`, `label`, `clause_id`, `confidence`, `label_source` =
-`judge:<model>@<spec hash>`), `unlabelled.parquet` (the input row plus `reason`), `audit.csv` (a
+`judge:<model>@<spec hash>`) and, when the rows carry a `split`, one file per split of it
+(`train.parquet`, `heldout.parquet`), `unlabelled.parquet` (the input row plus `reason`), `audit.csv` (a
 stratified sample for human review), `label_report.json` (counts, reasons, agreement with each
 source's harmful/benign metadata) and `_SUCCESS` last.
 
@@ -155,7 +156,10 @@ def _write_outputs(out: Path, rows: list[dict], votes: dict, spec, provenance: d
             labelled.append({**base, **label, "label_source": provenance["label_source"], "votes": len(votes[r["id"]])})
         else:
             unlabelled.append({**base, "reason": reason, "votes": json.dumps(votes[r["id"]])})
-    for name, table in (("labelled", labelled), ("unlabelled", unlabelled)):
+    # Rows split by `rayda prompts import` also go to one file per split: train on one, evaluate on the other.
+    splits = sorted({r["split"] for r in labelled if isinstance(r.get("split"), str)})
+    files = [("labelled", labelled), ("unlabelled", unlabelled)] + [(s, [r for r in labelled if r.get("split") == s]) for s in splits]
+    for name, table in files:
         with io.atomic_path(out / f"{name}.parquet") as tmp:
             pq.write_table(pa.Table.from_pylist(table) if table else pa.table({"id": pa.array([], pa.string())}), tmp)
     sample = labeling.audit_sample(labelled + unlabelled, AUDIT_ROWS, seed)
@@ -167,6 +171,7 @@ def _write_outputs(out: Path, rows: list[dict], votes: dict, spec, provenance: d
         w.writerow({**r, "prompt": r["messages"][-1]["content"], "human_label": ""})
     io.atomic_write_text(out / "audit.csv", buf.getvalue())
     report = {"labelled": len(labelled), "unlabelled": len(unlabelled),
+              "splits": {s: sum(r.get("split") == s for r in labelled) for s in splits},
               "labels": dict(Counter(r["label"] for r in labelled)),
               "categories": dict(Counter(r["category"] for r in labelled)),
               "reasons": dict(Counter(r["reason"].split(":")[0] for r in unlabelled)),
