@@ -54,21 +54,14 @@ def synthetic(n: int, seed: int) -> list[str]:
 
 
 def exact_groups(texts: list[str], threshold: float) -> list[int]:
-    from rayda.data.importers import normalise, shingles
+    from rayda.data.importers import DisjointSets, normalise, shingles
 
     sets = [shingles(normalise(t)) for t in texts]
-    parent = list(range(len(texts)))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    groups = DisjointSets(len(texts))
     for i, j in itertools.combinations(range(len(texts)), 2):
         if len(sets[i] & sets[j]) / len(sets[i] | sets[j]) >= threshold:
-            parent[find(i)] = find(j)
-    return [find(i) for i in range(len(texts))]
+            groups.join(i, j)
+    return [groups.find(i) for i in range(len(texts))]
 
 
 def same_group_pairs(groups: list[int]) -> set[tuple[int, int]]:

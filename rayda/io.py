@@ -40,6 +40,20 @@ def atomic_write_json(target: Path, obj) -> None:
     atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def pin_settings(path: Path, settings: dict, what: str = "parts") -> None:
+    """Write `settings` to `path` the first time; later, refuse to go on if they differ (a resumed
+    run must not mix outputs of two configurations). The error names the keys that differ."""
+    path = Path(path)
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if diff:
+            raise ValueError(f"{path.parent} holds {what} of a run with different settings ({', '.join(diff)}); "
+                             "use another output folder or delete that one")
+    else:
+        atomic_write_json(path, settings)
+
+
 def mark_success(folder: Path, info: dict | None = None) -> None:
     atomic_write_json(Path(folder) / SUCCESS, info or {})
 

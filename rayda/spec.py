@@ -149,7 +149,7 @@ class Spec:
         lines = [f"# {self.title} (v{self.version})"]
         if summary:
             lines.append("## Categories")
-            lines += [f"- {c.name} ({c.prefix}): {_first_sentence(c.definition)}" for c in self.categories]
+            lines += [f"- {c.name} ({c.prefix}): {first_sentence(c.definition)}" for c in self.categories]
         lines.append(f"## Policy: {target.name} ({target.prefix})")
         if definition:
             lines.append(target.definition.strip())
@@ -165,7 +165,7 @@ class Spec:
         return "\n".join(lines)
 
 
-def _first_sentence(text: str) -> str:
+def first_sentence(text: str) -> str:
     text = " ".join(text.split())
     end = text.find(". ")
     return text if end < 0 else text[: end + 1]

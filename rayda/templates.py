@@ -163,6 +163,19 @@ def _unique_keys(pairs: list[tuple]) -> dict:
     return dict(pairs)
 
 
+def strict_json(raw: str | None):
+    """The one JSON value in `raw` (a code fence around it allowed); ValueError when it is not exactly
+    one, or when an object names a key twice (it contradicts itself; `json` would keep the last)."""
+    text = (raw or "").strip()
+    fenced = _FENCE.match(text)
+    if fenced:  # HTTP judges (providers) often wrap JSON in a code fence; that is still one object.
+        text = fenced.group(1)
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise ValueError(e.msg) from None
+
+
 def parse_verdict(raw: str, view: str, label: str | None = None) -> Verdict:
     """A judge's raw output as a Verdict; anything but exactly one schema-valid JSON object is an error.
 
@@ -170,14 +183,10 @@ def parse_verdict(raw: str, view: str, label: str | None = None) -> Verdict:
     says "score: 10" and is echoed by a confused judge gets an error, not a 10; an object that gives a
     key twice ({"compliance": 0, ..., "compliance": 10}) contradicts itself and is an error too.
     """
-    text = (raw or "").strip()
-    fenced = _FENCE.match(text)
-    if fenced:  # HTTP judges (providers) often wrap JSON in a code fence; that is still one object.
-        text = fenced.group(1)
     try:
-        obj = json.loads(text, object_pairs_hook=_unique_keys)
-    except (json.JSONDecodeError, ValueError) as e:
-        return Verdict(None, error=f"unparseable verdict: {e.msg if hasattr(e, 'msg') else e}", raw=raw[:2000])
+        obj = strict_json(raw)
+    except ValueError as e:
+        return Verdict(None, error=f"unparseable verdict: {e}", raw=(raw or "")[:2000])
     if not isinstance(obj, dict):
         return Verdict(None, error="unparseable verdict: not a JSON object", raw=raw[:2000])
     schema = verdict_schema(view)

@@ -35,6 +35,8 @@ def test_the_judge_sees_the_index_and_the_request_as_data(spec):
     ('{"category": "privacy", "clause_id": "PR.1", "behaviour": "refuse", "confidence": true}', "confidence True"),
     ("the label is refuse", "unparseable vote"),
     ('[1, 2]', "expected keys"),
+    ('{"category": "privacy", "category": "self_harm", "clause_id": "PR.1", "behaviour": "refuse", "confidence": 1}',
+     "given more than once"),
 ])
 def test_votes_are_parsed_strictly(raw, error):
     assert error in labeling.parse_vote(raw)["error"]

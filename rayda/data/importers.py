@@ -34,6 +34,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rayda.evaluation import prompt_sets
 from rayda.evaluation.prompt_sets import PromptSetError, _read_table, _require_columns, _text
 
 SETS = ("xstest", "strongreject", "wildjailbreak", "orbench", "harmbench", "jailbreakbench", "text")
@@ -70,25 +71,22 @@ class Imported:
 # ---- the readers: one per published format -------------------------------------------------------
 
 def _xstest(path: Path, columns, rows) -> list[Imported]:
-    _require_columns(path, columns, ("prompt", "type", "label"), "XSTest")
+    """Read (and checked) as `rayda eval` reads it; an unsafe prompt is harmful."""
     out = []
-    for n, (where, row) in enumerate(rows, 1):
-        label = str(row.get("label", "")).strip().lower()
-        if label not in ("safe", "unsafe"):
-            raise PromptSetError(f"{path}: {where}: label must be 'safe' or 'unsafe', got {row.get('label')!r}")
-        kind = _text(path, where, row, "type").strip()
-        labels = {k: row[k] for k in ("type", "label", "focus", "note") if row.get(k) not in (None, "")}
-        out.append(Imported(f"xstest-{row.get('id') or n}", _text(path, where, row, "prompt"), "xstest", str(path), where,
-                            harmful=label == "unsafe", adversarial=False, source_category=kind, source_labels=labels))
+    for p, (where, _) in zip(prompt_sets._xstest(path, columns, rows), rows):
+        pid = p.id if p.id.startswith("xstest-") else f"xstest-{p.id}"
+        labels = {"type": p.type, "label": "unsafe" if p.label == "refuse" else "safe",
+                  **{k: v for k, v in p.extra.items() if v not in (None, "")}}
+        out.append(Imported(pid, p.prompt.messages[-1]["content"], "xstest", str(path), where, harmful=p.label == "refuse",
+                            adversarial=False, source_category=p.type, source_labels=labels))
     return out
 
 
 def _strongreject(path: Path, columns, rows) -> list[Imported]:
-    _require_columns(path, columns, ("category", "forbidden_prompt"), "StrongREJECT")
-    return [Imported(f"strongreject-{n}", _text(path, where, row, "forbidden_prompt"), "strongreject", str(path), where,
-                     harmful=True, source_category=_text(path, where, row, "category").strip(),
-                     source_labels={k: row[k] for k in ("source",) if row.get(k)})
-            for n, (where, row) in enumerate(rows, 1)]
+    """Read (and checked) as `rayda eval` reads it; every prompt is forbidden."""
+    return [Imported(p.id, p.prompt.messages[-1]["content"], "strongreject", str(path), where, harmful=True,
+                     source_category=p.category, source_labels={k: v for k, v in p.extra.items() if v})
+            for p, (where, _) in zip(prompt_sets._strongreject(path, columns, rows), rows)]
 
 
 WILDJAILBREAK_TYPES = ("vanilla_harmful", "vanilla_benign", "adversarial_harmful", "adversarial_benign")
@@ -236,6 +234,24 @@ def _stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
+class DisjointSets:
+    """Union-find over 0..n-1 (path halving): `join(i, j)`, then `find(i)` names i's set."""
+
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def join(self, i: int, j: int) -> None:
+        a, b = self.find(i), self.find(j)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+
 def near_duplicate_groups(texts: list[str], threshold: float = NEAR_DUPLICATE) -> list[int]:
     """For each text, its group (the index of one member; equal for every member). Candidates come from MinHash LSH; a pair
     is joined only when its exact shingle Jaccard is >= threshold (each bucket is checked against its
@@ -247,14 +263,7 @@ def near_duplicate_groups(texts: list[str], threshold: float = NEAR_DUPLICATE) -
     rng = np.random.default_rng(0)
     a = rng.integers(1, prime, NUM_HASHES, dtype=np.uint64)
     b = rng.integers(0, prime, NUM_HASHES, dtype=np.uint64)
-    parent = list(range(len(texts)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    sets_of = DisjointSets(len(texts))
     buckets: dict[tuple, int] = {}
     rows = NUM_HASHES // BANDS
     for i, s in enumerate(sets):
@@ -264,9 +273,9 @@ def near_duplicate_groups(texts: list[str], threshold: float = NEAR_DUPLICATE) -
         for band in range(BANDS):
             key = (band, *sig[band * rows:(band + 1) * rows].tolist())
             j = buckets.setdefault(key, i)
-            if j != i and find(i) != find(j) and len(s & sets[j]) / len(s | sets[j]) >= threshold:
-                parent[find(i)] = find(j)
-    return [find(i) for i in range(len(texts))]
+            if j != i and sets_of.find(i) != sets_of.find(j) and len(s & sets[j]) / len(s | sets[j]) >= threshold:
+                sets_of.join(i, j)
+    return [sets_of.find(i) for i in range(len(texts))]
 
 
 def split_of(key: str, heldout: float, seed: int) -> str:
@@ -298,22 +307,10 @@ def build_rows(prompts: list[Imported], heldout: float = 0.1, seed: int = 0) -> 
     texts = [p.text for p in kept] + [t for p in kept for t in p.links]
     owners = list(range(len(kept))) + [i for i, p in enumerate(kept) for _ in p.links]
     groups = near_duplicate_groups(texts)
-    parent = list(range(len(kept)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
-    by_group: dict[int, int] = {}
+    owner_sets, first_owner = DisjointSets(len(kept)), {}
     for owner, g in zip(owners, groups):
-        if g in by_group:
-            a, b = find(owner), find(by_group[g])
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-        else:
-            by_group[g] = owner
-    roots = [find(i) for i in range(len(kept))]
+        owner_sets.join(owner, first_owner.setdefault(g, owner))
+    roots = [owner_sets.find(i) for i in range(len(kept))]
     # A group's key: the smallest normalised text among its members, so the split ignores file order.
     key: dict[int, str] = {}
     for i, r in enumerate(roots):

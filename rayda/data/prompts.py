@@ -96,11 +96,8 @@ def _read_hub(name: str) -> list[dict]:
         raise PromptError(f"prompt dataset {name!r} could not be loaded: {type(e).__name__}: {e}") from None
 
 
-def to_prompt(row: dict, n: int, where: str, spec, default_id: str) -> Prompt:
-    """Validate one raw row (1-based row number `n`) into a Prompt; PromptError names source and row."""
-    pid = row.get("id", row.get("prompt_id"))
-    pid = default_id if pid is None else str(pid)
-    at = f"{where}: row {n} (id {pid})"
+def row_messages(row: dict, at: str) -> list[dict]:
+    """A row's turns (`messages`, or a plain `prompt` string), checked; PromptError names `at`."""
     messages = row.get("messages")
     if messages is None and isinstance(row.get("prompt"), str):
         messages = [{"role": "user", "content": row["prompt"]}]
@@ -113,6 +110,15 @@ def to_prompt(row: dict, n: int, where: str, spec, default_id: str) -> Prompt:
         clean.append({"role": m["role"], "content": m["content"]})
     if clean[-1]["role"] != "user":
         raise PromptError(f"{at}: the last turn is {clean[-1]['role']!r}; a prompt must end on a user turn")
+    return clean
+
+
+def to_prompt(row: dict, n: int, where: str, spec, default_id: str) -> Prompt:
+    """Validate one raw row (1-based row number `n`) into a Prompt; PromptError names source and row."""
+    pid = row.get("id", row.get("prompt_id"))
+    pid = default_id if pid is None else str(pid)
+    at = f"{where}: row {n} (id {pid})"
+    clean = row_messages(row, at)
     category = row.get("category")
     if category not in spec.category_ids:
         raise PromptError(f"{at}: unknown category {category!r}; the spec has {', '.join(spec.category_ids)}")

@@ -117,17 +117,7 @@ def _check_config(parts_dir: Path, provenance: dict, recipe: Recipe) -> None:
         key["gen_sft"].pop(volatile)
     for volatile in ("timeout_s", "retries", "concurrency", "api_key_env"):
         key["judge"].pop(volatile)
-    path = parts_dir / "_config.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
-        if diff:
-            raise ValueError(
-                f"{parts_dir} holds parts of a run with different settings ({', '.join(diff)}); "
-                "use another run.dir or delete that folder"
-            )
-    else:
-        io.atomic_write_json(path, key)
+    io.pin_settings(parts_dir / "_config.json", key)
 
 
 # ---- the run --------------------------------------------------------------------------------------

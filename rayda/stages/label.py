@@ -31,18 +31,14 @@ MIN_CONFIDENCE = 0.5
 
 def read_input(source: str) -> list[dict]:
     """Rows with an `id` and `messages` ending on a user turn (as `rayda prompts import` writes them)."""
-    from rayda.data.prompts import PromptError, read_rows
+    from rayda.data.prompts import PromptError, read_rows, row_messages
 
     where, rows = read_rows(source)
     seen: dict[str, int] = {}
     for n, r in enumerate(rows, 1):
-        msgs = r.get("messages") if isinstance(r, dict) else None
-        if msgs is None and isinstance(r, dict) and isinstance(r.get("prompt"), str):
-            r["messages"] = msgs = [{"role": "user", "content": r["prompt"]}]
-        if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in msgs):
-            raise PromptError(f"{where}: row {n}: no messages (need a non-empty 'messages' list or a 'prompt' string)")
-        if msgs[-1].get("role") != "user":
-            raise PromptError(f"{where}: row {n}: the last turn is {msgs[-1].get('role')!r}; a prompt must end on a user turn")
+        if not isinstance(r, dict):
+            raise PromptError(f"{where}: row {n}: expected a mapping, got {type(r).__name__}")
+        r["messages"] = row_messages(r, f"{where}: row {n}")
         r["id"] = str(r.get("id") if r.get("id") not in (None, "") else f"{Path(where).stem}-{n}")
         if r["id"] in seen:
             raise PromptError(f"{where}: row {n}: id {r['id']!r} repeats row {seen[r['id']]}")
@@ -69,7 +65,7 @@ def run(recipe: Recipe, source: str, out: str | Path | None = None, *, progress:
                   "temperature": recipe.judge.temperature, "run_seed": recipe.run.seed}
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
-    _check_config(parts, provenance)
+    io.pin_settings(parts / "_config.json", provenance, "votes")
     votes = _read_parts(parts)
     todo = [r for r in rows if r["id"] not in votes]
     print(f"label: {len(rows)} prompts, {len(votes)} already voted on, {len(todo)} to label")
@@ -83,17 +79,6 @@ def run(recipe: Recipe, source: str, out: str | Path | None = None, *, progress:
     io.mark_success(out, {k: report[k] for k in ("labelled", "unlabelled")})
     print(f"label: {report['labelled']} labelled, {report['unlabelled']} unlabelled -> {out}")
     return out
-
-
-def _check_config(parts: Path, provenance: dict) -> None:
-    path = parts / "_config.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(provenance) if old.get(k) != provenance.get(k))
-        if diff:
-            raise ValueError(f"{parts} holds votes from other settings ({', '.join(diff)}); use another --out or delete it")
-    else:
-        io.atomic_write_json(path, provenance)
 
 
 def _read_parts(parts: Path) -> dict[str, list[dict]]:
@@ -153,7 +138,7 @@ def _write_outputs(out: Path, rows: list[dict], votes: dict, spec, provenance: d
         label, reason = labeling.decide(votes[r["id"]], spec, MIN_CONFIDENCE)
         base = {k: v for k, v in r.items() if k not in ("category", "label")}
         if label:
-            labelled.append({**base, **label, "label_source": provenance["label_source"], "votes": len(votes[r["id"]])})
+            labelled.append({**base, **label, "label_source": provenance["label_source"], "votes": json.dumps(votes[r["id"]])})
         else:
             unlabelled.append({**base, "reason": reason, "votes": json.dumps(votes[r["id"]])})
     # Rows split by `rayda prompts import` also go to one file per split: train on one, evaluate on the other.

@@ -185,8 +185,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     # Kept apart from prompt_ids: a held-out file may reuse a training file's ids.
     watch_ids = {name: [chat_ids(q) for q in qs] for name, qs in plan.watch.items()}
     probe_row = probe_example(tokenizer)
-    drawn = f" (the most informative of {c.prompts_per_step * c.oversample} drawn)" if c.oversample > 1 else ""
-    print(f"rl: {len(plan.prompts)} prompts, {c.steps} steps of {c.prompts_per_step}{drawn} x {c.samples_per_prompt} samples "
+    of_drawn = f" (the most informative of {c.prompts_per_step * c.oversample} drawn)" if c.oversample > 1 else ""
+    print(f"rl: {len(plan.prompts)} prompts, {c.steps} steps of {c.prompts_per_step}{of_drawn} x {c.samples_per_prompt} samples "
           f"({plan.updates_per_step} update(s) each) from {plan.sft_path}")
 
     from rayda.placement import plan as plan_pools
@@ -213,8 +213,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
             for step in range(start, c.steps):
                 t, version = Timer(), rollout.version
                 t_step = time.perf_counter()
-                drawn = c.prompts_per_step * c.oversample
-                batch = [plan.prompts[i] for i in batch_indices(len(plan.prompts), step, drawn, seed)]
+                batch = [plan.prompts[i] for i in batch_indices(len(plan.prompts), step, c.prompts_per_step * c.oversample, seed)]
 
                 # 1. rollouts: n samples per prompt, without the spec, stamped with the policy version
                 with t("generate"):
