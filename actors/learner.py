@@ -56,3 +56,18 @@ class Learner:
 
     def save_weights(self, path: str) -> dict | None:
         return self.engine.save_weights(path)
+
+    # Weights over a collective (rayda.rl.collective): rank 0 hosts the group and sends.
+    def weight_meta(self) -> list:
+        return self.engine.weight_meta()
+
+    def open_weight_group(self, timeout_s: float) -> tuple[str, int]:
+        import ray
+
+        return ray.util.get_node_ip_address(), self.engine.open_weight_group(timeout_s)
+
+    def join_weight_group(self, host: str, port: int, world: int, timeout_s: float) -> None:
+        self.engine.join_weight_group(host, port, world, timeout_s)
+
+    def broadcast_weights(self, buckets: list) -> dict | None:
+        return self.engine.broadcast_weights(buckets)

@@ -50,5 +50,17 @@ class Generator:
         self.policy_version = version
         return version
 
+    # Weights over the learner's process group (rayda.rl.collective).
+    def engine_world_size(self) -> int:
+        return self.engine.world_size()
+
+    def join_weight_group(self, host: str, port: int, rank_offset: int, world: int, timeout_s: float) -> list[int]:
+        return self.engine.join_weight_group(host, port, rank_offset, world, timeout_s)
+
+    def receive_weights(self, wire_buckets: list, version: int) -> int:
+        self.engine.receive_weights(wire_buckets)
+        self.policy_version = version
+        return version
+
     def version(self) -> int:
         return self.policy_version

@@ -1,16 +1,16 @@
 """One RL step, taken apart: where the time goes, what a weight sync costs, what orchestration costs.
 
-    .venv/bin/python benchmarks/rl_step.py [--steps 4] [--prompts 8] [--samples 4] [--max-tokens 64]
+    .venv/bin/python benchmarks/rl_step.py [--steps 4] [--prompts 8] [--samples 4] [--max-tokens 64] [--sync collective]
 
 Runs the real driver (`rayda.stages.rl.run`: vLLM rollout actor, rubric judge actor, DeepSpeed learner,
-snapshot sync + probe) on a tiny-world-sized Llama (hidden 256, 4 layers, tied embeddings, random
+weight sync over `--sync` + probe) on a tiny-world-sized Llama (hidden 256, 4 layers, tied embeddings, random
 weights: its samples are noise, so nearly every reward is the format penalty; the judge is cheap
 either way) and prints one JSON line:
 
 - `step_s`: median seconds per step after the first (warm-up), and the split generate / judge / train / sync;
 - `overhead_fraction`: (step - generate - judge - train - sync) / step: driver bookkeeping, object
   transfers and actor calls outside the timed phases;
-- `sync_s_per_100mb`: save + reload seconds per 100 MB of weights, beside `memcpy_s_per_100mb`, a plain
+- `sync_s_per_100mb`: seconds per 100 MB of weights to move them (broadcast and load, or save and reload), beside `memcpy_s_per_100mb`, a plain
   in-memory copy of the same bytes measured in the same run, and their ratio; the probe is reported apart.
 The 1-minute load average is reported too: other work on the machine skews the figures.
 It exits with an error, printing no figures, unless every step ran, every probe was within
@@ -63,7 +63,13 @@ def main(argv=None) -> None:
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--sync", choices=("collective", "files"), default="collective")
     args = ap.parse_args(argv)
+    print(json.dumps(measure(args)))
+
+
+def measure(args) -> dict:
+    """The benchmark's figures for `args` (exits with an error if the run did not work)."""
 
     from rayda.config import RunConfig, load_recipe
     from rayda.io import mark_success
@@ -84,7 +90,7 @@ def main(argv=None) -> None:
             f"run.dir={root}", f"prompts.source={prompts}", "spec.token_budget=null", f"rl.steps={args.steps}",
             f"rl.prompts_per_step={args.prompts}", f"rl.samples_per_prompt={args.samples}", f"rl.max_tokens={args.max_tokens}",
             f"rl.micro_batch_size={min(16, rows)}", f"rl.grad_accum={max(1, rows // 16)}", "rl.save_every=0",
-            "rl.max_model_len=512", "rl.gpu_memory_utilization=0.1", "rl.eval_every=0"])
+            "rl.max_model_len=512", "rl.gpu_memory_utilization=0.1", "rl.eval_every=0", f"rl.sync={args.sync}"])
         init_ray(RunConfig(num_cpus=4))
         t0 = time.perf_counter()
         run(recipe, progress=False)
@@ -107,11 +113,11 @@ def main(argv=None) -> None:
     step = med(lambda m: m["seconds"]["step"])
     overhead = med(lambda m: m["seconds"]["step"] - sum(m["seconds"][k] for k in split))
     nbytes = metrics[-1]["sync_bytes"]
-    sync_s = med(lambda m: m["sync_seconds"]["save_s"] + m["sync_seconds"]["reload_s"])
+    sync_s = med(lambda m: sum(v for k, v in m["sync_seconds"].items() if k != "probe_s"))
     copy_s = memcpy_seconds(nbytes)
     per100 = 100e6 / nbytes
-    print(json.dumps({
-        "benchmark": "rl_step", "steps_timed": len(timed), "rows_per_step": rows, "max_tokens": args.max_tokens,
+    return {
+        "benchmark": "rl_step", "sync": args.sync, "steps_timed": len(timed), "rows_per_step": rows, "max_tokens": args.max_tokens,
         "step_s": round(step, 4), "split_s": split,
         "overhead_s": round(overhead, 4), "overhead_fraction": round(overhead / step, 4),
         "sync_bytes": nbytes, "sync_s_per_100mb": round(sync_s * per100, 4),
@@ -120,7 +126,7 @@ def main(argv=None) -> None:
         "probe_max_diff": max(probes),
         "tokens_per_step": round(med(lambda m: m["response_tokens"] * rows)),
         "run_s_including_startup": round(total, 1), "load_avg_1m": round(os.getloadavg()[0], 2),
-    }))
+    }
 
 
 if __name__ == "__main__":

@@ -129,6 +129,10 @@ def _rl(recipe: Recipe) -> list[str]:
         out.append(f"rl.temperature must be > 0 (got {c.temperature}): GRPO needs samples that differ")
     if c.adv_scale not in ("std", "none"):
         out.append(f"rl.adv_scale must be 'std' or 'none', got {c.adv_scale!r}")
+    if c.sync not in ("collective", "files"):
+        out.append(f"rl.sync must be 'collective' or 'files', got {c.sync!r}")
+    if c.sync_bucket_mb <= 0 or c.sync_timeout_s <= 0:
+        out.append(f"rl.sync_bucket_mb and rl.sync_timeout_s must be positive, got {c.sync_bucket_mb} and {c.sync_timeout_s}")
     if c.kl_kind not in ("k1", "k2", "k3", "full"):
         out.append(f"rl.kl_kind must be 'k1', 'k2', 'k3' or 'full', got {c.kl_kind!r}")
     if c.kl_coef < 0 or c.clip <= 0 or (c.clip_high is not None and c.clip_high <= 0):

@@ -295,8 +295,18 @@ class RlConfig:
     probe_tolerance: float = 1e-3
     """Largest allowed |learner - rollout engine| log-prob on the probe, in nats. 1e-3 suits fp32 on
     both sides (measured about 1e-5); bf16 needs about 5e-2."""
+    sync: str = "collective"
+    """How the learner's weights reach the rollout engines after each step: `collective`, broadcast
+    from learner rank 0 to every engine's workers over a process group of their own (gloo on CPU,
+    NCCL on GPU; no shared storage needed), or `files`, a safetensors snapshot in `sync_dir` that
+    every engine reloads."""
+    sync_bucket_mb: int = 256
+    """`collective`: tensors travel in buckets of up to this many MiB (a worker holds one extra bucket)."""
+    sync_timeout_s: float = 300.0
+    """`collective`: a member that does not join or take part in a broadcast within this time fails
+    the sync, with an error naming it."""
     sync_dir: str | None = None
-    """Where the learner writes the weight snapshot the rollout engines reload; None:
+    """`files`: where the learner writes the weight snapshot the rollout engines reload; None:
     `<run.dir>/checkpoints/rl_sync`. With several nodes it must be shared storage (a tmpfs is fastest)."""
     rollout_restarts: int = 2
     """Times Ray restarts a dead rollout actor (it is then re-synced to the current version)."""

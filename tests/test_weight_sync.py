@@ -1,10 +1,13 @@
-"""Weight sync learner -> rollout engine, for a model with tied embeddings and one without (contract 4).
+"""Weight sync learner -> rollout engine, for a model with tied embeddings and one without, over each
+transport (the collective broadcast and the snapshot files; contract 4).
 
 One learner rank and one rollout actor per model, all started once for the module. The learner takes a
 large SFT step so that its weights clearly differ from the engine's; then a sync must make the
 engine's log-probs on the probe agree with the learner's within the tolerance, a rollout made
 before a sync must carry the old policy version, and one made after it the new version, with the
-learner's log-probs for what it sampled (no key/value block kept from the old weights).
+learner's log-probs for what it sampled (no key/value block kept from the old weights). A restarted
+engine is outside the weight group: a broadcast then fails naming it, and the pool's catch-up brings
+it back into a new group.
 """
 
 from __future__ import annotations
@@ -59,25 +62,34 @@ def stacks(ray_local, tmp_path_factory):
             s["pool"].shutdown()
 
 
+def _attach(s, kind: str, timeout_s: float = 60.0):
+    from rayda.rl.sync import transport
+
+    s["pool"].attach(transport(kind, s["learners"], s["sync_dir"], 1 << 20, timeout_s))  # several buckets
+    return s["pool"].transport
+
+
 def _probe(s, version):
     from rayda.rl.sync import Probe, learner_logprobs
 
     return Probe(tuple(s["probe"].input_ids), tuple(learner_logprobs(s["learners"], [s["probe"]])[0]), version, TOLERANCE)
 
 
+@pytest.mark.parametrize("kind", ["collective", "files"])
 @pytest.mark.parametrize("name", ["tied", "untied"])
-def test_sync_makes_engine_match_learner(stacks, name):
+def test_sync_makes_engine_match_learner(stacks, name, kind):
     from rayda.rl.sync import sync
 
     s = stacks[name]
+    _attach(s, kind)
     version = s["pool"].version
     s["pool"].check(_probe(s, version))  # in agreement before the learner moves
     s["learners"].run_all("train_step", s["rows"])
     with pytest.raises(SyncMismatch, match="not running the learner's weights"):
         s["pool"].check(_probe(s, version))  # the learner moved: the probe must notice
-    info = sync(s["learners"], s["pool"], s["sync_dir"], version + 1, s["probe"], TOLERANCE)
-    print(f"{name}: probe max |diff| after sync {info['probe_max_diff']:.2e} nats, {info['bytes']} bytes, "
-          f"save {info['save_s']:.3f} s, reload {info['reload_s']:.3f} s")
+    info = sync(s["learners"], s["pool"], version + 1, s["probe"], TOLERANCE)
+    print(f"{name}, {kind}: probe max |diff| after sync {info['probe_max_diff']:.2e} nats, {info['bytes']} bytes, "
+          f"send {info['send_s']:.3f} s, receive {info['receive_s']:.3f} s")
     assert info["probe_max_diff"] <= TOLERANCE
     assert s["pool"].version == version + 1
 
@@ -102,7 +114,7 @@ def test_plain_reload_leaves_a_tied_lm_head_stale(stacks):
     ray.get(actor.sync_weights.remote(str(path), 99))  # the extension's reload fixes it
     got = ray.get(actor.prompt_logprobs.remote([list(expected.input_ids)]))[0]
     assert expected.diff(got) <= TOLERANCE
-    s["pool"].version, s["pool"].weights_path = 99, path
+    s["pool"].version = 99
 
 
 def test_rollouts_carry_the_version_they_were_sampled_from(stacks):
@@ -112,6 +124,7 @@ def test_rollouts_carry_the_version_they_were_sampled_from(stacks):
     from rayda.rl.sync import learner_logprobs, sync
 
     s = stacks["untied"]
+    _attach(s, "collective")
     # 200 tokens: more than one KV block (128 tokens on vLLM's CPU backend), so a prefix cache kept
     # across the sync would serve the prompt's first block from the old weights
     pool, prompt = s["pool"], list(s["rows"][0].input_ids + s["rows"][1].input_ids)[:200]
@@ -119,7 +132,7 @@ def test_rollouts_carry_the_version_they_were_sampled_from(stacks):
     sampled, _ = pool.generate([prompt, prompt], [1, 2], n=2, max_tokens=4)
     assert [v for v, _ in sampled] == [before, before]
     s["learners"].run_all("train_step", s["rows"])
-    sync(s["learners"], pool, s["sync_dir"], before + 1, s["probe"], TOLERANCE)
+    sync(s["learners"], pool, before + 1, s["probe"], TOLERANCE)
     # after the sync every actor is at the new version; the same prompts and seeds are stamped with it
     assert ray.get([a.version.remote() for a in pool.actors]) == [before + 1] * len(pool.actors)
     after, _ = pool.generate([prompt, prompt], [1, 2], n=2, max_tokens=4)
@@ -131,3 +144,24 @@ def test_rollouts_carry_the_version_they_were_sampled_from(stacks):
     diffs = [abs(e - g) for x, lp in zip(samples, expected) for e, g in zip(lp, x.logprobs, strict=True)]
     print(f"rollout after sync: max |learner - engine| log-prob of sampled tokens {max(diffs):.2e} nats")
     assert len(diffs) == sum(len(x.token_ids) for x in samples) > 0 and max(diffs) <= TOLERANCE
+
+
+def test_a_restarted_engine_fails_the_broadcast_by_name_then_rejoins(stacks):
+    import ray
+
+    from rayda.rl.sync import SyncError, sync
+
+    s = stacks["tied"]
+    pool, version = s["pool"], s["pool"].version
+    collective = _attach(s, "collective", timeout_s=10.0)
+    sync(s["learners"], pool, version + 1, s["probe"], TOLERANCE)  # the group forms
+    assert collective.groups_formed == 1
+    ray.kill(pool.actors[0], no_restart=False)  # Ray restarts it, at version 0 and outside the group
+    assert pool._versions() == [0]
+    # (the learner does not move: catching up republishes its weights as the pool's current version)
+    with pytest.raises(SyncError, match=r"weight broadcast of version .* failed on .*ws-rollout-tied-0 \(rollout engine\)"):
+        collective.publish(pool, version + 2)
+    assert pool.ensure_synced() == 1  # caught up through a new group, the probe of the current version checked
+    assert collective.groups_formed == 2 and pool._versions() == [pool.version]
+    info = sync(s["learners"], pool, pool.version + 1, s["probe"], TOLERANCE)  # and later syncs work
+    assert info["probe_max_diff"] <= TOLERANCE

@@ -302,13 +302,15 @@ class DeepSpeedLearner:
             _set_rng_state(torch.load(rng, weights_only=False))
         return client_state
 
-    def _gathered(self, fn):
-        """Run fn(module) with the full parameters present (ZeRO-3 gathers them; every rank must call)."""
+    def _gathered(self, fn, params: list | None = None):
+        """Run fn(module) with the full parameters present (ZeRO-3 gathers `params`, by default all of
+        them; every rank must call)."""
         import deepspeed
 
         module = self.engine.module
         if self.opts.zero_stage == 3:
-            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            params = list(module.parameters()) if params is None else [p for p in params if hasattr(p, "ds_id")]
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
                 return fn(module)
         return fn(module)
 
@@ -352,6 +354,55 @@ class DeepSpeedLearner:
                     "seconds": time.perf_counter() - t0}
         torch.distributed.barrier()
         return info
+
+    # ---- weights over a collective (rayda.rl.collective) ----------------------------------------
+
+    def _named_weights(self) -> list:
+        """The state dict's tensors (parameters themselves, partitioned under ZeRO-3), each once."""
+        from rayda.rl.collective import unique_tensors
+
+        return unique_tensors(self.engine.module.state_dict(keep_vars=True).items())
+
+    def weight_meta(self) -> list:
+        """Name, dtype and full shape of every tensor `broadcast_weights` sends, in sending order."""
+        from rayda.rl.collective import meta_of
+
+        return [meta_of(n, t) for n, t in self._named_weights()]
+
+    def open_weight_group(self, timeout_s: float) -> int:
+        """Rank 0: host a new weight group's rendezvous; returns its port."""
+        from rayda.rl.collective import open_store
+
+        self.weight_group = None
+        self.weight_store, port = open_store("0.0.0.0", timeout_s)
+        return port
+
+    def join_weight_group(self, host: str, port: int, world: int, timeout_s: float) -> None:
+        """Rank 0: join the group it hosts as its rank 0 (returns once every engine worker has joined)."""
+        from rayda.rl.collective import join
+
+        self.weight_group = join(host, port, 0, world, self.device, timeout_s, store=self.weight_store)
+
+    def broadcast_weights(self, buckets: list) -> dict | None:
+        """Send the current weights bucket by bucket to the weight group. Every rank calls it (under
+        ZeRO-3 each bucket's shards are gathered first, one bucket at a time); rank 0 sends.
+        Returns {"bytes", "seconds"} on rank 0, None elsewhere."""
+        import time
+
+        from rayda.rl.collective import broadcast, flatten
+
+        if self.rank == 0 and getattr(self, "weight_group", None) is None:
+            raise RuntimeError("broadcast_weights before join_weight_group")
+        t0, sent = time.perf_counter(), 0
+        named = dict(self._named_weights())
+        for bucket in buckets:
+            tensors = [named[m.name] for m in bucket]
+            if self.rank == 0:
+                self._gathered(lambda _: broadcast(self.weight_group, flatten(tensors).to(self.device)), tensors)
+            else:
+                self._gathered(lambda _: None, tensors)
+            sent += sum(m.nbytes for m in bucket)
+        return {"bytes": sent, "seconds": time.perf_counter() - t0} if self.rank == 0 else None
 
     def export_hf(self, path: str) -> None:
         """Write a Hugging Face folder (safetensors, config, tokenizer + chat template) from rank 0."""

@@ -194,11 +194,33 @@ class VllmEngine:
     def sync_weights(self, weights_path: str) -> list:
         """Reload in place through `WeightSyncExtension` (needs `EngineConfig.weight_sync`); the prefix
         cache is reset so no key/value block computed with the old weights is reused."""
-        if not self.cfg.weight_sync:
-            raise RuntimeError("sync_weights needs an engine started with EngineConfig(weight_sync=True)")
+        self._need_extension("sync_weights")
         out = self.llm.collective_rpc("rayda_reload_weights", args=(str(weights_path),))
         self.llm.reset_prefix_cache()
         return out
+
+
+    # ---- weights over a collective (rayda.rl.collective) ----------------------------------------
+    def world_size(self) -> int:
+        """The engine's worker processes (tensor x pipeline parallel): its members in a weight group."""
+        return int(self.llm.llm_engine.vllm_config.parallel_config.world_size)
+
+    def join_weight_group(self, host: str, port: int, rank_offset: int, world: int, timeout_s: float) -> list[int]:
+        """Every worker joins the learner's weight group (blocks until the whole group has joined)."""
+        self._need_extension("join_weight_group")
+        return self.llm.collective_rpc("rayda_join_weight_group", args=(host, int(port), int(rank_offset), int(world), float(timeout_s)))
+
+    def receive_weights(self, wire_buckets: list) -> list:
+        """Load the weights the learner broadcasts (`rayda.rl.collective.to_wire` buckets); the prefix
+        cache is reset, as after `sync_weights`."""
+        self._need_extension("receive_weights")
+        out = self.llm.collective_rpc("rayda_receive_weights", args=(wire_buckets,))
+        self.llm.reset_prefix_cache()
+        return out
+
+    def _need_extension(self, what: str) -> None:
+        if not self.cfg.weight_sync:
+            raise RuntimeError(f"{what} needs an engine started with EngineConfig(weight_sync=True)")
 
 
 def _trained_length(model: str) -> int | None:

@@ -2,15 +2,14 @@
 
 Rollout actors (`actors.rollout.Generator`) are restarted by Ray when they die (`max_restarts`). A
 restarted actor comes back with the weights it was built from (policy version 0), so before every use
-the pool asks each actor for its version and re-syncs any that is behind, verifying it with the last
-probe when that probe is of the current version. A request that was in flight on the dead actor is
-retried (same prompts, same seeds): the learner has not been touched yet in that step, so the step
-simply takes longer. Judges are stateless, so Ray retries their calls itself.
+the pool asks each actor for its version and has its weight transport (`rayda.rl.sync`) catch up any
+that is behind, verifying it with the last probe when that probe is of the current version. A request
+that was in flight on the dead actor is retried (same prompts, same seeds): the learner has not been
+touched yet in that step, so the step simply takes longer. Judges are stateless, so Ray retries their
+calls itself.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from rayda.judges.base import MinOfK, min_of_k
 from rayda.types import RewardRequest, Verdict
@@ -60,7 +59,8 @@ class RolloutPool:
         self.actors = [remote.options(**_options(pool, f"{name}-{i}", max_restarts=max_restarts, max_task_retries=0,
                                                  scheduling_strategy=scheduling(self.pg, i))).remote(engine_cfg)
                        for i in range(pool.actors)]
-        self.version, self.weights_path, self.probe = 0, None, None
+        self.version, self.probe, self.transport = 0, None, None
+        """`transport` (`rayda.rl.sync.FileSync` or `CollectiveSync`) moves the learner's weights here."""
         self.restarts_seen = 0
         """Actors found behind the pool's version (restarted) and re-synced."""
 
@@ -71,11 +71,9 @@ class RolloutPool:
         ray.get([a.version.remote() for a in self.actors])
 
     # ---- weights ------------------------------------------------------------------------------------
-    def sync(self, path: Path, version: int) -> None:
-        import ray
-
-        ray.get([a.sync_weights.remote(str(path), version) for a in self.actors])
-        self.version, self.weights_path = version, Path(path)
+    def attach(self, transport) -> None:
+        """The transport `rayda.rl.sync.sync` publishes through and restarted actors catch up with."""
+        self.transport = transport
 
     def check(self, probe, actors: list[int] | None = None) -> float:
         """Probe the given actors (all by default); raises SyncMismatch; returns the largest difference."""
@@ -88,15 +86,13 @@ class RolloutPool:
 
     def ensure_synced(self) -> int:
         """Re-sync every actor whose version is behind the pool's (it restarted); returns how many were."""
-        import ray
-
         versions = self._versions()
         behind = [i for i, v in enumerate(versions) if v != self.version]
-        if behind and self.weights_path is None:
+        if behind and self.transport is None:
             raise RuntimeError(f"{self.name}: actors {behind} are at versions {[versions[i] for i in behind]}, "
-                               f"the pool at {self.version}, and there is no snapshot to sync them from")
+                               f"the pool at {self.version}, and no weight transport is attached to sync them")
         if behind:
-            ray.get([self.actors[i].sync_weights.remote(str(self.weights_path), self.version) for i in behind])
+            self.transport.catch_up(self, behind)
             if self.probe is not None and self.probe.version == self.version:
                 self.check(self.probe, behind)
             self.restarts_seen += len(behind)

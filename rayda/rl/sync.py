@@ -1,16 +1,24 @@
 """Versioned weight sync, learner group -> rollout pool, verified by a log-prob probe (DESIGN.md, contract 4).
 
-    learner rank 0 ──save_weights──► <sync_dir>/v000007/model.safetensors
-                                          │  every rollout actor: WeightSyncExtension.rayda_reload_weights
-                                          ▼  (in place, tied lm_head re-packed), prefix cache reset
+Two transports move the weights (`rl.sync`):
+
+    collective (default)  learner rank 0 ══ broadcast, in buckets ══► every rollout engine's workers
+                          (a process group of its own: gloo on CPU, NCCL on GPU; `rayda.rl.collective`)
+    files                 learner rank 0 ──save──► <sync_dir>/v000007/model.safetensors ──reload──► engines
+
+Either way each engine loads the weights in place (`vllm_worker.WeightSyncExtension`: a tied lm_head is
+re-packed), its prefix cache is reset, and it takes the version:
+
     rollout actor i: policy_version = 7 ──► probe: prompt_logprobs(fixed sequence) vs the learner's
 
 Version v is the policy after v optimizer updates of the RL run (v = 0: the starting SFT weights); the
 driver bumps it once per RL step. The probe is a fixed chat rendered with the policy's own template;
 `Probe.verify` raises `SyncMismatch` when any position's log-prob differs by more than the tolerance.
-This path goes through the file system: on one node any folder works (a tmpfs is fastest); on several
-nodes `sync_dir` must be shared storage. A GPU cluster would swap `save_weights` + reload for vLLM's
-NCCL weight transfer behind the same `sync` call; the probe stays.
+A rollout actor that Ray restarted comes back at version 0; the pool asks its transport to catch it up
+(`catch_up`): the file transport reloads the last snapshot, the collective re-forms the group with the
+restarted member and broadcasts again (the learner still holds the pool's version then: catching up
+happens before a step's rollouts, never between its update and its sync). With files on several nodes,
+`sync_dir` must be shared storage; the collective needs none.
 """
 
 from __future__ import annotations
@@ -96,22 +104,153 @@ def learner_logprobs(learners, rows: list, reference: bool = False, temperature:
     return interleave(learners.run_all("logprobs", rows, reference=reference, temperature=temperature))
 
 
-def sync(learners, rollout, sync_dir: Path, version: int, probe_row=None, tolerance: float = 1e-3) -> dict:
-    """Publish the learner's current weights as `version` to every rollout actor; with `probe_row`,
-    verify them (raises SyncMismatch). Returns timings and sizes for the metrics."""
+class SyncError(RuntimeError):
+    """A weight transfer failed or timed out; the message names the member (engine or learner rank)."""
+
+
+def wait_named(refs: list, names: list[str], what: str, timeout_s: float | None = None) -> list:
+    """ray.get of `refs`, which run together (members of one collective). A failure raises SyncError
+    naming every member that failed within a few seconds of the first (one dead engine usually makes
+    the sender fail too: the engine is the cause, so both are named); `timeout_s` without any answer
+    names the members still running."""
     import time
 
-    path = snapshot_path(sync_dir, version)
+    import ray
+
+    name_of = dict(zip(refs, names))
+    pending, deadline, failed = list(refs), None if timeout_s is None else time.monotonic() + timeout_s, []
+    while pending:
+        wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if failed:
+            wait = 5.0 if wait is None else min(wait, 5.0)
+        done, pending = ray.wait(pending, num_returns=1, timeout=wait)
+        if not done:
+            if not failed:
+                raise SyncError(f"{what}: no answer within {timeout_s:g} s from {', '.join(name_of[r] for r in pending)}")
+            break
+        try:
+            ray.get(done[0])
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            failed.append(f"{name_of[done[0]]} ({type(e).__name__}: {first.strip()[:300]})")
+    if failed:
+        raise SyncError(f"{what} failed on {'; '.join(failed)}")
+    return ray.get(refs)
+
+
+class FileSync:
+    """`rl.sync: files`: learner rank 0 writes a safetensors snapshot, every engine reloads it."""
+
+    kind = "files"
+
+    def __init__(self, learners, sync_dir: Path):
+        self.learners, self.sync_dir, self.last = learners, Path(sync_dir), None
+
+    def publish(self, pool, version: int) -> dict:
+        import time
+
+        import ray
+
+        path = snapshot_path(self.sync_dir, version)
+        t0 = time.perf_counter()
+        saved = self.learners.run_all("save_weights", str(path))[0]
+        t1 = time.perf_counter()
+        ray.get([a.sync_weights.remote(str(path), version) for a in pool.actors])
+        pool.version, self.last = version, path
+        prune_snapshots(self.sync_dir, path)
+        return {"bytes": saved["bytes"], "send_s": t1 - t0, "receive_s": time.perf_counter() - t1}
+
+    def catch_up(self, pool, behind: list[int]) -> None:
+        import ray
+
+        if self.last is None:
+            raise RuntimeError(f"{pool.name}: actors {behind} are behind version {pool.version} and no snapshot was published")
+        ray.get([pool.actors[i].sync_weights.remote(str(self.last), pool.version) for i in behind])
+
+    def close(self) -> None:
+        prune_snapshots(self.sync_dir, None)
+
+
+class CollectiveSync:
+    """`rl.sync: collective`: learner rank 0 broadcasts to a process group of every engine's workers
+    (`rayda.rl.collective`). The group forms at the first publish and again after a member restarted
+    or a broadcast failed."""
+
+    kind = "collective"
+
+    def __init__(self, learners, bucket_bytes: int, timeout_s: float):
+        from rayda.rl.collective import plan_buckets, to_wire
+
+        self.learners, self.timeout_s = learners, float(timeout_s)
+        self.buckets = plan_buckets(learners.run_all("weight_meta")[0], bucket_bytes)
+        self.wire, self.formed, self.groups_formed = to_wire(self.buckets), False, 0
+
+    def _form(self, pool) -> None:
+        import itertools
+
+        import ray
+
+        lead = self.learners.actors[0]
+        host, port = ray.get(lead.open_weight_group.remote(self.timeout_s))
+        sizes = ray.get([a.engine_world_size.remote() for a in pool.actors])
+        offsets = [1 + o for o in itertools.accumulate([0, *sizes[:-1]])]
+        world = 1 + sum(sizes)
+        refs = [lead.join_weight_group.remote(host, port, world, self.timeout_s)]
+        refs += [a.join_weight_group.remote(host, port, o, world, self.timeout_s) for a, o in zip(pool.actors, offsets)]
+        wait_named(refs, self._names(pool), "joining the weight group", self.timeout_s + 60)
+        self.formed, self.groups_formed = True, self.groups_formed + 1
+
+    def _names(self, pool, all_ranks: bool = False) -> list[str]:
+        learners = self.learners.actor_names if all_ranks else self.learners.actor_names[:1]
+        return [*learners, *(f"{pool.name}-{i} (rollout engine)" for i in range(len(pool.actors)))]
+
+    def publish(self, pool, version: int) -> dict:
+        import time
+
+        t0 = time.perf_counter()
+        if not self.formed:
+            self._form(pool)
+        t1 = time.perf_counter()
+        refs = [a.broadcast_weights.remote(self.buckets) for a in self.learners.actors]
+        refs += [a.receive_weights.remote(self.wire, version) for a in pool.actors]
+        try:
+            sent = wait_named(refs, self._names(pool, all_ranks=True), f"the weight broadcast of version {version}",
+                              self.timeout_s + 60)[0]
+        except BaseException:
+            self.formed = False  # a member may be gone or out of step: the next publish starts a new group
+            raise
+        pool.version = version
+        return {"bytes": sent["bytes"], "group_s": t1 - t0, "send_s": sent["seconds"], "receive_s": time.perf_counter() - t1}
+
+    def catch_up(self, pool, behind: list[int]) -> None:
+        """A restarted engine is not in the group: re-form it and broadcast the pool's version to all."""
+        self.formed = False
+        self.publish(pool, pool.version)
+
+    def close(self) -> None:
+        pass
+
+
+def transport(kind: str, learners, sync_dir: Path, bucket_bytes: int, timeout_s: float):
+    """The recipe's `rl.sync` transport, bound to `learners`."""
+    if kind == "files":
+        return FileSync(learners, sync_dir)
+    if kind == "collective":
+        return CollectiveSync(learners, bucket_bytes, timeout_s)
+    raise ValueError(f"rl.sync must be collective or files, got {kind!r}")
+
+
+def sync(learners, rollout, version: int, probe_row=None, tolerance: float = 1e-3) -> dict:
+    """Publish the learner's current weights as `version` to every rollout actor through the pool's
+    transport; with `probe_row`, verify them (raises SyncMismatch). Returns sizes and seconds per
+    phase for the metrics."""
+    import time
+
+    info = {"version": version, **rollout.transport.publish(rollout, version)}
     t0 = time.perf_counter()
-    saved = learners.run_all("save_weights", str(path))[0]
-    t1 = time.perf_counter()
-    rollout.sync(path, version)
-    t2 = time.perf_counter()
-    info = {"version": version, "bytes": saved["bytes"], "save_s": t1 - t0, "reload_s": t2 - t1}
     if probe_row is not None:
         expected = learner_logprobs(learners, [probe_row])[0]
         probe = Probe(tuple(probe_row.input_ids), tuple(expected), version, tolerance)
         info["probe_max_diff"] = rollout.check(probe)
-    info["probe_s"] = time.perf_counter() - t2
-    prune_snapshots(sync_dir, path)
+    info["probe_s"] = time.perf_counter() - t0
     return info

@@ -12,7 +12,7 @@ The algorithm, one step (policy version v -> v + 1):
     advantages A = (r - mean_group) / std_group            (rayda.algo.grpo.group_advantages)
     old log-probs <- learner (current weights), ref log-probs <- learner's frozen reference
     for each update in the batch: minimise  clipped_pg(ratio = p/p_old, A) + kl_coef * KL(p || ref)
-    save the weights, reload them in every rollout engine, probe: log-probs must match (contract 4)
+    broadcast the weights to every rollout engine (or save + reload), probe: log-probs must match (contract 4)
 
 Reference log-probs come from a frozen copy of the starting (SFT) weights kept on every learner rank
 (`DeepSpeedLearner.logprobs(rows, reference=True)`): no extra actor or transfer, at the price of one
@@ -23,7 +23,7 @@ beside them as the train/inference mismatch.
 Writes:
     <run.dir>/checkpoints/rl/         Hugging Face folder, `train_report.json`, then `_SUCCESS`
     <run.dir>/checkpoints/rl_state/   DeepSpeed checkpoints `step{N}` + `latest` (resume points)
-    <run.dir>/checkpoints/rl_sync/    the current weight snapshot the rollout engines load
+    <run.dir>/checkpoints/rl_sync/    with rl.sync=files: the current weight snapshot the engines load
     <run.dir>/metrics.jsonl           one line per step, {"stage": "rl", ...}; also Ray dashboard gauges
     <run.dir>/rl_samples.jsonl        a few completions per step, to read what the policy writes
 """
@@ -167,7 +167,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.rl.pools import JudgePool, RolloutPool
     from rayda.rl.report import Dashboard
     from rayda.rl.rows import policy_row, with_logprobs
-    from rayda.rl.sync import learner_logprobs, probe_example, prune_snapshots, sync
+    from rayda.rl.sync import learner_logprobs, probe_example, sync, transport
     from rayda.types import Completion
 
     p, c, seed = paths(recipe), recipe.rl, recipe.run.seed
@@ -201,10 +201,11 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     try:
         with ActorGroup(Learner, recipe.pools.learner, "learner", setup_args=(plan.sft_path, opts)) as learners:
             rollout.wait_ready()
+            rollout.attach(transport(c.sync, learners, p["sync"], c.sync_bucket_mb << 20, c.sync_timeout_s))
             resumed = learners.run_all("load_checkpoint", str(p["state"]))[0]
             start = resumed["step"] if resumed else 0
             # Version 0 is the SFT weights the engines loaded; a resumed run first publishes its own.
-            first = sync(learners, rollout, p["sync"], start, probe_row, c.probe_tolerance) if start else None
+            first = sync(learners, rollout, start, probe_row, c.probe_tolerance) if start else None
             if not start:
                 rollout.check(_probe(learners, probe_row, 0, c.probe_tolerance))
             if c.eval_every and not start:
@@ -258,7 +259,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                 # 5. weight sync v -> v + 1, verified by the probe every probe_every syncs
                 with t("sync"):
                     probe = probe_row if (step + 1) % c.probe_every == 0 else None
-                    synced = sync(learners, rollout, p["sync"], version + 1, probe, c.probe_tolerance)
+                    synced = sync(learners, rollout, version + 1, probe, c.probe_tolerance)
 
                 record = {"stage": STAGE, "step": step + 1, "policy_version": version + 1,
                           "sampled_versions": sorted({x.policy_version for x in completions}),
@@ -268,7 +269,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                           "groups_with_signal": sum(group_signal(rewards, valid)), "groups_trained": len(groups),
                           **_learner_stats(parts, rows, trained, prompt_ids, c.kl_kind, recompute),
                           "sync_bytes": synced["bytes"], "probe_max_diff": synced.get("probe_max_diff"),
-                          "sync_seconds": {k: round(synced[k], 4) for k in ("save_s", "reload_s", "probe_s")},
+                          "sync": c.sync, "sync_seconds": {k: round(v, 4) for k, v in synced.items() if k.endswith("_s")},
                           "seconds": {k: round(v, 4) for k, v in t.seconds.items()}}
                 record["seconds"]["step"] = round(time.perf_counter() - t_step, 4)
                 tracking.log(recipe.run.dir, record)
@@ -296,10 +297,11 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                 atomic_write_json(tmp / "train_report.json", report)
     finally:
         tracking.close(recipe.run.dir)
+        if rollout.transport is not None:
+            rollout.transport.close()  # the export supersedes the last snapshot
         rollout.shutdown()
         judges.shutdown()
     mark_success(p["out"], {"stage": STAGE, **report})
-    prune_snapshots(p["sync"], None)  # the export supersedes the last snapshot
     return p["out"]
 
 
