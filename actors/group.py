@@ -1,7 +1,8 @@
 """A group of actors that act as one: the ranks of a distributed learner.
 
     group = ActorGroup(Learner, recipe.pools.learner, "learner", setup_args=(model_path, options))
-    metrics = group.run_all("train_step", rows)      # one result per rank, rank 0 first
+    metrics = group.run_sharded("train_step", rows)  # rank r gets rows[r::world]; one result per rank
+    group.run_all("save_checkpoint", path, tag, {})  # the same arguments on every rank
     group.shutdown()
 
 Rank layout: one actor per bundle of the pool's placement group (actor `{name}-rank{r}` in bundle r).
@@ -59,6 +60,17 @@ class ActorGroup:
 
         args = [ray.put(a) for a in args]
         return self._gather([getattr(a, method).remote(*args, **kwargs) for a in self.actors], method)
+
+    def run_sharded(self, method: str, rows: list, *args, **kwargs) -> list:
+        """Call `method(shard, *args, **kwargs)` on every rank at once, rank r receiving only its shard
+        `rows[r::world]`, packed as NumPy columns (`rayda.data.packed.Shard`); results in rank order."""
+        import ray
+
+        from rayda.data.packed import shard
+
+        args = [ray.put(a) for a in args]
+        parts = shard(rows, self.world_size)
+        return self._gather([getattr(a, method).remote(part, *args, **kwargs) for a, part in zip(self.actors, parts)], method)
 
     def run_each(self, method: str, args_per_rank: list[tuple]) -> list:
         """Call `method(*args_per_rank[r])` on rank r, for every rank at once."""

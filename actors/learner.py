@@ -2,7 +2,7 @@
 
 `actors.group.ActorGroup` creates the ranks (rank 0 first, for the master address), calls `setup` on
 all of them at once (torch.distributed waits until every rank has joined) and then runs the same
-method on every rank. Each rank receives the whole global batch and takes its own shard.
+method on every rank. Each rank receives only its shard of a batch (`ActorGroup.run_sharded`).
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ class Learner:
         return {"rank": self.engine.rank, "pid": os.getpid(), "device": str(self.engine.device),
                 "accelerator": d.accelerator, "backend": d.backend, "dtype": d.dtype}
 
-    def train_step(self, rows: list, loss: str = "sft", **extras) -> dict:
-        return self.engine.train_step(rows, loss, **extras)
+    def train_step(self, shard, loss: str = "sft", **extras) -> dict:
+        return self.engine.train_step(shard, loss, **extras)
 
-    def eval_loss(self, rows: list) -> dict:
-        return self.engine.eval_loss(rows)
+    def eval_loss(self, shard) -> dict:
+        return self.engine.eval_loss(shard)
 
     def save_checkpoint(self, directory: str, tag: str, client_state: dict) -> None:
         self.engine.save_checkpoint(directory, tag, client_state)
@@ -51,8 +51,8 @@ class Learner:
     def export_hf(self, path: str) -> None:
         self.engine.export_hf(path)
 
-    def logprobs(self, rows: list, reference: bool = False, temperature: float = 1.0) -> list[list[float]]:
-        return self.engine.logprobs(rows, reference, temperature)
+    def logprobs(self, shard, reference: bool = False, temperature: float = 1.0) -> list:
+        return self.engine.logprobs(shard, reference, temperature)
 
     def save_weights(self, path: str) -> dict | None:
         return self.engine.save_weights(path)

@@ -120,7 +120,7 @@ class PlainTorch:
 
 def group_step(group, rows) -> float:
     """One optimizer step on every rank; the mean loss per target token over all ranks."""
-    parts = group.run_all("train_step", rows)
+    parts = group.run_sharded("train_step", rows)
     return sum(p["nll_sum"] for p in parts) / sum(p["tokens"] for p in parts)
 
 

@@ -172,7 +172,7 @@ def test_one_grpo_update_moves_positive_samples_up_and_negative_ones_down(ray_lo
     with ActorGroup(Learner, PoolConfig(actors=1, cpus_per_actor=1), "grpo-direction", setup_args=(str(tiny_model), opts)) as group:
         before = learner_logprobs(group, rows)
         batch = with_logprobs(rows, adv, before, before)  # old and reference = the starting weights
-        group.run_all("train_step", batch, "grpo", clip=0.2, kl_coef=0.0)
+        group.run_sharded("train_step", batch, "grpo", clip=0.2, kl_coef=0.0)
         after = learner_logprobs(group, rows)
     moved = [a - b for a, b in zip(completion_logp(after), completion_logp(before))]
     assert all(m > 0 for m, a in zip(moved, adv) if a > 0), moved

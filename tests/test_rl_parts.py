@@ -104,7 +104,8 @@ def test_step_stats(spec):
 
 
 def test_probe_tolerance_and_interleave():
-    from rayda.rl.sync import Probe, SyncMismatch, interleave
+    from rayda.data.packed import interleave
+    from rayda.rl.sync import Probe, SyncMismatch
 
     probe = Probe((1, 2, 3), (-1.0, -2.0), version=3, tolerance=1e-3)
     assert probe.verify([None, -1.0005, -2.0], "engine") == pytest.approx(5e-4)
@@ -116,6 +117,39 @@ def test_probe_tolerance_and_interleave():
         probe.verify([None, -1.0], "engine")
     # rank r computed rows[r::2]
     assert interleave([["r0", "r2", "r4"], ["r1", "r3"]]) == ["r0", "r1", "r2", "r3", "r4"]
+
+
+def test_each_rank_receives_its_slice_packed_and_unpacks_the_same_rows():
+    import pickle
+
+    import numpy as np
+
+    from rayda.data.packed import pack, shard
+    from rayda.rl.rows import policy_row, with_logprobs
+
+    rows = [policy_row(list(range(1, 4 + i)), list(range(50, 50 + 2 * i + 1)), f"p{i}", train=i != 3) for i in range(5)]
+    rows = with_logprobs(rows, [0.5 * i for i in range(5)], [[-0.25] * (len(r.input_ids) - 1) for r in rows],
+                         [[-0.5] * (len(r.input_ids) - 1) for r in rows])
+    parts = shard(rows, 2)
+    assert [p.rank for p in parts] == [0, 1] and {p.total_rows for p in parts} == {5}
+    assert {p.total_targets for p in parts} == {sum(r.num_targets for r in rows)} and parts[0].per_rank == 3
+    for r, part in enumerate(parts):
+        got, want = part.unpack(), rows[r::2]
+        assert [type(x) for x in got] == [type(x) for x in want] and len(got) == len(want)
+        for x, y in zip(got, want):
+            assert x.prompt_id == y.prompt_id and x.advantage == y.advantage
+            for f in ("input_ids", "loss_mask", "old_logprobs", "ref_logprobs"):
+                assert np.array_equal(np.asarray(getattr(x, f)), np.asarray(getattr(y, f))), f
+            assert x.num_targets == y.num_targets
+    assert pack([]).unpack() == []
+    # what travels: arrays, not one Python object per token
+    big = [policy_row(list(range(300)), list(range(200)), "p") for _ in range(64)]
+    big = with_logprobs(big, [1.0] * 64, [[-0.1] * 499] * 64, [[-0.2] * 499] * 64)
+    as_lists = [(r.input_ids, r.loss_mask, tuple(map(float, r.old_logprobs)), tuple(map(float, r.ref_logprobs))) for r in big]
+    packed = pack(big)
+    assert all(isinstance(c[1], np.ndarray) for name, c in packed.columns.items() if name != "prompt_id")
+    assert packed.columns["loss_mask"][1].dtype == np.uint8 and packed.columns["old_logprobs"][1].dtype == np.float32
+    assert len(pickle.dumps(packed)) < 0.6 * len(pickle.dumps(as_lists))
 
 
 def test_shards_cover_everything():

@@ -1,8 +1,8 @@
 """The learner's DeepSpeed adapter: one object per rank, driven by the `Learner` actor.
 
-Every rank gets the same global batch and trains on its own shard of it (`rows[rank::world]`), cut
-into `grad_accum` micro-batches. The loss is divided by the masked-token count of the whole global
-batch, so the gradient is the token-weighted mean over all ranks and micro-batches whatever the cut
+Each rank receives only its own shard of the global batch (`rows[rank::world]`, packed as NumPy
+columns: `rayda.data.packed`) and cuts it into `grad_accum` micro-batches. The loss is divided by the
+masked-token count of the whole global batch (which the shard carries), so the gradient is the token-weighted mean over all ranks and micro-batches whatever the cut
 (see `rayda.algo.losses.sft_loss`). DeepSpeed averages gradients over ranks and, by default, divides
 by `grad_accum` too; we undo both scalings by hand (`backward(scale_wrt_gas=False)`, loss x world).
 
@@ -181,8 +181,12 @@ class DeepSpeedLearner:
     # ---- training ------------------------------------------------------------------------------
 
     def _micro_batches(self, rows: list) -> list[list]:
-        shard, mbs = rows[self.rank::self.world_size], self.opts.micro_batch_size
-        return [shard[i:i + mbs] for i in range(0, len(shard), mbs)]
+        mbs = self.opts.micro_batch_size
+        return [rows[i:i + mbs] for i in range(0, len(rows), mbs)]
+
+    def _check_shard(self, shard) -> None:
+        if (shard.rank, shard.world) != (self.rank, self.world_size):
+            raise ValueError(f"rank {self.rank} of {self.world_size} received the shard of rank {shard.rank} of {shard.world}")
 
     def _forward(self, examples, name: str, num_tokens: float | None, extras: dict):
         batch = {k: v.to(self.device) for k, v in collate(examples, self.opts.pad_id).items()}
@@ -199,16 +203,18 @@ class DeepSpeedLearner:
         logits, labels, mask = next_token(out.logits, batch["input_ids"], batch["loss_mask"])
         return LOSSES[name](logits, labels, mask, num_tokens, **extras)
 
-    def train_step(self, rows: list, loss: str = "sft", **extras) -> dict:
-        """One optimizer step on a global batch of `Example`s (every rank gets the same list).
+    def train_step(self, shard, loss: str = "sft", **extras) -> dict:
+        """One optimizer step on a global batch of `Example`s, of which this rank holds `shard`
+        (`rayda.data.packed.Shard`: rows[rank::world]).
 
         Returns this rank's {"nll_sum", "tokens", "lr", "grad_norm"} plus any other `*_sum` statistic
         the loss reports (GRPO: kl_sum, pg_sum, clipped_sum); the driver sums over ranks.
         """
+        self._check_shard(shard)
         expected = self.opts.rows_per_step(self.world_size)
-        if len(rows) != expected:
-            raise ValueError(f"a step needs exactly micro_batch_size x grad_accum x world_size = {expected} rows, got {len(rows)}")
-        total_tokens = sum(e.num_targets for e in rows)
+        if shard.total_rows != expected:
+            raise ValueError(f"a step needs exactly micro_batch_size x grad_accum x world_size = {expected} rows, got {shard.total_rows}")
+        rows, total_tokens = shard.unpack(), shard.total_targets
         self.engine.train()
         nll, tokens, sums = 0.0, 0.0, {}
         lr = self.engine.get_lr()[0]
@@ -228,8 +234,8 @@ class DeepSpeedLearner:
         return {"nll_sum": nll, "tokens": tokens, "lr": lr, "grad_norm": None if norm is None else float(norm), **sums}
 
     @torch.no_grad()
-    def logprobs(self, rows: list, reference: bool = False, temperature: float = 1.0) -> list[list[float]]:
-        """log p(input_ids[t + 1] | prefix) of every row of this rank's shard `rows[rank::world]`, under the
+    def logprobs(self, shard, reference: bool = False, temperature: float = 1.0) -> list[np.ndarray]:
+        """log p(input_ids[t + 1] | prefix) (float32) of every row of this rank's `shard`, under the
         current policy or (`reference=True`) the frozen reference: the weights this learner started from.
         With `temperature` T, p is softmax(logits / T): the distribution rollouts sampled at T.
 
@@ -240,18 +246,26 @@ class DeepSpeedLearner:
         """
         from rayda.algo.losses import token_logprobs
 
+        self._check_shard(shard)
         model = self._reference() if reference else self.engine
         model.eval()
-        mbs, shard = self.opts.micro_batch_size, rows[self.rank::self.world_size]
-        per_rank = -(-len(rows) // self.world_size)
-        out: list[list[float]] = []
-        for i in range(0, per_rank, mbs):
-            mb = shard[i:i + mbs]
-            batch = {k: v.to(self.device) for k, v in collate(mb or rows[:1], self.opts.pad_id).items()}
+        mbs, rows = self.opts.micro_batch_size, shard.unpack()
+        out: list[np.ndarray] = []
+        for i in range(0, shard.per_rank, mbs):
+            mb = rows[i:i + mbs]
+            # A rank with fewer rows runs a dummy pass (the first row of any shard: the driver's row 0)
+            batch = {k: v.to(self.device) for k, v in collate(mb or self._filler(rows), self.opts.pad_id).items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-            lp = token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:], temperature).cpu()
-            out += [lp[j, : len(e.input_ids) - 1].tolist() for j, e in enumerate(mb)]
+            lp = token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:], temperature).float().cpu().numpy()
+            out += [lp[j, : len(e.input_ids) - 1].copy() for j, e in enumerate(mb)]
         return out
+
+    @staticmethod
+    def _filler(rows: list) -> list:
+        """A row for a pass whose result is thrown away (this rank's shard ran out before the others')."""
+        from rayda.data.sft import Example
+
+        return rows[:1] or [Example((0, 0), (0, 0))]
 
     def _reference(self):
         if getattr(self, "reference", None) is None:
@@ -263,20 +277,20 @@ class DeepSpeedLearner:
         return self.reference
 
     @torch.no_grad()
-    def eval_loss(self, rows: list) -> dict:
-        """Summed NLL and token count of this rank's shard of `rows` (no update).
+    def eval_loss(self, shard) -> dict:
+        """Summed NLL and token count of this rank's `shard` of the held-out rows (no update).
 
-        Every rank runs the same number of forward passes (padding with a repeat of row 0 whose result
-        is thrown away): under ZeRO-3 each forward is a collective, and a rank that stopped early
-        would leave the others waiting forever.
+        Every rank runs the same number of forward passes (padding with a pass whose result is thrown
+        away): under ZeRO-3 each forward is a collective, and a rank that stopped early would leave the
+        others waiting forever.
         """
+        self._check_shard(shard)
         self.engine.eval()
-        mbs = self.opts.micro_batch_size
-        per_rank = -(-len(rows) // self.world_size)
+        mbs, rows = self.opts.micro_batch_size, shard.unpack()
         nll, tokens = 0.0, 0.0
-        for i in range(0, per_rank, mbs):
-            mb = rows[self.rank::self.world_size][i:i + mbs]
-            _, stats = self._forward(mb or rows[:1], "sft", None, {})
+        for i in range(0, shard.per_rank, mbs):
+            mb = rows[i:i + mbs]
+            _, stats = self._forward(mb or self._filler(rows), "sft", None, {})
             if mb:
                 nll += float(stats["nll_sum"])
                 tokens += float(stats["tokens"])

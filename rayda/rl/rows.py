@@ -8,6 +8,7 @@ with `input_ids[1:]` like the learner's shifted labels (`rayda.algo.losses.next_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from rayda.data.sft import Example
@@ -18,9 +19,9 @@ class PolicyRow(Example):
     """An `Example` that carries what the GRPO loss needs besides the tokens."""
 
     advantage: float = 0.0
-    old_logprobs: tuple[float, ...] = ()
+    old_logprobs: Sequence[float] = ()
     """log p_old(input_ids[t + 1] | prefix) for t in 0..L-2, from the learner before the update."""
-    ref_logprobs: tuple[float, ...] = ()
+    ref_logprobs: Sequence[float] = ()
     """The same under the frozen reference (the SFT policy)."""
 
     @classmethod
@@ -45,7 +46,10 @@ def policy_row(prompt_ids: list[int], completion_ids: list[int], prompt_id: str 
     return PolicyRow(ids, mask, prompt_id)
 
 
-def with_logprobs(rows: list[PolicyRow], advantages: list[float], old: list[list[float]], ref: list[list[float]]) -> list[PolicyRow]:
-    return [replace(r, advantage=float(a), old_logprobs=tuple(o), ref_logprobs=tuple(f))
+def with_logprobs(rows: list[PolicyRow], advantages: list[float], old: list, ref: list) -> list[PolicyRow]:
+    """The rows with their advantages and per-target log-probs (float32 arrays: what the loss computes in)."""
+    import numpy as np
+
+    return [replace(r, advantage=float(a), old_logprobs=np.asarray(o, dtype=np.float32), ref_logprobs=np.asarray(f, dtype=np.float32))
             for r, a, o, f in zip(rows, advantages, old, ref)]
 

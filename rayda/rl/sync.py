@@ -90,18 +90,12 @@ def prune_snapshots(sync_dir: Path, keep: Path | None) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def interleave(parts: list[list]) -> list:
-    """Undo the learner's sharding: rank r computed rows[r::world]; return them in the order of rows."""
-    world, out = len(parts), []
-    for i in range(sum(len(p) for p in parts)):
-        out.append(parts[i % world][i // world])
-    return out
+def learner_logprobs(learners, rows: list, reference: bool = False, temperature: float = 1.0) -> list:
+    """Per-target log-probs of `rows` (float32 arrays) from the learner group (policy or frozen
+    reference), in row order, of softmax(logits / temperature)."""
+    from rayda.data.packed import interleave
 
-
-def learner_logprobs(learners, rows: list, reference: bool = False, temperature: float = 1.0) -> list[list[float]]:
-    """Per-target log-probs of `rows` from the learner group (policy or frozen reference), in row order,
-    of softmax(logits / temperature)."""
-    return interleave(learners.run_all("logprobs", rows, reference=reference, temperature=temperature))
+    return interleave(learners.run_sharded("logprobs", rows, reference=reference, temperature=temperature))
 
 
 class SyncError(RuntimeError):

@@ -252,7 +252,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     ref = learner_logprobs(learners, rows, reference=True, temperature=c.temperature)
                     rows = with_logprobs(rows, advantages, old, ref)
                     size = len(rows) // plan.updates_per_step
-                    parts = [r for u in range(plan.updates_per_step) for r in learners.run_all(
+                    parts = [r for u in range(plan.updates_per_step) for r in learners.run_sharded(
                         "train_step", rows[u * size:(u + 1) * size], "grpo", clip=c.clip, clip_high=c.clip_high, kl_coef=c.kl_coef, kl_kind=c.kl_kind,
                         temperature=c.temperature)]
 

@@ -107,7 +107,7 @@ def total_steps(recipe: Recipe, num_train: int) -> int:
 def _heldout_loss(group, heldout: list) -> float | None:
     if not heldout:
         return None
-    parts = group.run_all("eval_loss", heldout)
+    parts = group.run_sharded("eval_loss", heldout)
     return sum(p["nll_sum"] for p in parts) / max(1.0, sum(p["tokens"] for p in parts))
 
 
@@ -155,7 +155,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None) -> Path:
         for step in range(start, steps):
             t0 = time.perf_counter()
             batch = [data.train[i] for i in batch_indices(len(data.train), step, rows_per_step, recipe.run.seed)]
-            parts = group.run_all("train_step", batch)
+            parts = group.run_sharded("train_step", batch)
             tokens = sum(r["tokens"] for r in parts)
             record = {"stage": STAGE, "step": step + 1, "loss": sum(r["nll_sum"] for r in parts) / max(tokens, 1.0),
                       "lr": parts[0]["lr"], "tokens": int(tokens), "grad_norm": parts[0]["grad_norm"],
