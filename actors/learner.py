@@ -24,11 +24,12 @@ class Learner:
             port = s.getsockname()[1]
         return ray.util.get_node_ip_address(), port
 
-    def setup(self, dist_env: dict, model_path: str, options) -> dict:
+    def setup(self, dist_env: dict, model_path: str, options, frozen: bool = False) -> dict:
+        """`frozen`: a rank of the reference group (`pools.reference`), which only answers `logprobs`."""
         from rayda.engines.deepspeed_engine import DeepSpeedLearner
 
         os.environ.update({k: str(v) for k, v in dist_env.items()})
-        self.engine = DeepSpeedLearner(model_path, options)  # decides its device and dtype in this process
+        self.engine = DeepSpeedLearner(model_path, options, frozen)  # decides its device and dtype in this process
         d = self.engine.decision
         return {"rank": self.engine.rank, "pid": os.getpid(), "device": str(self.engine.device),
                 "accelerator": d.accelerator, "backend": d.backend, "dtype": d.dtype}

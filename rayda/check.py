@@ -135,6 +135,9 @@ def _rl(recipe: Recipe) -> list[str]:
         out.append(f"rl.sync_bucket_mb and rl.sync_timeout_s must be positive, got {c.sync_bucket_mb} and {c.sync_timeout_s}")
     if c.kl_kind not in ("k1", "k2", "k3", "full"):
         out.append(f"rl.kl_kind must be 'k1', 'k2', 'k3' or 'full', got {c.kl_kind!r}")
+    if c.kl_kind == "full" and recipe.pools.reference is not None:
+        out.append("rl.kl_kind=full needs the reference on the learner ranks (its whole distribution at every "
+                   "position): leave pools.reference unset, or use k1/k2/k3")
     if c.kl_coef < 0 or c.clip <= 0 or (c.clip_high is not None and c.clip_high <= 0):
         out.append("rl.kl_coef must be >= 0, and rl.clip and rl.clip_high > 0")
     return out + zero_problems(c.zero_stage, section="rl")

@@ -129,8 +129,8 @@ class PoolsConfig:
     learner: PoolConfig = field(default_factory=PoolConfig)
     """DeepSpeed ranks, one actor each."""
     reference: PoolConfig | None = None
-    """A separate pool for the frozen reference model; None (the default, and the only layout the RL
-    stage runs today) keeps the reference on the learner ranks. When set, `rayda plan` reserves it."""
+    """A separate pool for the frozen reference model: its ranks hold the SFT weights sharded (ZeRO-3)
+    and compute RL's reference log-probs. None (the default) keeps a whole copy on every learner rank."""
 
     def named(self) -> dict[str, PoolConfig]:
         """The pools that take resources, by name (rollout, judge, learner, then reference if set)."""

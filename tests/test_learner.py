@@ -177,3 +177,44 @@ def test_one_grpo_update_moves_positive_samples_up_and_negative_ones_down(ray_lo
     moved = [a - b for a, b in zip(completion_logp(after), completion_logp(before))]
     assert all(m > 0 for m, a in zip(moved, adv) if a > 0), moved
     assert all(m < 0 for m, a in zip(moved, adv) if a < 0), moved
+
+
+@pytest.mark.slow
+def test_grpo_update_is_the_same_on_one_and_two_ranks_and_a_reference_group_matches(ray_local, tiny_model):
+    """Each rank receives only its shard (`run_sharded`), yet one GRPO update on 1 rank (2 micro-batches)
+    and on 2 ranks (1 each) gives the same policy; and a reference group (2 frozen ZeRO-3 ranks,
+    `pools.reference`) gives the same log-probs as the learner's own reference copy."""
+    import random
+
+    import numpy as np
+
+    from rayda.actors.group import ActorGroup
+    from rayda.actors.learner import Learner
+    from rayda.config import PoolConfig
+    from rayda.engines.deepspeed_engine import LearnerOptions
+    from rayda.rl.rows import policy_row, with_logprobs
+    from rayda.rl.sync import learner_logprobs
+
+    rng = random.Random(1)
+    rows = [policy_row([1] + [rng.randrange(3, 150) for _ in range(4 + i % 3)], [rng.randrange(3, 150) for _ in range(5 + i)], f"p{i}")
+            for i in range(8)]
+    adv = [1.0, -0.5, 0.25, -1.0, 0.5, -0.25, 1.0, -1.0]
+    opts = dict(zero_stage=2, micro_batch_size=4, lr=1e-3, min_lr_ratio=1.0, warmup_steps=0, total_steps=1,
+                weight_decay=0.0, grad_clip=1.0, dtype="float32", seed=0, pad_id=0)
+    pool = lambda n: PoolConfig(actors=n, cpus_per_actor=1)  # noqa: E731
+    frozen = LearnerOptions(**{**opts, "zero_stage": 3})
+    worst = lambda a, b: max(float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in zip(a, b, strict=True))  # noqa: E731
+    with ActorGroup(Learner, pool(2), "ref-group", setup_args=(str(tiny_model), frozen, True)) as reference:
+        from_group = learner_logprobs(reference, rows)
+    with ActorGroup(Learner, pool(1), "grpo-one", setup_args=(str(tiny_model), LearnerOptions(**opts, grad_accum=2))) as one:
+        before = learner_logprobs(one, rows)
+        ref = learner_logprobs(one, rows, reference=True)
+        assert worst(ref, from_group) <= 1e-5
+        batch = with_logprobs(rows, adv, before, ref)
+        one.run_sharded("train_step", batch, "grpo", clip=0.2, kl_coef=0.1)
+        after_one = learner_logprobs(one, rows)
+    with ActorGroup(Learner, pool(2), "grpo-two", setup_args=(str(tiny_model), LearnerOptions(**opts, grad_accum=1))) as two:
+        two.run_sharded("train_step", batch, "grpo", clip=0.2, kl_coef=0.1)
+        after_two = learner_logprobs(two, rows)
+    assert worst(after_one, before) > 1e-3  # the update moved the policy
+    assert worst(after_one, after_two) <= 1e-5, worst(after_one, after_two)

@@ -1,6 +1,7 @@
 """The RL driver end to end on a small model: the judge never sees a chain of thought (contract 1), a
-rollout actor killed mid-step is restarted and re-synced without touching the learner, and a stopped
-run resumes at the next step with the same data order.
+rollout actor killed mid-step is restarted and rejoins the weight group without touching the learner,
+and a stopped run resumes at the next step with the same data order. The run syncs over the
+collective (the default) and takes its reference log-probs from a reference group.
 
 The policy is the tiny world's base checkpoint on the tiny world's training prompts: a trained model
 whose own samples, well-formed or not, are what the judge and the learner see.
@@ -86,7 +87,8 @@ def interrupted_run(ray_local, tiny_world, policy, tmp_path_factory):
     from rayda.stages.rl import run
 
     root = tmp_path_factory.mktemp("rl-run")
-    recipe = new_run(policy, tiny_world, root, steps=3, extra=["rl.log_samples=1000"])
+    # with a reference group of its own (pools.reference): the first step's KL of 0 shows it holds the SFT weights
+    recipe = new_run(policy, tiny_world, root, steps=3, extra=["rl.log_samples=1000", "pools.reference.actors=1"])
     judge = recording_judge(str(root / "judge_inputs.jsonl"))
     killed = []
 

@@ -136,9 +136,13 @@ def _set_rng_state(state: dict) -> None:
 
 class DeepSpeedLearner:
     """One rank of a data-parallel DeepSpeed learner. The distributed environment (MASTER_ADDR,
-    MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK) must be set before construction."""
+    MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK) must be set before construction.
 
-    def __init__(self, model_path: str, opts: LearnerOptions):
+    `frozen=True` makes a rank of a reference group (`pools.reference`): no optimizer, no gradients,
+    the weights sharded under `opts.zero_stage` (3: each rank holds 1/world of them) and gathered
+    layer by layer in each forward pass; only `logprobs` is meant to be called."""
+
+    def __init__(self, model_path: str, opts: LearnerOptions, frozen: bool = False):
         from transformers import AutoModelForCausalLM
 
         self.model_path, self.opts = model_path, opts
@@ -163,6 +167,12 @@ class DeepSpeedLearner:
         # path), which needs the `accelerate` package: not a dependency yet.
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         model.config.use_cache = False
+        self.frozen = frozen
+        if frozen:
+            model.requires_grad_(False)
+            self.engine, *_ = deepspeed.initialize(model=model, config=self.config)
+            self.device = self.engine.device
+            return
         params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
@@ -239,10 +249,11 @@ class DeepSpeedLearner:
         current policy or (`reference=True`) the frozen reference: the weights this learner started from.
         With `temperature` T, p is softmax(logits / T): the distribution rollouts sampled at T.
 
-        The reference is a plain copy of the starting model on every rank, loaded at first use; it is
-        never trained or sharded (under ZeRO-3 each rank holds it whole: fine for small policies; a
-        large one would want a reference actor). Every rank runs the same number of forward passes, as
-        in `eval_loss`. The driver interleaves the shards back into the order of `rows`.
+        The reference here is a plain copy of the starting model on every rank, loaded at first use;
+        it is never trained or sharded (under ZeRO-3 each rank holds it whole: fine for small policies;
+        a large one wants a reference group, `pools.reference`, whose frozen ranks answer
+        `logprobs(shard)` with their own sharded weights). Every rank runs the same number of forward
+        passes, as in `eval_loss`. The driver interleaves the shards back into the order of rows.
         """
         from rayda.algo.losses import token_logprobs
 

@@ -16,7 +16,8 @@ The algorithm, one step (policy version v -> v + 1):
 
 Reference log-probs come from a frozen copy of the starting (SFT) weights kept on every learner rank
 (`DeepSpeedLearner.logprobs(rows, reference=True)`): no extra actor or transfer, at the price of one
-more model copy per rank (not sharded under ZeRO-3; a large policy would want a reference actor).
+more model copy per rank, not sharded under ZeRO-3. With `pools.reference` set, a reference group of
+its own computes them instead: frozen DeepSpeed ranks, sharded with ZeRO-3 (`reference_options`).
 Old log-probs are recomputed by the learner; the rollout engine's own sampling log-probs are logged
 beside them as the train/inference mismatch.
 
@@ -115,6 +116,13 @@ def learner_options(recipe: Recipe, plan: Plan, pad_id: int):
     )
 
 
+def reference_options(recipe: Recipe, plan: Plan, pad_id: int):
+    """The reference group's ranks: the learner's options, sharded (ZeRO-3) and never stepped."""
+    from dataclasses import replace
+
+    return replace(learner_options(recipe, plan, pad_id), zero_stage=3, grad_accum=1)
+
+
 def engine_config(recipe: Recipe, plan: Plan):
     """The rollout engines run in the learner's dtype: vLLM's own `auto` on CPU differs from the
     learner's fp32 (measured: 4e-3 nats on the probe at version 0, against 5e-7 with both in fp32).
@@ -191,14 +199,17 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
 
     from rayda.placement import plan as plan_pools
 
-    pools = {k: v for k, v in recipe.pools.named().items() if k != "reference"}  # the reference lives on the learners
-    plan_pools(pools, init_ray(recipe.run).cluster_resources())  # all three pools at once: fails before any actor starts
+    plan_pools(recipe.pools.named(), init_ray(recipe.run).cluster_resources())  # every pool at once: fails before any actor starts
     # The rollout engines start (about 30 s on CPU) while the learner group sets up.
     rollout = RolloutPool(Generator, engine_config(recipe, plan), recipe.pools.rollout, "rollout",
                           c.rollout_restarts, c.rollout_retries)
     judges = JudgePool(judge_cls or JudgeWorker, recipe.pools.judge, plan.ctx.judge_args(plan.spec_texts))
     dashboard = Dashboard()
+    reference = None
     try:
+        if recipe.pools.reference is not None:  # else the reference lives on the learner ranks
+            reference = ActorGroup(Learner, recipe.pools.reference, "reference",
+                                   setup_args=(plan.sft_path, reference_options(recipe, plan, pad_id or 0), True))
         with ActorGroup(Learner, recipe.pools.learner, "learner", setup_args=(plan.sft_path, opts)) as learners:
             rollout.wait_ready()
             rollout.attach(transport(c.sync, learners, p["sync"], c.sync_bucket_mb << 20, c.sync_timeout_s))
@@ -249,7 +260,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     recompute = plan.updates_per_step > 1
                     old = (learner_logprobs(learners, rows, temperature=c.temperature) if recompute else
                            [[0.0] * (len(prompt_ids[x.prompt.id]) - 1) + list(x.logprobs) for x in trained])
-                    ref = learner_logprobs(learners, rows, reference=True, temperature=c.temperature)
+                    ref = (learner_logprobs(reference, rows, temperature=c.temperature) if reference else
+                           learner_logprobs(learners, rows, reference=True, temperature=c.temperature))
                     rows = with_logprobs(rows, advantages, old, ref)
                     size = len(rows) // plan.updates_per_step
                     parts = [r for u in range(plan.updates_per_step) for r in learners.run_sharded(
@@ -299,6 +311,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
         tracking.close(recipe.run.dir)
         if rollout.transport is not None:
             rollout.transport.close()  # the export supersedes the last snapshot
+        if reference is not None:
+            reference.shutdown()
         rollout.shutdown()
         judges.shutdown()
     mark_success(p["out"], {"stage": STAGE, **report})
