@@ -4,6 +4,7 @@ writes every stage's `_SUCCESS` and shows rayda's metrics on Ray's Prometheus ex
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -96,6 +97,11 @@ def test_plan_then_submit_the_reduced_tiny_recipe(two_nodes, tmp_path):
     assert re.search(r"^job: raysubmit_\w+", logs, re.M) and f"dashboard: {DASH}/#/jobs/" in logs
     for marker in ("sft_data", "checkpoints/sft", "checkpoints/rl", "eval"):
         assert (run_dir / marker / "_SUCCESS").exists(), marker
+    # RL's weights went from the learner on the worker node to the engines on the head over the
+    # collective (rl.sync's default), verified by the probe, and never through a snapshot folder
+    steps = [m for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if m["stage"] == "rl"]
+    assert steps and all(m["sync"] == "collective" and m["probe_max_diff"] <= 1e-3 for m in steps), steps[-1]
+    assert not (run_dir / "checkpoints" / "rl_sync").exists()
     assert {"rayda_tokens_generated", "rayda_judge_verdicts", "rayda_reward_mean", "rayda_kl",
             "rayda_judge_error_rate", "rayda_step_seconds"} <= seen, seen
     assert 'actor="rollout-0"' in scraped and 'pool="judge"' in scraped

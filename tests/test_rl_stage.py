@@ -87,8 +87,9 @@ def interrupted_run(ray_local, tiny_world, policy, tmp_path_factory):
     from rayda.stages.rl import run
 
     root = tmp_path_factory.mktemp("rl-run")
-    # with a reference group of its own (pools.reference): the first step's KL of 0 shows it holds the SFT weights
-    recipe = new_run(policy, tiny_world, root, steps=3, extra=["rl.log_samples=1000", "pools.reference.actors=1"])
+    # With a reference group of its own (pools.reference; the sampled-token KL, since the exact one needs
+    # the reference on the learner): the first step's KL of 0 shows that it holds the SFT weights.
+    recipe = new_run(policy, tiny_world, root, steps=3, extra=["rl.log_samples=1000", "pools.reference.actors=1", "rl.kl_kind=k3"])
     judge = recording_judge(str(root / "judge_inputs.jsonl"))
     killed = []
 

@@ -56,7 +56,7 @@ class Probe:
         got = list(engine_logprobs)[1:]
         if len(got) != len(self.expected) or any(g is None for g in got):
             raise SyncMismatch(f"probe: the engine returned {len(got)} log-probs for {len(self.expected)} positions")
-        diffs = [abs(a - b) for a, b in zip(self.expected, got)]
+        diffs = [abs(float(a) - float(b)) for a, b in zip(self.expected, got)]  # plain floats: they go to JSON
         return math.nan if any(math.isnan(d) for d in diffs) else max(diffs, default=0.0)  # max() skips NaN
 
     def verify(self, engine_logprobs: list, where: str) -> float:
