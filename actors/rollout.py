@@ -57,10 +57,11 @@ class Generator:
     def join_weight_group(self, host: str, port: int, rank_offset: int, world: int, timeout_s: float) -> list[int]:
         return self.engine.join_weight_group(host, port, rank_offset, world, timeout_s)
 
-    def receive_weights(self, wire_buckets: list, version: int) -> int:
-        self.engine.receive_weights(wire_buckets)
+    def receive_weights(self, wire_buckets: list, version: int) -> dict:
+        """Seconds per worker: waiting for the broadcast, and in all (`VllmEngine.receive_weights`)."""
+        timings = self.engine.receive_weights(wire_buckets)
         self.policy_version = version
-        return version
+        return {"wait_s": max(t["wait_s"] for t in timings), "total_s": max(t["total_s"] for t in timings)}
 
     def version(self) -> int:
         return self.policy_version

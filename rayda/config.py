@@ -300,8 +300,9 @@ class RlConfig:
     from learner rank 0 to every engine's workers over a process group of their own (gloo on CPU,
     NCCL on GPU; no shared storage needed), or `files`, a safetensors snapshot in `sync_dir` that
     every engine reloads."""
-    sync_bucket_mb: int = 256
-    """`collective`: tensors travel in buckets of up to this many MiB (a worker holds one extra bucket)."""
+    sync_bucket_mb: int = 64
+    """`collective`: tensors travel in buckets of up to this many MiB; one travels while the previous
+    one loads (a worker holds two extra buckets)."""
     sync_timeout_s: float = 300.0
     """`collective`: a member that does not join or take part in a broadcast within this time fails
     the sync, with an error naming it."""

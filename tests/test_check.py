@@ -45,6 +45,16 @@ def test_every_problem_is_reported_at_once_with_its_key(tmp_path):
     assert len(errors) == 6 and all("\n" not in e for e in errors)
 
 
+def test_weight_transport_and_reference_pool_settings():
+    errors = _errors(load_recipe("tiny", ["rl.sync=nccl", "rl.sync_timeout_s=0"]))
+    assert any("rl.sync must be 'collective' or 'files', got 'nccl'" in e for e in errors)
+    assert any("rl.sync_timeout_s must be positive" in e for e in errors)
+    # the exact KL needs the reference's whole distribution in the learner's pass (tiny uses it)
+    errors = _errors(load_recipe("tiny", ["pools.reference.actors=1"]))
+    assert len(errors) == 1 and "rl.kl_kind=full needs the reference on the learner ranks" in errors[0]
+    assert _errors(load_recipe("tiny", ["pools.reference.actors=1", "rl.kl_kind=k3", "rl.sync=files"])) == []
+
+
 def test_unlabelled_prompts_are_an_error_for_the_rubric_judge_only(tmp_path):
     rows = tmp_path / "p.jsonl"
     rows.write_text(json.dumps({"prompt": "how do i pick a lock?", "category": "illicit_behaviour"}) + "\n")

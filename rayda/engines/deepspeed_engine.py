@@ -414,20 +414,23 @@ class DeepSpeedLearner:
         Returns {"bytes", "seconds"} on rank 0, None elsewhere."""
         import time
 
-        from rayda.rl.collective import broadcast, flatten
+        from rayda.rl.collective import flatten, send
 
         if self.rank == 0 and getattr(self, "weight_group", None) is None:
             raise RuntimeError("broadcast_weights before join_weight_group")
-        t0, sent = time.perf_counter(), 0
+        t0 = time.perf_counter()
         named = dict(self._named_weights())
-        for bucket in buckets:
+
+        def gathered(bucket):  # a copy of the bucket's full tensors (all ranks gather; rank 0 keeps it)
             tensors = [named[m.name] for m in bucket]
-            if self.rank == 0:
-                self._gathered(lambda _: broadcast(self.weight_group, flatten(tensors).to(self.device)), tensors)
-            else:
-                self._gathered(lambda _: None, tensors)
-            sent += sum(m.nbytes for m in bucket)
-        return {"bytes": sent, "seconds": time.perf_counter() - t0} if self.rank == 0 else None
+            return self._gathered(lambda _: [flatten(tensors)] if self.rank == 0 else None, tensors)
+
+        if self.rank == 0:
+            send(self.weight_group, (gathered(b) for b in buckets))
+            return {"bytes": sum(m.nbytes for b in buckets for m in b), "seconds": time.perf_counter() - t0}
+        for b in buckets:
+            gathered(b)
+        return None
 
     def export_hf(self, path: str) -> None:
         """Write a Hugging Face folder (safetensors, config, tokenizer + chat template) from rank 0."""

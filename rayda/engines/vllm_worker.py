@@ -32,17 +32,22 @@ class WeightSyncExtension:
         self.rayda_weight_group = join(host, port, rank, world, self._rayda_device(), timeout_s)
         return rank
 
-    def rayda_receive_weights(self, wire_buckets: list) -> bool:
+    def rayda_receive_weights(self, wire_buckets: list) -> dict:
         """Receive the learner's broadcast and load it in place as it arrives (vLLM's reload, fed from
-        the stream instead of a folder); re-pack a tied lm_head."""
+        the stream instead of a folder); re-pack a tied lm_head. Returns seconds waiting for the
+        broadcast (`wait_s`) and in all (`total_s`)."""
+        import time
+
         from rayda.rl.collective import from_wire, receive
 
         group = getattr(self, "rayda_weight_group", None)
         if group is None:
             raise RuntimeError("rayda_receive_weights: this worker has not joined a weight group")
-        stream = receive(group, from_wire(wire_buckets), self._rayda_device())
+        t0, timing = time.perf_counter(), {"wait_s": 0.0}
+        stream = receive(group, from_wire(wire_buckets), self._rayda_device(), timing)
         self.model_runner.reload_weights(weights_iterator=stream)
-        return self._rayda_repack_tied_head()
+        self._rayda_repack_tied_head()
+        return {**timing, "total_s": time.perf_counter() - t0}
 
     def _rayda_device(self):
         return next(self.model_runner.get_model().parameters()).device

@@ -4,8 +4,8 @@
         rank 0 of a process group of 1 + (workers of every rollout engine), its own, beside DeepSpeed's
         and vLLM's: gloo when the tensors live on a CPU, NCCL on a GPU (the same calls)
     per bucket (consecutive tensors of one dtype, up to `bucket_bytes`): flatten -> broadcast -> views
-        -> the engine's `load_weights` (vLLM's in-place reload, fed from the stream), so a worker holds
-        one bucket beyond its model at a time
+        -> the engine's `load_weights` (vLLM's in-place reload, fed from the stream); one bucket travels
+        while the previous one loads, so a worker holds two buckets beyond its model
 
 Nothing touches the file system, so several nodes need no shared storage. A group is formed once and
 re-formed when a member restarts; a member that does not take part within the group's timeout makes
@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-DEFAULT_BUCKET_BYTES = 256 << 20
-"""Large enough that the per-bucket overhead vanishes, small enough to bound a worker's extra memory."""
+DEFAULT_BUCKET_BYTES = 64 << 20
+"""Large enough that the per-bucket overhead vanishes, small enough that transfer and load overlap and
+a worker holds little beyond its model (two buckets)."""
 
 
 @dataclass(frozen=True)
@@ -138,19 +139,52 @@ def join(host: str, port: int, rank: int, world: int, device, timeout_s: float, 
     return group
 
 
-def broadcast(group, tensor: torch.Tensor) -> None:
-    """Broadcast `tensor` from rank 0 in place (the group's timeout applies)."""
+def broadcast(group, tensor: torch.Tensor, wait: bool = True):
+    """Broadcast `tensor` from rank 0 in place (the group's timeout applies); `wait=False` returns the
+    pending work instead, so the caller can prepare the next bucket while this one travels."""
     import torch.distributed as dist
 
     opts = dist.BroadcastOptions()
     opts.rootRank = 0
     opts.rootTensor = 0
-    group.broadcast([tensor], opts).wait()
+    work = group.broadcast([tensor], opts)
+    if wait:
+        work.wait()
+        return None
+    return work
 
 
-def receive(group, buckets: list[list[TensorMeta]], device):
-    """Yield (name, tensor) for every tensor of every bucket, as each bucket arrives."""
-    for bucket in buckets:
+def send(group, buckets_of_tensors):
+    """Rank 0: broadcast each bucket (an iterable of tensor lists, flattened here), keeping one bucket in
+    flight while the next is gathered and flattened."""
+    pending = None
+    for tensors in buckets_of_tensors:
+        flat = flatten(tensors)
+        work = broadcast(group, flat, wait=False)
+        if pending is not None:
+            pending[1].wait()
+        pending = (flat, work)  # the tensor must live until its work is done
+    if pending is not None:
+        pending[1].wait()
+
+
+def receive(group, buckets: list[list[TensorMeta]], device, timing: dict | None = None):
+    """Yield (name, tensor) for every tensor of every bucket as each arrives; the next bucket's receive
+    is posted before the engine loads this one, so transfer and load overlap. `timing["wait_s"]` adds
+    up the seconds spent waiting for bytes (the rest of a load is the engine's own)."""
+    import time
+
+    def post(bucket):
         flat = empty_bucket(bucket, device)
-        broadcast(group, flat)
+        return flat, broadcast(group, flat, wait=False)
+
+    pending = post(buckets[0]) if buckets else None
+    for i, bucket in enumerate(buckets):
+        flat, work = pending
+        t0 = time.perf_counter()
+        work.wait()
+        if timing is not None:
+            timing["wait_s"] = timing.get("wait_s", 0.0) + time.perf_counter() - t0
+        if i + 1 < len(buckets):
+            pending = post(buckets[i + 1])
         yield from unflatten(flat, bucket)

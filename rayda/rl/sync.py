@@ -208,13 +208,14 @@ class CollectiveSync:
         refs = [a.broadcast_weights.remote(self.buckets) for a in self.learners.actors]
         refs += [a.receive_weights.remote(self.wire, version) for a in pool.actors]
         try:
-            sent = wait_named(refs, self._names(pool, all_ranks=True), f"the weight broadcast of version {version}",
-                              self.timeout_s + 60)[0]
+            got = wait_named(refs, self._names(pool, all_ranks=True), f"the weight broadcast of version {version}",
+                             self.timeout_s + 60)
         except BaseException:
             self.formed = False  # a member may be gone or out of step: the next publish starts a new group
             raise
-        pool.version = version
-        return {"bytes": sent["bytes"], "group_s": t1 - t0, "send_s": sent["seconds"], "receive_s": time.perf_counter() - t1}
+        pool.version, sent, engines = version, got[0], got[len(self.learners.actors):]
+        return {"bytes": sent["bytes"], "group_s": t1 - t0, "send_s": sent["seconds"], "receive_s": time.perf_counter() - t1,
+                "engine_wait_s": max(e["wait_s"] for e in engines), "engine_load_s": max(e["total_s"] - e["wait_s"] for e in engines)}
 
     def catch_up(self, pool, behind: list[int]) -> None:
         """A restarted engine is not in the group: re-form it and broadcast the pool's version to all."""
@@ -240,7 +241,9 @@ def sync(learners, rollout, version: int, probe_row=None, tolerance: float = 1e-
     phase for the metrics."""
     import time
 
+    t0 = time.perf_counter()
     info = {"version": version, **rollout.transport.publish(rollout, version)}
+    info["transfer_s"] = time.perf_counter() - t0  # the whole move, however the transport splits it
     t0 = time.perf_counter()
     if probe_row is not None:
         expected = learner_logprobs(learners, [probe_row])[0]
