@@ -50,6 +50,27 @@ class Generator:
         self.policy_version = version
         return version
 
+    # LoRA (rl.lora): the adapter's files arrive as bytes and are written to this actor's own folder,
+    # so no storage is shared with the learner.
+    def load_adapter(self, files: dict, version: int) -> int:
+        import tempfile
+        from pathlib import Path
+
+        if getattr(self, "adapter_root", None) is None:
+            self.adapter_root = Path(tempfile.mkdtemp(prefix="rayda-adapter-"))
+        folder = self.adapter_root / f"v{version:06d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (folder / Path(name).name).write_bytes(data)
+        self.engine.set_adapter(str(folder), version)
+        for old in self.adapter_root.iterdir():  # vLLM has loaded it: older folders can go
+            if old != folder:
+                import shutil
+
+                shutil.rmtree(old, ignore_errors=True)
+        self.policy_version = version
+        return version
+
     # Weights over the learner's process group (rayda.rl.collective).
     def engine_world_size(self) -> int:
         return self.engine.world_size()

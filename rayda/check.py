@@ -100,7 +100,7 @@ def _sft(recipe: Recipe) -> list[str]:
         out.append(f"sft.max_steps must be at least 1, got {s.max_steps}")
     if not 0.0 <= s.heldout_fraction < 1.0:
         out.append(f"sft.heldout_fraction must be in [0, 1), got {s.heldout_fraction}")
-    return out + zero_problems(s.zero_stage, s.offload_params, s.offload_optimizer, "sft")
+    return out + lora_problems(s.lora, s.zero_stage, "sft") + zero_problems(s.zero_stage, s.offload_params, s.offload_optimizer, "sft")
 
 
 def zero_problems(stage: int, offload_params: bool = False, offload_optimizer: bool = False, section: str = "") -> list[str]:
@@ -135,12 +135,32 @@ def _rl(recipe: Recipe) -> list[str]:
         out.append(f"rl.sync_bucket_mb and rl.sync_timeout_s must be positive, got {c.sync_bucket_mb} and {c.sync_timeout_s}")
     if c.kl_kind not in ("k1", "k2", "k3", "full"):
         out.append(f"rl.kl_kind must be 'k1', 'k2', 'k3' or 'full', got {c.kl_kind!r}")
+    out += lora_problems(c.lora, c.zero_stage, "rl")
     if c.kl_kind == "full" and recipe.pools.reference is not None:
         out.append("rl.kl_kind=full needs the reference on the learner ranks (its whole distribution at every "
                    "position): leave pools.reference unset, or use k1/k2/k3")
     if c.kl_coef < 0 or c.clip <= 0 or (c.clip_high is not None and c.clip_high <= 0):
         out.append("rl.kl_coef must be >= 0, and rl.clip and rl.clip_high > 0")
     return out + zero_problems(c.zero_stage, section="rl")
+
+
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The adapter ranks vLLM serves (`max_lora_rank`)."""
+
+
+def lora_problems(lora, zero_stage: int, section: str) -> list[str]:
+    """`sft.lora` / `rl.lora`: a rank vLLM serves, target modules, and ZeRO 0-2 (the export merges the
+    adapters into whole weights on rank 0)."""
+    if not lora.rank:
+        return []
+    out = []
+    if lora.rank not in LORA_RANKS:
+        out.append(f"{section}.lora.rank must be 0 (off) or one of {', '.join(map(str, LORA_RANKS))} (vLLM serves these), got {lora.rank}")
+    if not lora.target_modules:
+        out.append(f"{section}.lora.target_modules is empty: name the linear layers that get adapters")
+    if zero_stage == 3:
+        out.append(f"{section}.lora needs {section}.zero_stage 0-2 (adapters are small; ZeRO-3 buys nothing there)")
+    return out
 
 
 def _eval(recipe: Recipe) -> list[str]:

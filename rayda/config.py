@@ -199,6 +199,21 @@ class JudgeConfig:
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters (PEFT) instead of full fine-tuning: the learner trains only the adapters, and
+    in RL the rollout engines serve the frozen weights plus the adapter, so a sync moves kilobytes."""
+
+    rank: int = 0
+    """Adapter rank r; 0 trains every weight. vLLM serves ranks 8, 16, 32, 64, 128, 256, 320 and 512."""
+    alpha: float = 32.0
+    """Scaling numerator: the update is (alpha / rank) * B @ A."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input while training."""
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    """Linear layers that get adapters (names as in the Hugging Face model)."""
+
+
+@dataclass(frozen=True)
 class SftConfig:
     data: str | None = None
     """Accepted SFT rows (parquet with `messages`, `prompt_id`); None: `<run.dir>/sft_data/accepted.parquet`."""
@@ -232,6 +247,8 @@ class SftConfig:
     """Keep optimizer states in CPU memory (ZeRO 1-3)."""
     offload_params: bool = False
     """Keep parameters in CPU memory (ZeRO-3 only)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """`sft.lora.rank > 0` trains adapters; the export merges them into a full model (and keeps them in `adapter/`)."""
     save_every: int = 100
     """Checkpoint (DeepSpeed state, data position, RNG) every N steps; 0: never (only the final export)."""
     keep_checkpoints: int = 2
@@ -290,6 +307,10 @@ class RlConfig:
     micro-batch; it also sees probability moved onto tokens that were not sampled)."""
     zero_stage: int = 2
     """DeepSpeed ZeRO stage of the learner group (0-3)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """`rl.lora.rank > 0`: the learner trains adapters on the SFT weights, the rollout engines serve
+    them with vLLM's LoRA support, and each sync sends only the adapter (whatever `rl.sync`); the
+    reference is the SFT weights with the adapter switched off (no copy). The export is merged."""
     probe_every: int = 1
     """Verify every N-th weight sync with the log-prob probe (1: every sync). A mismatch is an error."""
     probe_tolerance: float = 1e-3

@@ -170,3 +170,54 @@ def test_a_restarted_engine_fails_the_broadcast_by_name_then_rejoins(stacks):
     assert collective.groups_formed == 2 and pool._versions() == [pool.version]
     info = sync(s["learners"], pool, pool.version + 1, s["probe"], TOLERANCE)  # and later syncs work
     assert info["probe_max_diff"] <= TOLERANCE
+
+
+def test_lora_sync_moves_only_the_adapter_and_the_probe_holds(ray_local, tmp_path):
+    """rl.lora: the learner trains rank-8 adapters, the engine serves them through vLLM's LoRA support,
+    a sync moves only the adapter's files, and the probe holds; the reference (adapters switched off)
+    is the starting model; the export merges the adapters into a plain model with the learner's outputs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rayda.actors.group import ActorGroup
+    from rayda.actors.learner import Learner
+    from rayda.actors.rollout import Generator
+    from rayda.config import LoraConfig, PoolConfig
+    from rayda.data.sft import render
+    from rayda.engines.deepspeed_engine import LearnerOptions
+    from rayda.engines.vllm_engine import EngineConfig
+    from rayda.rl.pools import RolloutPool
+    from rayda.rl.sync import learner_logprobs, probe_example, sync, transport
+    from sft_fixtures import make_tiny_model, sft_rows
+
+    model = str(make_tiny_model(tmp_path / "model"))
+    lora = LoraConfig(rank=8, alpha=16.0)
+    cfg = EngineConfig(model=model, dtype="float32", gpu_memory_utilization=0.1, max_model_len=256, weight_sync=True, lora_rank=8)
+    pool = RolloutPool(Generator, cfg, PoolConfig(actors=1, cpus_per_actor=1), "ws-rollout-lora")
+    tok = AutoTokenizer.from_pretrained(model)
+    opts = LearnerOptions(micro_batch_size=4, lr=3e-2, warmup_steps=0, min_lr_ratio=1.0, total_steps=10, pad_id=tok.pad_token_id or 0, lora=lora)
+    probe = probe_example(tok)
+    try:
+        with ActorGroup(Learner, PoolConfig(actors=1, cpus_per_actor=1), "ws-learner-lora", setup_args=(model, opts)) as learners:
+            pool.wait_ready()
+            pool.attach(transport("collective", learners, tmp_path / "sync", 1 << 20, 60.0, lora=True))
+            start = learner_logprobs(learners, [probe])[0]
+            learners.run_sharded("train_step", [render(r["messages"], tok, 256) for r in sft_rows(4)])
+            moved = learner_logprobs(learners, [probe])[0]
+            reference = learner_logprobs(learners, [probe], reference=True)[0]
+            assert abs(moved - start).max() > 0.05  # the adapters trained
+            assert abs(reference - start).max() < 1e-5  # adapters off: the starting model
+            info = sync(learners, pool, 1, probe, TOLERANCE)
+            full = sum(p.numel() * 4 for p in AutoModelForCausalLM.from_pretrained(model).parameters())
+            print(f"lora: probe max |diff| {info['probe_max_diff']:.2e} nats, adapter {info['bytes']} bytes vs full {full}")
+            assert info["probe_max_diff"] <= TOLERANCE and info["bytes"] < full / 5
+            pool.transport.catch_up(pool, [0])  # a restarted actor gets the same adapter again
+            pool.check(pool.probe)
+            learners.run_all("export_hf", str(tmp_path / "export"))
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "export", dtype=torch.float32)
+        assert (tmp_path / "export" / "adapter" / "adapter_config.json").exists()
+        ids = torch.tensor([probe.input_ids])
+        lp = torch.log_softmax(merged(ids).logits[0, :-1], -1).gather(-1, ids[0, 1:, None])[:, 0]
+        assert (lp - torch.as_tensor(moved)).abs().max() < 1e-4
+    finally:
+        pool.shutdown()

@@ -48,6 +48,8 @@ class LearnerOptions:
     device (`rayda.engines.device.decide`)."""
     seed: int = 0
     pad_id: int = 0
+    lora: object = None
+    """A `rayda.config.LoraConfig` with rank > 0 to train PEFT adapters only (ZeRO 0-2); None: every weight."""
     verbose: bool = False
     """DeepSpeed's INFO logs (`run.verbose`); WARNING and above otherwise."""
 
@@ -167,6 +169,13 @@ class DeepSpeedLearner:
         # path), which needs the `accelerate` package: not a dependency yet.
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         model.config.use_cache = False
+        self.lora = bool(opts.lora and opts.lora.rank) and not frozen
+        if self.lora:  # the starting weights freeze; only the adapters (B = 0: the same function) train
+            from peft import LoraConfig, get_peft_model
+
+            lora = opts.lora
+            model = get_peft_model(model, LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                                     target_modules=list(lora.target_modules), bias="none"))
         self.frozen = frozen
         if frozen:
             model.requires_grad_(False)
@@ -207,8 +216,7 @@ class DeepSpeedLearner:
             extras = {**extras, **{k: v.to(self.device) for k, v in row_inputs(examples, width).items()}}
         if extras.get("kl_kind") == "full":  # the exact KL needs the reference's whole distribution
             with torch.no_grad():
-                ref = self._reference()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-            extras = {**extras, "ref_logits": ref.logits[:, :-1]}
+                extras = {**extras, "ref_logits": self._logits(batch, reference=True)[:, :-1]}
         out = self.engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         logits, labels, mask = next_token(out.logits, batch["input_ids"], batch["loss_mask"])
         return LOSSES[name](logits, labels, mask, num_tokens, **extras)
@@ -258,15 +266,14 @@ class DeepSpeedLearner:
         from rayda.algo.losses import token_logprobs
 
         self._check_shard(shard)
-        model = self._reference() if reference else self.engine
-        model.eval()
+        self.engine.eval()
         mbs, rows = self.opts.micro_batch_size, shard.unpack()
         out: list[np.ndarray] = []
         for i in range(0, shard.per_rank, mbs):
             mb = rows[i:i + mbs]
             # A rank with fewer rows runs a dummy pass (the first row of any shard: the driver's row 0)
             batch = {k: v.to(self.device) for k, v in collate(mb or self._filler(rows), self.opts.pad_id).items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+            logits = self._logits(batch, reference)
             lp = token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:], temperature).float().cpu().numpy()
             out += [lp[j, : len(e.input_ids) - 1].copy() for j, e in enumerate(mb)]
         return out
@@ -277,6 +284,17 @@ class DeepSpeedLearner:
         from rayda.data.sft import Example
 
         return rows[:1] or [Example((0, 0), (0, 0))]
+
+    def _logits(self, batch: dict, reference: bool = False):
+        """The policy's logits, or the frozen reference's: with LoRA the same weights with the adapters
+        switched off (no copy), else a whole copy of the starting model (`_reference`)."""
+        kw = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        if not reference:
+            return self.engine(**kw).logits
+        if self.lora:
+            with self.engine.module.disable_adapter():
+                return self.engine.module(**kw).logits
+        return self._reference()(**kw).logits
 
     def _reference(self):
         if getattr(self, "reference", None) is None:
@@ -432,8 +450,25 @@ class DeepSpeedLearner:
             gathered(b)
         return None
 
+    def adapter_files(self) -> dict[str, bytes] | None:
+        """Rank 0: the adapters in PEFT's format (`adapter_config.json`, `adapter_model.safetensors`) as
+        bytes, which is what a LoRA weight sync moves; None on the other ranks."""
+        import tempfile
+
+        if not self.lora:
+            raise RuntimeError("adapter_files needs a learner built with LoRA (opts.lora.rank > 0)")
+        if self.rank != 0:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            self.engine.module.save_pretrained(tmp)
+            return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file() and p.name.startswith("adapter_")}
+
     def export_hf(self, path: str) -> None:
-        """Write a Hugging Face folder (safetensors, config, tokenizer + chat template) from rank 0."""
+        """Write a Hugging Face folder (safetensors, config, tokenizer + chat template) from rank 0. With
+        LoRA the adapters are merged into a copy of the weights (the folder is a plain model) and also
+        written as they are to `path/adapter`."""
+        if self.lora:
+            return self._export_merged(path)
         state = self.state_dict()
         if self.rank == 0:
             from transformers import AutoTokenizer
@@ -447,6 +482,20 @@ class DeepSpeedLearner:
                     seen.add(id(v))
                     unique[k] = v
             module.save_pretrained(path, state_dict=unique)
+            AutoTokenizer.from_pretrained(self.model_path).save_pretrained(path)
+        torch.distributed.barrier()
+
+    def _export_merged(self, path: str) -> None:
+        if self.rank == 0:
+            import copy
+
+            from transformers import AutoTokenizer
+
+            peft_model = self.engine.module
+            merged = copy.deepcopy(peft_model).merge_and_unload()
+            merged.config.use_cache = True
+            merged.save_pretrained(path)
+            peft_model.save_pretrained(Path(path) / "adapter")
             AutoTokenizer.from_pretrained(self.model_path).save_pretrained(path)
         torch.distributed.barrier()
 

@@ -66,6 +66,8 @@ class EngineConfig:
     weight_sync: bool = False
     """Load `rayda.engines.vllm_worker.WeightSyncExtension` into the workers (RL rollouts), so that
     `sync_weights` can reload the learner's snapshot in place."""
+    lora_rank: int = 0
+    """> 0: serve LoRA adapters of up to this rank (`set_adapter`); RL with `rl.lora`."""
     extra: dict = field(default_factory=dict)
     """Any further `vllm.LLM` keyword arguments (tensor_parallel_size, kv_cache_memory_bytes, ...)."""
     verbose: bool = False
@@ -103,6 +105,10 @@ class VllmEngine:
             kwargs["structured_outputs_config"] = {"backend": "xgrammar", "disable_any_whitespace": True}
         if cfg.weight_sync:
             kwargs["worker_extension_cls"] = "rayda.engines.vllm_worker.WeightSyncExtension"
+        if cfg.lora_rank:
+            kwargs.update(enable_lora=True, max_lora_rank=cfg.lora_rank, max_loras=1)
+        self.adapter = None
+        """The `LoRARequest` every request runs with (None: the weights alone)."""
         kwargs.update(cfg.extra)
         self.cfg = cfg
         self.llm = LLM(**kwargs)
@@ -161,7 +167,7 @@ class VllmEngine:
             )
         if todo:
             results = self.llm.generate(
-                [{"prompt_token_ids": prompts[i]} for i in todo], params, use_tqdm=False
+                [{"prompt_token_ids": prompts[i]} for i in todo], params, use_tqdm=False, lora_request=self.adapter
             )
             for i, res in zip(todo, results):
                 out[i] = [_sample(o, logprobs) for o in sorted(res.outputs, key=lambda o: o.index)]
@@ -176,7 +182,8 @@ class VllmEngine:
         from vllm import SamplingParams
 
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
-        results = self.llm.generate([{"prompt_token_ids": s} for s in sequences], params, use_tqdm=False)
+        results = self.llm.generate([{"prompt_token_ids": s} for s in sequences], params, use_tqdm=False,
+                                    lora_request=self.adapter)
         out = []
         for seq, res in zip(sequences, results):
             row = []
@@ -199,6 +206,17 @@ class VllmEngine:
         self.llm.reset_prefix_cache()
         return out
 
+
+    def set_adapter(self, path: str, version: int) -> None:
+        """Serve the LoRA adapter in the PEFT folder `path` (policy `version`) with every later request,
+        in place of the previous one, which is dropped from the engine."""
+        from vllm.lora.request import LoRARequest
+
+        if not self.cfg.lora_rank:
+            raise RuntimeError("set_adapter needs an engine started with EngineConfig(lora_rank > 0)")
+        old, self.adapter = self.adapter, LoRARequest(f"policy-v{version}", version + 1, str(path))
+        if old is not None and old.lora_int_id != self.adapter.lora_int_id:
+            self.llm.llm_engine.remove_lora(old.lora_int_id)
 
     # ---- weights over a collective (rayda.rl.collective) ----------------------------------------
     def world_size(self) -> int:

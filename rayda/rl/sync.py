@@ -5,6 +5,7 @@ Two transports move the weights (`rl.sync`):
     collective (default)  learner rank 0 ══ broadcast, in buckets ══► every rollout engine's workers
                           (a process group of its own: gloo on CPU, NCCL on GPU; `rayda.rl.collective`)
     files                 learner rank 0 ──save──► <sync_dir>/v000007/model.safetensors ──reload──► engines
+    (rl.lora)             learner rank 0 ──adapter bytes──► each rollout actor's own folder ──► vLLM LoRA
 
 Either way each engine loads the weights in place (`vllm_worker.WeightSyncExtension`: a tied lm_head is
 re-packed), its prefix cache is reset, and it takes the version:
@@ -226,8 +227,46 @@ class CollectiveSync:
         pass
 
 
-def transport(kind: str, learners, sync_dir: Path, bucket_bytes: int, timeout_s: float):
-    """The recipe's `rl.sync` transport, bound to `learners`."""
+class AdapterSync:
+    """`rl.lora`: only the adapter moves. Learner rank 0 hands over its PEFT files as bytes (kilobytes to
+    a few megabytes), every rollout actor writes them to a folder of its own and serves them."""
+
+    kind = "adapter"
+
+    def __init__(self, learners):
+        self.learners, self.last = learners, None
+
+    def _send(self, actors: list, files_ref, version: int) -> None:
+        import ray
+
+        ray.get([a.load_adapter.remote(files_ref, version) for a in actors])
+
+    def publish(self, pool, version: int) -> dict:
+        import time
+
+        import ray
+
+        t0 = time.perf_counter()
+        files = self.learners.run_all("adapter_files")[0]
+        t1 = time.perf_counter()
+        self.last = ray.put(files)
+        self._send(pool.actors, self.last, version)
+        pool.version = version
+        return {"bytes": sum(len(b) for b in files.values()), "send_s": t1 - t0, "receive_s": time.perf_counter() - t1}
+
+    def catch_up(self, pool, behind: list[int]) -> None:
+        if self.last is None:  # nothing published yet: version 0 is the weights alone, as a restart has them
+            return
+        self._send([pool.actors[i] for i in behind], self.last, pool.version)
+
+    def close(self) -> None:
+        pass
+
+
+def transport(kind: str, learners, sync_dir: Path, bucket_bytes: int, timeout_s: float, lora: bool = False):
+    """The recipe's `rl.sync` transport, bound to `learners` (with `lora`, the adapter transport)."""
+    if lora:
+        return AdapterSync(learners)
     if kind == "files":
         return FileSync(learners, sync_dir)
     if kind == "collective":

@@ -112,7 +112,7 @@ def learner_options(recipe: Recipe, plan: Plan, pad_id: int):
         zero_stage=c.zero_stage, micro_batch_size=c.micro_batch_size, grad_accum=c.grad_accum, lr=c.lr,
         min_lr_ratio=1.0, warmup_steps=c.warmup_steps, total_steps=c.steps * plan.updates_per_step,
         weight_decay=0.0, grad_clip=c.grad_clip, dtype=recipe.model.dtype, seed=recipe.run.seed, pad_id=pad_id,
-        verbose=recipe.run.verbose,
+        lora=c.lora if c.lora.rank else None, verbose=recipe.run.verbose,
     )
 
 
@@ -120,7 +120,7 @@ def reference_options(recipe: Recipe, plan: Plan, pad_id: int):
     """The reference group's ranks: the learner's options, sharded (ZeRO-3) and never stepped."""
     from dataclasses import replace
 
-    return replace(learner_options(recipe, plan, pad_id), zero_stage=3, grad_accum=1)
+    return replace(learner_options(recipe, plan, pad_id), zero_stage=3, grad_accum=1, lora=None)
 
 
 def engine_config(recipe: Recipe, plan: Plan):
@@ -135,6 +135,7 @@ def engine_config(recipe: Recipe, plan: Plan):
     return EngineConfig(model=plan.sft_path, seed=recipe.run.seed, dtype=recipe.model.dtype, learner_dtype=True,
                         max_model_len=c.max_model_len,
                         gpu_memory_utilization=c.gpu_memory_utilization, enforce_eager=c.enforce_eager, weight_sync=True,
+                        lora_rank=c.lora.rank,
                         extra={"logprobs_mode": "processed_logprobs"}, verbose=recipe.run.verbose)
 
 
@@ -212,7 +213,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                                    setup_args=(plan.sft_path, reference_options(recipe, plan, pad_id or 0), True))
         with ActorGroup(Learner, recipe.pools.learner, "learner", setup_args=(plan.sft_path, opts)) as learners:
             rollout.wait_ready()
-            rollout.attach(transport(c.sync, learners, p["sync"], c.sync_bucket_mb << 20, c.sync_timeout_s))
+            rollout.attach(transport(c.sync, learners, p["sync"], c.sync_bucket_mb << 20, c.sync_timeout_s, lora=c.lora.rank > 0))
             resumed = learners.run_all("load_checkpoint", str(p["state"]))[0]
             start = resumed["step"] if resumed else 0
             # Version 0 is the SFT weights the engines loaded; a resumed run first publishes its own.
@@ -281,7 +282,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                           "groups_with_signal": sum(group_signal(rewards, valid)), "groups_trained": len(groups),
                           **_learner_stats(parts, rows, trained, prompt_ids, c.kl_kind, recompute),
                           "sync_bytes": synced["bytes"], "probe_max_diff": synced.get("probe_max_diff"),
-                          "sync": c.sync, "sync_seconds": {k: round(v, 4) for k, v in synced.items() if k.endswith("_s")},
+                          "sync": rollout.transport.kind, "sync_seconds": {k: round(v, 4) for k, v in synced.items() if k.endswith("_s")},
                           "seconds": {k: round(v, 4) for k, v in t.seconds.items()}}
                 record["seconds"]["step"] = round(time.perf_counter() - t_step, 4)
                 tracking.log(recipe.run.dir, record)

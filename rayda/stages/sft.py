@@ -92,7 +92,7 @@ def learner_options(recipe: Recipe, total_steps: int, pad_id: int):
         micro_batch_size=c.micro_batch_size, grad_accum=c.grad_accum, lr=c.lr, min_lr_ratio=c.min_lr_ratio,
         warmup_steps=c.warmup_steps, total_steps=total_steps, weight_decay=c.weight_decay,
         grad_clip=c.grad_clip, dtype=recipe.model.dtype, seed=recipe.run.seed, pad_id=pad_id,
-        verbose=recipe.run.verbose,
+        lora=c.lora if c.lora.rank else None, verbose=recipe.run.verbose,
     )
 
 
