@@ -72,3 +72,7 @@ class Learner:
 
     def broadcast_weights(self, buckets: list) -> dict | None:
         return self.engine.broadcast_weights(buckets)
+
+    # LoRA (rl.lora): rank 0 hands over the adapters as PEFT files.
+    def adapter_files(self) -> dict | None:
+        return self.engine.adapter_files()
