@@ -129,6 +129,8 @@ def _rl(recipe: Recipe) -> list[str]:
         out.append(f"rl.temperature must be > 0 (got {c.temperature}): GRPO needs samples that differ")
     if c.adv_scale not in ("std", "none"):
         out.append(f"rl.adv_scale must be 'std' or 'none', got {c.adv_scale!r}")
+    if c.max_staleness not in (0, 1):
+        out.append(f"rl.max_staleness must be 0 (on-policy) or 1 (the next step samples while this one trains), got {c.max_staleness}")
     if c.sync not in ("collective", "files"):
         out.append(f"rl.sync must be 'collective' or 'files', got {c.sync!r}")
     if c.sync_bucket_mb <= 0 or c.sync_timeout_s <= 0:

@@ -268,6 +268,10 @@ class RlConfig:
     """Prompts per step (drawn in a seeded order that a resumed run replays exactly)."""
     samples_per_prompt: int = 4
     """Samples per prompt: the group whose mean and std normalise the advantages (GRPO)."""
+    max_staleness: int = 0
+    """0: each step samples with the current policy, then trains (on-policy). 1: the next step's
+    rollouts and judging run while this step trains, sampled by the policy one update behind; the
+    loss takes the PPO ratio against that sampling policy's log-probs."""
     oversample: int = 1
     """Dynamic sampling (DAPO): each step samples prompts_per_step x oversample prompts and trains on
     prompts_per_step of their groups, those whose rewards differ first (a group whose samples all score

@@ -229,3 +229,33 @@ def test_grpo_token_loss_reports_the_gap_to_the_sampler():
     old = torch.tensor([[-math.log(4) - 0.25, 0.0]])
     _, stats = grpo_token_loss(logits, labels, mask, advantages=torch.tensor([1.0]), old_logp=old, ref_logp=old)
     assert stats["old_gap_sum"].item() == pytest.approx(0.25) and stats["old_gap_max"].item() == pytest.approx(0.25)
+
+
+def test_stale_samples_take_the_ppo_ratio_against_the_policy_that_sampled():
+    """rl.max_staleness: a sample drawn one update ago is scored against the sampler's log-probs
+    (`behaviour_logprobs`), not the current policy's: the ratio p_now / p_sampler leaves the clip range
+    for a token the policy has since moved on, and the loss clips it; against the current policy's own
+    log-probs the ratio would be 1 and nothing would clip."""
+    import torch
+
+    from rayda.algo.losses import grpo_token_loss
+    from rayda.rl.rows import behaviour_logprobs, policy_row, with_logprobs
+
+    prompt, sampled = [1, 2, 3], [7, 8]
+    now = torch.log(torch.tensor([[0.25, 0.25, 0.25, 0.25, 0.0001, 0.0001, 0.0001, 0.9, 0.9]]))
+    logits = torch.zeros(1, 4, 9)  # targets: 2, 3 (prompt) then 7, 8 (the completion)
+    logits[0, 2] = now[0]
+    logits[0, 3] = now[0]
+    sampler = [-1.5, -0.11]  # token 7: p 0.22 for the sampler, 0.32 now (ratio 1.44); token 8: 0.90, 0.32
+    old = behaviour_logprobs(len(prompt), sampler)
+    assert old == [0.0, 0.0, -1.5, -0.11]
+    row = with_logprobs([policy_row(prompt, sampled)], [1.0], [old], [old])[0]
+    mask = torch.tensor([[0, 0, 1, 1]], dtype=torch.float32)
+    labels = torch.tensor([[2, 3, 7, 8]])
+    inputs = row.loss_inputs([row], 4)
+    _, stale = grpo_token_loss(logits, labels, mask, 2.0, **inputs, clip=0.2, kl_coef=0.0)
+    current = torch.log_softmax(logits, -1).gather(-1, labels[..., None])[..., 0]
+    _, fresh = grpo_token_loss(logits, labels, mask, 2.0, advantages=inputs["advantages"], old_logp=current.detach(),
+                               ref_logp=current.detach(), clip=0.2, kl_coef=0.0)
+    assert float(stale["clipped_sum"]) == 1.0 and float(fresh["clipped_sum"]) == 0.0
+    assert float(stale["old_gap_max"]) > 0.5  # the mismatch figure shows how far the policy moved

@@ -176,3 +176,34 @@ def test_metrics_and_export(interrupted_run):
         assert w["train"]["n"] == w["heldout"]["n"] == 8 and w["train_sampled"]["n"] == 32
         shares = sum(w["train"][f"share_{b}"] for b in ("refuse", "safe_complete", "comply")) + w["train"]["malformed"]
         assert shares == pytest.approx(1.0)
+
+
+def test_overlapped_steps_train_one_version_behind_and_resume_without_redrawing(ray_local, tiny_world, policy, tmp_path):
+    """rl.max_staleness=1: each step's rollouts and judging run while the previous step trains, so a
+    step trains on samples one version old (its PPO ratio taken against them: `test_rl_parts`); a run
+    stopped after step 2 resumes from the samples of step 3 that it had already drawn and judged,
+    neither drawing them again nor losing them."""
+    from rayda.stages.rl import run
+
+    recipe = new_run(policy, tiny_world, tmp_path, steps=3, extra=["rl.log_samples=1000", "rl.max_staleness=1", "rl.eval_every=0"])
+    judge = recording_judge(str(tmp_path / "judge_inputs.jsonl"))
+
+    def stop_after_two(step, record):
+        if step == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run(recipe, progress=False, on_step=stop_after_two, judge_cls=judge)
+    assert (tmp_path / "checkpoints" / "rl_state" / "step2" / "ahead.pkl").exists()
+    run(recipe, progress=False, judge_cls=judge)
+    metrics = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    metrics = [m for m in metrics if m["stage"] == "rl"]
+    assert [m["step"] for m in metrics] == [1, 2, 3] and [m["policy_version"] for m in metrics] == [1, 2, 3]
+    # step 1 samples with the starting weights; then each step's samples are one version behind
+    assert [m["sampled_versions"] for m in metrics] == [[0], [0], [1]] and [m["staleness"] for m in metrics] == [0, 1, 1]
+    assert all(m["probe_max_diff"] <= 1e-3 for m in metrics) and "wait" in metrics[0]["seconds"]
+    assert metrics[0]["logprob_mismatch_max"] < 1e-3 < metrics[1]["logprob_mismatch_max"]  # the policy moved since sampling
+    # every sample was judged exactly once, across the stop (a redrawn step 3 would be judged twice)
+    samples = [json.loads(x) for x in (tmp_path / "rl_samples.jsonl").read_text().splitlines()]
+    judged = (tmp_path / "judge_inputs.jsonl").read_text().splitlines()
+    assert len(samples) == 3 * 16 and len(judged) == sum(s["malformed"] is None for s in samples) > 0

@@ -114,11 +114,13 @@ class RolloutPool:
                 time.sleep(1.0)
 
     # ---- sampling -----------------------------------------------------------------------------------
-    def generate(self, prompts: list[list[int]], seeds: list[int], on_submit=None, **sampling) -> tuple[list, int]:
+    def generate(self, prompts: list[list[int]], seeds: list[int], on_submit=None, on_shard=None, **sampling) -> tuple[list, int]:
         """Samples for every prompt (token ids), each stamped with the version of the actor that drew it.
 
         Returns ([(version, [Sample, ...]) per prompt], retries used). `on_submit(attempt, pool)` runs
-        once the requests are in flight (tests kill an actor there).
+        once the requests are in flight (tests kill an actor there); `on_shard(indices, results)` runs
+        as each actor's shard finishes, with the prompt indices and their (version, samples), so the
+        caller can start judging a group while other groups are still sampling.
         """
         import ray
 
@@ -127,23 +129,28 @@ class RolloutPool:
         pending, attempt = list(range(len(shards))), 0
         while pending:
             self.ensure_synced()
-            refs = {s: self.actors[s].rollout.remote([prompts[i] for i in shards[s]], seeds=[seeds[i] for i in shards[s]], **sampling)
+            refs = {self.actors[s].rollout.remote([prompts[i] for i in shards[s]], seeds=[seeds[i] for i in shards[s]], **sampling): s
                     for s in pending}
             if on_submit is not None:
                 on_submit(attempt, self)
-            failed = []
-            for s, ref in refs.items():
+            failed, waiting = [], list(refs)
+            while waiting:
+                done, waiting = ray.wait(waiting, num_returns=1)
+                s = refs[done[0]]
                 try:
-                    batch = ray.get(ref)
+                    batch = ray.get(done[0])
                 except ray.exceptions.RayActorError as e:
                     failed.append(s)
                     error = e
                     continue
-                for i, samples in zip(shards[s], batch.samples):
-                    out[i] = (batch.policy_version, list(samples))
+                results = [(batch.policy_version, list(samples)) for samples in batch.samples]
+                for i, r in zip(shards[s], results):
+                    out[i] = r
+                if on_shard is not None:
+                    on_shard(list(shards[s]), results)
             if failed and attempt >= self.retries:
-                raise RuntimeError(f"{self.name}: shards {failed} failed {attempt + 1} times; last error: {error}")
-            pending, attempt = failed, attempt + (1 if failed else 0)
+                raise RuntimeError(f"{self.name}: shards {sorted(failed)} failed {attempt + 1} times; last error: {error}")
+            pending, attempt = sorted(failed), attempt + (1 if failed else 0)
         return out, attempt
 
     def shutdown(self) -> None:
@@ -166,7 +173,7 @@ class JudgePool:
         from rayda.placement import scheduling
 
         remote = ray.remote(actor_cls)
-        self.k, self.name = judge_args["cfg"].k, name
+        self.k, self.name, self.next_actor = judge_args["cfg"].k, name, 0
         self.pg = _reserve(pool, name)
         self.actors = [remote.options(**_options(pool, f"{name}-{i}", max_restarts=-1, max_task_retries=2,
                                                  scheduling_strategy=scheduling(self.pg, i)))
@@ -178,15 +185,23 @@ class JudgePool:
 
     def verdicts(self, requests: list[RewardRequest], seeds: list[int]) -> list[list[Verdict]]:
         """The k verdicts per request; a failed actor's requests get one error verdict each."""
-        import ray
+        return self.collect(self.submit(requests, seeds))
 
+    def submit(self, requests: list[RewardRequest], seeds: list[int]) -> list:
+        """Send `requests` to the judges now (spread over the actors); `collect` waits for the verdicts."""
         for r in requests:  # contract 1, checked again where requests leave the driver
             if type(r) is not RewardRequest:
                 raise TypeError(f"the RL judge takes RewardRequest only, got {type(r).__name__}")
         shards = _shards(len(requests), len(self.actors))
-        refs = [self.actors[s].reward.remote([requests[i] for i in rng], [seeds[i] for i in rng]) for s, rng in enumerate(shards)]
+        offset, self.next_actor = self.next_actor, self.next_actor + len(shards)  # one group at a time still uses every actor
+        actors = [self.actors[(offset + s) % len(self.actors)] for s in range(len(shards))]
+        return [(rng, a.reward.remote([requests[i] for i in rng], [seeds[i] for i in rng])) for a, rng in zip(actors, shards)]
+
+    def collect(self, submitted: list) -> list[list[Verdict]]:
+        import ray
+
         out: list[list[Verdict]] = []
-        for rng, ref in zip(shards, refs):
+        for rng, ref in submitted:
             try:
                 out += ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:

@@ -46,6 +46,13 @@ def policy_row(prompt_ids: list[int], completion_ids: list[int], prompt_id: str 
     return PolicyRow(ids, mask, prompt_id)
 
 
+def behaviour_logprobs(prompt_len: int, sampled: Sequence[float]) -> list[float]:
+    """Per-target old log-probs from the policy that sampled: 0 for the prompt's targets (masked out),
+    then the log-prob of each sampled token under the sampler, so the PPO ratio is p_now / p_sampler
+    however many updates the learner took since (`rl.max_staleness`)."""
+    return [0.0] * (prompt_len - 1) + [float(x) for x in sampled]
+
+
 def with_logprobs(rows: list[PolicyRow], advantages: list[float], old: list, ref: list) -> list[PolicyRow]:
     """The rows with their advantages and per-target log-probs (float32 arrays: what the loss computes in)."""
     import numpy as np

@@ -14,6 +14,14 @@ The algorithm, one step (policy version v -> v + 1):
     for each update in the batch: minimise  clipped_pg(ratio = p/p_old, A) + kl_coef * KL(p || ref)
     broadcast the weights to every rollout engine (or save + reload), probe: log-probs must match (contract 4)
 
+With `rl.max_staleness=1` steps overlap: while step t trains, step t+1's rollouts are drawn (by
+policy t, one update behind) and judged in a background thread, and each actor's groups go to the
+judge as soon as that actor finishes, not when the whole batch has; the engines finish before the
+sync changes their weights. Every sample carries its version; a step refuses samples older than the
+bound; the PPO ratio is taken against the sampler's log-probs (`rl.rows.behaviour_logprobs`); and a
+checkpoint keeps the batch drawn ahead (`ahead.pkl`), so a resumed run trains on it instead of
+drawing it again.
+
 Reference log-probs come from a frozen copy of the starting (SFT) weights kept on every learner rank
 (`DeepSpeedLearner.logprobs(rows, reference=True)`): no extra actor or transfer, at the price of one
 more model copy per rank, not sharded under ZeRO-3. With `pools.reference` set, a reference group of
@@ -31,8 +39,10 @@ Writes:
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,7 +185,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.rl import rewards as R
     from rayda.rl.pools import JudgePool, RolloutPool
     from rayda.rl.report import Dashboard
-    from rayda.rl.rows import policy_row, with_logprobs
+    from rayda.judges.base import min_of_k
+    from rayda.rl.rows import behaviour_logprobs, policy_row, with_logprobs
     from rayda.rl.sync import learner_logprobs, probe_example, sync, transport
     from rayda.types import Completion
 
@@ -206,7 +217,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                           c.rollout_restarts, c.rollout_retries)
     judges = JudgePool(judge_cls or JudgeWorker, recipe.pools.judge, plan.ctx.judge_args(plan.spec_texts))
     dashboard = Dashboard()
-    reference = None
+    reference, ahead_pool = None, None
     try:
         if recipe.pools.reference is not None:  # else the reference lives on the learner ranks
             reference = ActorGroup(Learner, recipe.pools.reference, "reference",
@@ -222,26 +233,53 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                 rollout.check(_probe(learners, probe_row, 0, c.probe_tolerance))
             if c.eval_every and not start:
                 _watch(rollout, plan, watch_ids, p["metrics"], dashboard, 0, c, sampled=True)
+            def produce(step: int) -> dict:
+                """Steps 1-3 for `step`: rollouts (no spec), stamped with the policy version that drew
+                them, each actor's groups judged as soon as that actor is done (the judge sees
+                RewardRequest.of(completion): no cot; malformed -> penalty)."""
+                pt, n = Timer(), c.samples_per_prompt
+                batch = [plan.prompts[i] for i in batch_indices(len(plan.prompts), step, c.prompts_per_step * c.oversample, seed)]
+                completions: list = [None] * (len(batch) * n)
+                judging: list = []
+
+                def judge_shard(indices: list[int], results: list) -> None:
+                    at = indices[0] * n
+                    shard = [Completion.from_text(batch[i], s.text, v, token_ids=s.token_ids, logprobs=s.logprobs)
+                             for i, (v, samples) in zip(indices, results) for s in samples]
+                    completions[at:at + len(shard)] = shard
+                    requests, owners = R.reward_requests(shard)
+                    owners = [at + o for o in owners]
+                    seeds = [stable_seed(seed, "rl-judge", step, completions[i].prompt.id, i) for i in owners]
+                    judging.append((owners, judges.submit(requests, seeds)))
+
+                with pt("generate"):
+                    _, retries = rollout.generate(
+                        [prompt_ids[q.id] for q in batch], [stable_seed(seed, "rl", step, q.id) for q in batch],
+                        on_submit=(lambda attempt, pool: on_rollout(step, attempt, pool)) if on_rollout else None,
+                        on_shard=judge_shard, n=n, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens)
+                with pt("judge"):  # what is left of the judging once the last group is sampled
+                    owners = [o for os, _ in judging for o in os]
+                    verdicts = [min_of_k(v) for _, submitted in judging for v in judges.collect(submitted)]
+                    scored = R.assemble(completions, verdicts, owners, c.format_penalty)
+                return {"step": step, "batch": batch, "completions": completions, "scored": scored, "retries": retries,
+                        "seconds": pt.seconds}
+
+            # rl.max_staleness = 1: the next step's rollouts and judging run in the background while this
+            # step trains (sampled by the policy one update behind); the engines finish them before
+            # their weights change. A checkpoint keeps them, so a resumed run neither redoes nor loses them.
+            ahead_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rl-ahead") if c.max_staleness else None
+            pending = load_ahead(p["state"], start) if start and c.max_staleness else None
             bar = tqdm(total=c.steps, initial=start, desc="rl", disable=not progress)
             for step in range(start, c.steps):
                 t, version = Timer(), rollout.version
                 t_step = time.perf_counter()
-                batch = [plan.prompts[i] for i in batch_indices(len(plan.prompts), step, c.prompts_per_step * c.oversample, seed)]
-
-                # 1. rollouts: n samples per prompt, without the spec, stamped with the policy version
-                with t("generate"):
-                    outs, retries = rollout.generate(
-                        [prompt_ids[q.id] for q in batch], [stable_seed(seed, "rl", step, q.id) for q in batch],
-                        on_submit=(lambda attempt, pool: on_rollout(step, attempt, pool)) if on_rollout else None,
-                        n=c.samples_per_prompt, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens)
-                completions = [Completion.from_text(q, s.text, v, token_ids=s.token_ids, logprobs=s.logprobs)
-                               for q, (v, samples) in zip(batch, outs) for s in samples]
-
-                # 2-3. rewards: the judge sees RewardRequest.of(completion) (no cot); malformed -> penalty
-                with t("judge"):
-                    requests, owners = R.reward_requests(completions)
-                    seeds = [stable_seed(seed, "rl-judge", step, completions[i].prompt.id, i) for i in owners]
-                    scored = R.assemble(completions, judges.reward(requests, seeds), owners, c.format_penalty)
+                current = pending if pending is not None else produce(step)
+                ahead = ahead_pool.submit(produce, step + 1) if ahead_pool and step + 1 < c.steps else None
+                batch, completions, scored, retries = (current[k] for k in ("batch", "completions", "scored", "retries"))
+                t.seconds.update(current["seconds"])  # generate, judge: measured where they ran
+                stale = version - min(x.policy_version for x in completions)
+                if stale > c.max_staleness:
+                    raise RuntimeError(f"rl: step {step + 1} would train on samples {stale} versions old (rl.max_staleness={c.max_staleness})")
 
                 # 4. GRPO: group-relative advantages, old and reference log-probs, clipped updates
                 with t("train"):
@@ -254,13 +292,13 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     picked = [g * c.samples_per_prompt + i for g in groups for i in range(c.samples_per_prompt)]
                     trained, trained_scores = [completions[i] for i in picked], [scored[i] for i in picked]
                     rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid) for x, s in zip(trained, trained_scores)]
-                    # Several updates per step: the learner's log-probs before the first are the old ones. One
-                    # update: the weights that sampled are the ones being trained, so the sampler's own
-                    # log-probs serve as old ones (no extra forward pass), and the training pass measures
-                    # how far they are from the learner's (the train/inference mismatch).
-                    recompute = plan.updates_per_step > 1
+                    # Old log-probs: the behaviour policy's, the one that sampled (`behaviour_logprobs`), except
+                    # with several updates per step on fresh samples, where the learner recomputes them (the
+                    # same policy in its own numerics). With stale samples only the sampler's are right: the
+                    # learner has moved since. The training pass measures the train/inference mismatch.
+                    recompute = plan.updates_per_step > 1 and not c.max_staleness
                     old = (learner_logprobs(learners, rows, temperature=c.temperature) if recompute else
-                           [[0.0] * (len(prompt_ids[x.prompt.id]) - 1) + list(x.logprobs) for x in trained])
+                           [behaviour_logprobs(len(prompt_ids[x.prompt.id]), x.logprobs) for x in trained])
                     ref = (learner_logprobs(reference, rows, temperature=c.temperature) if reference else
                            learner_logprobs(learners, rows, reference=True, temperature=c.temperature))
                     rows = with_logprobs(rows, advantages, old, ref)
@@ -269,13 +307,19 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                         "train_step", rows[u * size:(u + 1) * size], "grpo", clip=c.clip, clip_high=c.clip_high, kl_coef=c.kl_coef, kl_kind=c.kl_kind,
                         temperature=c.temperature)]
 
+                if ahead is not None:
+                    with t("wait"):  # the next batch finishes on the old weights before they change
+                        pending = ahead.result()
+                else:
+                    pending = None
+
                 # 5. weight sync v -> v + 1, verified by the probe every probe_every syncs
                 with t("sync"):
                     probe = probe_row if (step + 1) % c.probe_every == 0 else None
                     synced = sync(learners, rollout, version + 1, probe, c.probe_tolerance)
 
                 record = {"stage": STAGE, "step": step + 1, "policy_version": version + 1,
-                          "sampled_versions": sorted({x.policy_version for x in completions}),
+                          "sampled_versions": sorted({x.policy_version for x in completions}), "staleness": stale,
                           "prompts": [q.id for q in batch], "rollout_retries": retries,
                           "rollout_resyncs": rollout.restarts_seen,
                           **R.step_stats(completions, scored, plan.spec, classify),
@@ -298,6 +342,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                 if c.eval_every and (done % c.eval_every == 0 or done == c.steps):
                     _watch(rollout, plan, watch_ids, p["metrics"], dashboard, done, c, sampled=done == c.steps)
                 if c.save_every and done % c.save_every == 0 and done < c.steps:
+                    save_ahead(p["state"], done, pending)  # first: DeepSpeed's `latest` names the tag last
                     learners.run_all("save_checkpoint", str(p["state"]), f"step{done}", {"step": done})
                     _prune(p["state"], c.keep_checkpoints)
                 if on_step is not None:
@@ -309,6 +354,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                           "policy_version": rollout.version, "first_sync": first}
                 atomic_write_json(tmp / "train_report.json", report)
     finally:
+        if ahead_pool is not None:
+            ahead_pool.shutdown(wait=True, cancel_futures=True)
         tracking.close(recipe.run.dir)
         if rollout.transport is not None:
             rollout.transport.close()  # the export supersedes the last snapshot
@@ -391,6 +438,24 @@ def _learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids:
         "logprob_mismatch_mean": mismatch_mean,
         "logprob_mismatch_max": mismatch_max,
     }
+
+
+def save_ahead(state_dir: Path, done: int, ahead: dict | None) -> None:
+    """Keep the next step's samples and rewards (drawn ahead, `rl.max_staleness`) with checkpoint `done`."""
+    if ahead is not None:
+        with atomic_path(Path(state_dir) / f"step{done}" / "ahead.pkl") as tmp:
+            tmp.write_bytes(pickle.dumps(ahead))
+
+
+def load_ahead(state_dir: Path, step: int) -> dict | None:
+    """The samples of `step` drawn before the run stopped (None if none were kept)."""
+    path = Path(state_dir) / f"step{step}" / "ahead.pkl"
+    if not path.exists():
+        return None
+    ahead = pickle.loads(path.read_bytes())
+    if ahead["step"] != step:
+        raise RuntimeError(f"{path} holds the samples of step {ahead['step']}, not of step {step}")
+    return ahead
 
 
 def _prune(state_dir: Path, keep: int) -> None:
