@@ -2,8 +2,8 @@
 
 Each rank receives only its own shard of the global batch (`rows[rank::world]`, packed as NumPy
 columns: `rayda.data.packed`) and cuts it into `grad_accum` micro-batches. The loss is divided by the
-masked-token count of the whole global batch (which the shard carries), so the gradient is the token-weighted mean over all ranks and micro-batches whatever the cut
-(see `rayda.algo.losses.sft_loss`). DeepSpeed averages gradients over ranks and, by default, divides
+masked-token count of the whole global batch (which the shard carries), so the gradient is the
+token-weighted mean over all ranks and micro-batches whatever the cut (see `rayda.algo.losses.sft_loss`). DeepSpeed averages gradients over ranks and, by default, divides
 by `grad_accum` too; we undo both scalings by hand (`backward(scale_wrt_gas=False)`, loss x world).
 
 Each rank decides its own device, backend and dtype (`rayda.engines.device`, in the rank's process,
@@ -271,7 +271,7 @@ class DeepSpeedLearner:
         out: list[np.ndarray] = []
         for i in range(0, shard.per_rank, mbs):
             mb = rows[i:i + mbs]
-            # A rank with fewer rows runs a dummy pass (the first row of any shard: the driver's row 0)
+            # a rank whose shard ran out runs a pass whose result is dropped (ZeRO-3: every rank must)
             batch = {k: v.to(self.device) for k, v in collate(mb or self._filler(rows), self.opts.pad_id).items()}
             logits = self._logits(batch, reference)
             lp = token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:], temperature).float().cpu().numpy()

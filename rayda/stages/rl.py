@@ -26,8 +26,9 @@ Reference log-probs come from a frozen copy of the starting (SFT) weights kept o
 (`DeepSpeedLearner.logprobs(rows, reference=True)`): no extra actor or transfer, at the price of one
 more model copy per rank, not sharded under ZeRO-3. With `pools.reference` set, a reference group of
 its own computes them instead: frozen DeepSpeed ranks, sharded with ZeRO-3 (`reference_options`).
-Old log-probs are recomputed by the learner; the rollout engine's own sampling log-probs are logged
-beside them as the train/inference mismatch.
+Old log-probs are the sampler's own (the behaviour policy's), except with several updates per
+on-policy step, where the learner recomputes them; the training pass logs how far the learner's are
+from the sampler's as the train/inference mismatch.
 
 Writes:
     <run.dir>/checkpoints/rl/         Hugging Face folder, `train_report.json`, then `_SUCCESS`
@@ -181,11 +182,11 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.behaviour import classify
     from rayda.data.gen_rows import stable_seed
     from rayda.data.sft import batch_indices
+    from rayda.judges.base import min_of_k
     from rayda.ray_utils import init_ray
     from rayda.rl import rewards as R
     from rayda.rl.pools import JudgePool, RolloutPool
     from rayda.rl.report import Dashboard
-    from rayda.judges.base import min_of_k
     from rayda.rl.rows import behaviour_logprobs, policy_row, with_logprobs
     from rayda.rl.sync import learner_logprobs, probe_example, sync, transport
     from rayda.types import Completion
@@ -233,6 +234,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                 rollout.check(_probe(learners, probe_row, 0, c.probe_tolerance))
             if c.eval_every and not start:
                 _watch(rollout, plan, watch_ids, p["metrics"], dashboard, 0, c, sampled=True)
+
             def produce(step: int) -> dict:
                 """Steps 1-3 for `step`: rollouts (no spec), stamped with the policy version that drew
                 them, each actor's groups judged as soon as that actor is done (the judge sees
