@@ -74,7 +74,7 @@ def test_broadcast_reaches_every_receiver_bucket_by_bucket():
     buckets = plan_buckets([meta_of(n, t) for n, t in weights.items()], bucket_bytes=64 * 32 * 4)
     assert len(buckets) == 3
     group, procs, out = _group(2, to_wire(buckets), 60)
-    send(group, ([weights[m.name] for m in bucket] for bucket in buckets))  # one bucket in flight at a time
+    send(group, (flatten([weights[m.name] for m in bucket]) for bucket in buckets))  # one bucket in flight at a time
     got = dict(out.get(timeout=60) for _ in procs)
     for p in procs:
         p.join(timeout=30)

@@ -154,12 +154,11 @@ def broadcast(group, tensor: torch.Tensor, wait: bool = True):
     return work
 
 
-def send(group, buckets_of_tensors):
-    """Rank 0: broadcast each bucket (an iterable of tensor lists, flattened here), keeping one bucket in
-    flight while the next is gathered and flattened."""
+def send(group, flat_buckets):
+    """Rank 0: broadcast each bucket (an iterable of `flatten`ed tensors, produced lazily), keeping one
+    bucket in flight while the next is gathered and flattened."""
     pending = None
-    for tensors in buckets_of_tensors:
-        flat = flatten(tensors)
+    for flat in flat_buckets:
         work = broadcast(group, flat, wait=False)
         if pending is not None:
             pending[1].wait()
