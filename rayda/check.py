@@ -166,11 +166,15 @@ def lora_problems(lora, zero_stage: int, section: str) -> list[str]:
 
 
 def _eval(recipe: Recipe) -> list[str]:
+    from rayda.evaluation.grader import config_problems
+
     e = recipe.eval
-    out = _at_least("eval", e, ("batch_size", "max_tokens", "n_resamples"), 1)
+    out = _at_least("eval", e, ("batch_size", "max_tokens", "n_resamples", "samples_per_prompt"), 1)
     if e.temperature < 0:
         out.append(f"eval.temperature must be >= 0, got {e.temperature}")
-    return out
+    if e.samples_per_prompt > 1 and e.temperature == 0:
+        out.append(f"eval.samples_per_prompt={e.samples_per_prompt} needs eval.temperature > 0: greedy samples are all the same")
+    return out + config_problems(e, recipe.judge.kind)
 
 
 def _model(recipe: Recipe) -> list[str]:

@@ -364,10 +364,21 @@ class EvalConfig:
     """Longest response generated per prompt."""
     temperature: float = 0.0
     """Sampling temperature; 0 is greedy (the default: a model's typical answer, reproducible)."""
+    samples_per_prompt: int = 1
+    """Completions sampled per prompt (more than one needs `temperature` > 0); each metric is then
+    also reported as mean ± sd over the samples, beside its bootstrap interval over prompts."""
     batch_size: int = 64
     """Prompts per generator batch."""
     n_resamples: int = 1000
     """Bootstrap resamples for the 95% intervals."""
+    grader: str = "heuristic"
+    """What reads each answer's behaviour: `heuristic` (`rayda.behaviour.classify`; an llm or http judge's
+    REWARD verdict on labelled prompts of the spec's categories) or `judge` (the recipe's llm or http
+    judge with the grading prompt of `rayda.evaluation.grader`: the behaviour, and whether the answer
+    holds the harmful content asked for)."""
+    grader_sees: str = "answer"
+    """What the `judge` grader reads besides the request: `answer` (the final answer only) or
+    `reasoning` (the chain of thought too). An eval's default name carries the variant."""
     gpu_memory_utilization: float = 0.2
     """vLLM memory fraction (of NUMA node 0's memory on CPU)."""
 

@@ -91,3 +91,61 @@ def test_grade_file_measures_agreement_with_xstest_human_labels(tmp_path):
     assert summary["overall"]["not_overrefuse"]["mean"] == 0.5  # v2-3 refused a safe prompt
     assert summary["overall"]["not_unsafe"]["mean"] == 0.5      # v2-4 answered an unsafe one
     assert summary["overall"]["malformed_rate"]["mean"] == 0.0  # plain answers, no <think>: not malformed
+
+
+# ---- the judge grader, several samples, and variants side by side ----------------------------------
+
+
+def test_grade_takes_the_model_graders_grades(spec):
+    from rayda.evaluation.grader import parse_grade
+
+    items = [_item("a", "illicit_behaviour", "refuse"), _item("a", "illicit_behaviour", "refuse")]
+    comply = spec.style_guide("comply").example  # the heuristic would read this as comply
+    grades = [parse_grade('{"behaviour": "refuse", "harmful_content": false}'), parse_grade('{"behaviour": "refuse"')]
+    graded, rows = evaluate.grade(spec, items, [comply, comply], grades=grades, samples=[0, 1])
+    assert [(g.behaviour, g.harmful, g.sample) for g in graded] == [("refuse", False, 0), (None, None, 1)]
+    assert graded[1].grader_error.startswith("unparseable grade") and rows[1]["grader_error"] == graded[1].grader_error
+    assert rows[0]["grader_raw"] == '{"behaviour": "refuse", "harmful_content": false}' and rows[0]["harmful_content"] is False
+    heuristic, rows = evaluate.grade(spec, items[:1], [comply])
+    assert heuristic[0].behaviour == "comply" and not heuristic[0].model_graded and "grader_raw" not in rows[0]
+
+
+def _finished(path, **grading):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"grading": {"grader": "heuristic", "grader_sees": None, "samples_per_prompt": 1, **grading}} if grading else {}
+    path.write_text(json.dumps({"overall": {}, "meta": meta}))
+    return path
+
+
+def test_a_finished_eval_is_reused_only_for_the_same_variant(tmp_path):
+    base = [f"run.dir={tmp_path}", f"model.policy={tmp_path}/no-model"]  # an eval that did start would fail at once
+    recipe = load_recipe("tiny", [*base, "eval.grader=judge", "judge.kind=llm", "eval.grader_sees=reasoning"])
+    done = _finished(tmp_path / "eval" / "base-heldout-judge-reasoning.json", grader="judge", grader_sees="reasoning")
+    assert evaluate.run(recipe) == done  # the default name carries the variant; nothing starts
+    old = _finished(tmp_path / "eval" / "base-heldout.json")  # written before evals recorded their grading
+    assert evaluate.run(load_recipe("tiny", base)) == old
+    with pytest.raises(ValueError, match=r"base-heldout.json exists, graded with .*'heuristic'.* asks for .*'judge'.*another --name"):
+        evaluate.run(recipe, name="base-heldout")
+
+
+@pytest.mark.slow
+def test_judge_grader_with_samples_on_the_tiny_model(ray_local, tiny_world, tmp_path):
+    """Mechanics, end to end: two samples per prompt from the tiny model, each graded by the tiny model
+    as an llm judge on the judge pool; under structured outputs every grade parses."""
+    recipe = load_recipe("tiny", [f"run.dir={tmp_path}", "eval.limit=3", "eval.samples_per_prompt=2", "eval.temperature=1.0",
+                                  "eval.grader=judge", "judge.kind=llm", "eval.n_resamples=200"])
+    report = evaluate.run(recipe, progress=False)
+    assert report.name == "base-heldout-judge-n2.json"
+    summary = json.loads(report.read_text())
+    rows = pq.read_table(report.with_suffix(".parquet")).to_pylist()
+    assert [(r["prompt_id"], r["sample"]) for r in rows] == [(p, j) for p in dict.fromkeys(r["prompt_id"] for r in rows) for j in (0, 1)]
+    assert len(rows) == 6 and len({r["completion"] for r in rows}) > 3  # sampled, each with its own seed
+    assert all(r["grader_error"] is None and r["behaviour"] and isinstance(r["harmful_content"], bool) for r in rows)
+    assert all("<answer>" in r["grader_input"] and "<reasoning>" not in r["grader_input"] for r in rows)
+    o = summary["overall"]
+    assert summary["samples_per_prompt"] == 2 and o["grader_error_rate"] == {**o["grader_error_rate"], "mean": 0.0, "n": 6}
+    assert len(o["behaviour_accuracy"]["per_sample"]) == 2 and o["behaviour_accuracy"]["sd"] is not None
+    assert summary["meta"]["grading"] == {"grader": "judge", "grader_sees": "answer", "samples_per_prompt": 2}
+    assert summary["meta"]["grader_model"] == str(tiny_world.model_dir)
+    stamp = report.stat().st_mtime_ns
+    assert evaluate.run(recipe, progress=False) == report and report.stat().st_mtime_ns == stamp  # not redone

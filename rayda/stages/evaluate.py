@@ -5,12 +5,19 @@
     rayda eval --completions xstest_v2_completions.csv    # grade completions produced elsewhere
 
 `--model` is `base` (the recipe's policy), `sft` or `rl` (this run's checkpoints) or any Hugging Face
-path or name. Generation runs on the rollout pool through Ray Data (`actors/answerer.py`). The answer's
-behaviour comes from the judge's REWARD view, on the judge pool (`actors/judge.py`); the rubric judge and
-unlabelled or off-spec prompts use `rayda.behaviour.classify` on the driver (spec style markers, else
-free-form cues). Citations from the chain of thought are checked against the spec. Outputs, written atomically:
-`<run.dir>/eval/<name>.json` (per-category metrics with 95% bootstrap intervals) and
-`<run.dir>/eval/<name>.parquet` (every graded sample). A finished evaluation is not redone.
+path or name. Generation runs on the rollout pool through Ray Data (`actors/answerer.py`),
+`eval.samples_per_prompt` completions per prompt. Grading, by `eval.grader`:
+- `heuristic` (the default): the behaviour comes from the judge's REWARD view, on the judge pool
+  (`actors/judge.py`); the rubric judge and unlabelled or off-spec prompts use `rayda.behaviour.classify`
+  on the driver (spec style markers, else free-form cues);
+- `judge`: the recipe's llm or http judge grades every answer with the grading prompt of
+  `rayda.evaluation.grader` (behaviour, and whether it holds the harmful content asked for), on the judge
+  pool through Ray Data, reading the answer or, with `eval.grader_sees=reasoning`, the reasoning too.
+Citations from the chain of thought are checked against the spec. Outputs, written atomically:
+`<run.dir>/eval/<name>.json` (per-category metrics with 95% bootstrap intervals, and mean ± sd over
+samples when there are several) and `<run.dir>/eval/<name>.parquet` (every graded sample). The default
+name carries the grading variant (`rayda.evaluation.grader.name_suffix`), so variants sit side by side.
+A finished evaluation is not redone; one of the same name graded another way is an error.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from pathlib import Path
 
 from rayda import io
 from rayda.config import Recipe
-from rayda.evaluation.metrics import XSTEST_HUMAN_LABELS, Graded, human_agreement, summarise
+from rayda.evaluation import grader
+from rayda.evaluation.metrics import XSTEST_HUMAN_LABELS, Graded, format_metric, human_agreement, summarise
 from rayda.evaluation.prompt_sets import EvalPrompt, load_completions, load_prompt_set
 from rayda.reasoning import split
 from rayda.spec import BEHAVIOURS
@@ -56,7 +64,8 @@ def load_eval_prompts(ctx, source: str) -> list[EvalPrompt]:
 
 
 def generate(recipe: Recipe, model: str, items: list[EvalPrompt], progress: bool = True) -> list[str]:
-    """One completion per prompt from the rollout pool, in prompt order."""
+    """`eval.samples_per_prompt` completions per prompt from the rollout pool: prompt i's sample j at
+    i * samples + j (each with its own seed, the run's seed plus that position)."""
     import ray.data
 
     from rayda.actors.answerer import Answerer
@@ -64,12 +73,13 @@ def generate(recipe: Recipe, model: str, items: list[EvalPrompt], progress: bool
     from rayda.placement import data_pool_args, plan
     from rayda.ray_utils import init_ray
 
-    ray = init_ray(recipe.run)
+    init_ray(recipe.run)
     pool = recipe.pools.rollout
     plan({"rollout": pool}, ray.cluster_resources())
     cfg = EngineConfig(model, seed=recipe.run.seed, dtype=recipe.model.dtype,
                        gpu_memory_utilization=recipe.eval.gpu_memory_utilization, verbose=recipe.run.verbose)
-    rows = [{"index": i, "messages": json.dumps(list(it.prompt.messages))} for i, it in enumerate(items)]
+    n = recipe.eval.samples_per_prompt
+    rows = [{"index": i * n + j, "messages": json.dumps(list(it.prompt.messages))} for i, it in enumerate(items) for j in range(n)]
     ds = ray.data.from_items(rows).map_batches(
         Answerer,
         fn_constructor_args=(cfg, recipe.eval.max_tokens, recipe.eval.temperature, recipe.run.seed),
@@ -77,20 +87,29 @@ def generate(recipe: Recipe, model: str, items: list[EvalPrompt], progress: bool
     )
     from tqdm import tqdm
 
-    out: list[str | None] = [None] * len(items)
-    for row in tqdm(ds.iter_rows(), total=len(items), desc=f"eval {Path(model).name}", disable=not progress):
+    out: list[str | None] = [None] * len(rows)
+    for row in tqdm(ds.iter_rows(), total=len(rows), desc=f"eval {Path(model).name}", disable=not progress):
         out[row["index"]] = row["completion"]
     return out  # type: ignore[return-value]
 
 
-def grade(spec, items: list[EvalPrompt], completions: list[str], judge=None) -> tuple[list[Graded], list[dict]]:
-    """Split, classify and check citations for each completion; the graded samples and their rows."""
+def grade(spec, items: list[EvalPrompt], completions: list[str], judge=None, grades: list | None = None,
+          samples: list[int] | None = None) -> tuple[list[Graded], list[dict]]:
+    """Split, classify and check citations for each completion; the graded samples and their rows.
+
+    `grades` (`rayda.evaluation.grader.Grade`, one per completion) come from the model grader and
+    decide the behaviour; otherwise `judge` (a judge pool) or the classifier does. `samples` numbers
+    each completion among its prompt's samples (default: all 0)."""
     from rayda.behaviour import classify
     from rayda.types import Completion, RewardRequest
 
     categories = set(spec.category_ids)
     splits = [split(c) for c in completions]
     answers = [s.answer if s.answer else c for s, c in zip(splits, completions)]
+    samples = samples or [0] * len(items)
+    if grades is not None:
+        judge = None
+        assert len(grades) == len(items), f"{len(grades)} grades for {len(items)} completions"
     judged = [i for i, it in enumerate(items) if judge is not None and it.label and it.category in categories]
     verdicts = {}
     if judged:
@@ -99,15 +118,50 @@ def grade(spec, items: list[EvalPrompt], completions: list[str], judge=None) -> 
             verdicts[i] = vs[0]
     graded, rows = [], []
     for i, (it, s, answer, text) in enumerate(zip(items, splits, answers, completions)):
-        v = verdicts.get(i)
-        behaviour = (v.behaviour if v is not None and v.ok else None) if v is not None else classify(answer, spec)
+        v, gr = verdicts.get(i), grades[i] if grades is not None else None
+        if gr is not None:
+            behaviour = gr.behaviour
+        else:
+            behaviour = (v.behaviour if v is not None and v.ok else None) if v is not None else classify(answer, spec)
         cites = tuple(spec.citations(s.cot, it.category)) if it.category in categories else ()
         style_ok = (bool(answer.strip()) and "<" not in answer) if behaviour == "safe_complete" else None
-        g = Graded(it.id, it.category, it.label, behaviour, s.malformed, cites, style_ok, it.type)
+        g = Graded(it.id, it.category, it.label, behaviour, s.malformed, cites, style_ok, it.type, samples[i],
+                   gr.harmful if gr else None, gr.error if gr else None)
         graded.append(g)
         rows.append({**g.as_row(), "prompt": it.prompt.user_text, "completion": text, "answer": answer, "cot": s.cot,
-                     "judge_error": v.error if v is not None else None})
+                     "judge_error": v.error if v is not None else None, **_grade_columns(gr)})
     return graded, rows
+
+
+def _grade_columns(gr) -> dict:
+    """The model grader's raw output and what it read, for audit (absent under the heuristic grader)."""
+    return {} if gr is None else {"grader_raw": gr.raw, "grader_input": gr.input}
+
+
+def model_grades(recipe: Recipe, ctx, requests: list[tuple], progress: bool = True) -> list:
+    """`eval.grader=judge`: the recipe's llm or http judge grades each (messages, answer, cot) with the
+    grading prompt, greedily and once, on the judge pool through Ray Data; a `Grade` per request, in order
+    (a failed or unparseable grade is an error grade, never an exception)."""
+    import ray.data
+    from tqdm import tqdm
+
+    from rayda.placement import data_pool_args, plan
+    from rayda.ray_utils import init_ray
+
+    chats = grader.grading_chats(requests, recipe.eval.grader_sees)
+    init_ray(recipe.run)
+    plan({"judge": recipe.pools.judge}, ray.cluster_resources())
+    cfg = dataclasses.replace(recipe.judge, k=1, temperature=0.0)
+    rows = [{"index": i, "chat": json.dumps(c)} for i, c in enumerate(chats)]
+    ds = ray.data.from_items(rows).map_batches(
+        grader.GradeWorker, fn_constructor_kwargs=dict(**ctx.judge_args({}, cfg), run_seed=recipe.run.seed),
+        batch_size=recipe.eval.batch_size, batch_format="pyarrow", **data_pool_args(recipe.pools.judge),
+    )
+    out: list = [None] * len(rows)
+    for row in tqdm(ds.iter_rows(), total=len(rows), desc="eval grader", disable=not progress):
+        i = row["index"]
+        out[i] = dataclasses.replace(grader.parse_grade(row["raw"], row["error"]), input=chats[i][-1]["content"])
+    return out
 
 
 def _write(out_dir: Path, name: str, rows: list[dict], summary: dict) -> Path:
@@ -127,9 +181,12 @@ def run(recipe: Recipe, model: str = "base", source: str | None = None, name: st
     from rayda.context import RunContext
 
     source = source or recipe.eval.prompts
+    default_name = name is None
     name = name or f"{Path(model).name if model not in ('base', 'sft', 'rl') else model}-{Path(source.split(':')[-1]).stem}"
+    name = name + grader.name_suffix(recipe.eval) if default_name else name
     out_dir = Path(recipe.run.dir) / "eval"
     if (out_dir / f"{name}.json").exists():
+        _same_variant(out_dir / f"{name}.json", recipe)
         print(f"eval: {out_dir / name}.json exists; skipping")
         return out_dir / f"{name}.json"
     t0 = time.time()
@@ -140,16 +197,54 @@ def run(recipe: Recipe, model: str = "base", source: str | None = None, name: st
     if recipe.judge.kind != "rubric":
         ctx.check_judge()
     completions = generate(recipe, path, items, progress)
-    with _judge_pool(ctx, items) as judge:
-        graded, rows = grade(ctx.spec, items, completions, judge)
+    n = recipe.eval.samples_per_prompt
+    samples = [j for _ in items for j in range(n)]
+    items = [it for it in items for _ in range(n)]  # in generate's order: prompt i's sample j at i * n + j
+    if recipe.eval.grader == "judge":
+        requests = [(it.prompt.messages, *_answer_cot(text)) for it, text in zip(items, completions)]
+        graded, rows = grade(ctx.spec, items, completions, grades=model_grades(recipe, ctx, requests, progress),
+                             samples=samples)
+    else:
+        with _judge_pool(ctx, items) as judge:
+            graded, rows = grade(ctx.spec, items, completions, judge, samples=samples)
     summary = summarise(graded, n_resamples=recipe.eval.n_resamples, seed=recipe.run.seed)
     summary["meta"] = {"model": model, "model_path": path, "prompts": source, "judge": recipe.judge.kind,
                        "temperature": recipe.eval.temperature, "seconds": round(time.time() - t0, 1)}
+    summary["meta"].update(_grading_meta(ctx, recipe))
     report = _write(out_dir, name, rows, summary)
-    overall = summary["overall"]
-    print(f"eval {name}: behaviour accuracy {_fmt(overall['behaviour_accuracy'])}, "
-          f"not_unsafe {_fmt(overall['not_unsafe'])}, not_overrefuse {_fmt(overall['not_overrefuse'])} -> {report}")
+    print(f"eval {name}: {_headline(summary)} -> {report}")
     return report
+
+
+def _answer_cot(completion: str) -> tuple[str, str]:
+    """The final answer (the whole completion when it has none apart) and the chain of thought."""
+    s = split(completion)
+    return s.answer or completion, s.cot
+
+
+def _grading_meta(ctx, recipe: Recipe) -> dict:
+    meta = {"grading": grader.variant(recipe.eval)}
+    if recipe.eval.grader == "judge":
+        meta.update(grader_model=ctx.judge_model, grader_prompt_hash=grader.prompt_hash())
+    return meta
+
+
+def _same_variant(path: Path, recipe: Recipe) -> None:
+    """A finished eval is reused only when it was graded the way this one asks (an explicit `--name`
+    could otherwise hand back the other variant's figures)."""
+    had = json.loads(path.read_text()).get("meta", {}).get("grading") or grader.variant(Recipe().eval)
+    want = grader.variant(recipe.eval)
+    if had != want:
+        raise ValueError(f"eval: {path} exists, graded with {had}, and this eval asks for {want}: "
+                         "give it another --name (the default name tells the variants apart)")
+
+
+def _headline(summary: dict) -> str:
+    o = summary["overall"]
+    names = ["behaviour_accuracy", "not_unsafe", "not_overrefuse"]
+    if o["grader_error_rate"]["n"]:  # a model grader read the answers
+        names += ["not_harmful", "grader_error_rate"]
+    return ", ".join(f"{m} {format_metric(o[m])}" for m in names)
 
 
 @contextlib.contextmanager
@@ -175,19 +270,29 @@ def _judge_pool(ctx, items: list[EvalPrompt]):
         pool.shutdown()
 
 
-def grade_file(recipe: Recipe, path: str, name: str | None = None) -> Path:
-    """`rayda eval --completions FILE`: grade completions produced elsewhere, without generating."""
+def grade_file(recipe: Recipe, path: str, name: str | None = None, progress: bool = True) -> Path:
+    """`rayda eval --completions FILE`: grade completions produced elsewhere, without generating (with
+    `eval.grader=judge`, by the recipe's model judge: a file with human labels then measures it)."""
     from rayda.behaviour import classify
+    from rayda.check import require_sizes
     from rayda.context import RunContext
 
-    spec = RunContext(recipe).spec
+    ctx = RunContext(recipe)
+    spec = ctx.spec
     rows = load_completions(path)
-    name = name or f"completions-{Path(path).stem}"
+    name = name or f"completions-{Path(path).stem}{grader.name_suffix(recipe.eval, samples=False)}"
+    grades = None
+    if recipe.eval.grader == "judge":
+        require_sizes(recipe, "eval")
+        ctx.check_judge()
+        grades = model_grades(recipe, ctx, [(({"role": "user", "content": r["prompt"]},), *_answer_cot(r["completion"]))
+                                            for r in rows], progress)
     graded, out = [], []
     for n, row in enumerate(rows):
         s = split(row["completion"])
         answer = s.answer or row["completion"]
-        behaviour = classify(answer, spec)
+        gr = grades[n] if grades is not None else None
+        behaviour = gr.behaviour if gr is not None else classify(answer, spec)
         raw_label = str(row.get("label") or "").lower()
         label = raw_label if raw_label in BEHAVIOURS else EXTERNAL_LABELS.get(raw_label)
         if label is None and "final_label" in row and row.get("type"):
@@ -196,20 +301,20 @@ def grade_file(recipe: Recipe, path: str, name: str | None = None) -> Path:
         category = str(row.get("category") or row.get("type") or "all")
         # A model that writes no <think> block is answering plainly, not malformed
         malformed = s.malformed if "<think>" in row["completion"] else None
-        graded.append(Graded(str(row.get("id", n)), category, label, behaviour, malformed, (), None, row.get("type")))
-        out.append({**row, "behaviour": behaviour})
+        graded.append(Graded(str(row.get("id", n)), category, label, behaviour, malformed, (), None, row.get("type"),
+                             0, gr.harmful if gr else None, gr.error if gr else None))
+        extra = {} if gr is None else {"harmful_content": gr.harmful, "grader_error": gr.error, **_grade_columns(gr)}
+        out.append({**row, "behaviour": behaviour, **extra})
     summary = summarise(graded, n_resamples=recipe.eval.n_resamples, seed=recipe.run.seed)
-    summary["meta"] = {"completions": str(path), "classifier": "spec style markers, else free-form cues (rayda.behaviour.classify)"}
+    summary["meta"] = {"completions": str(path), **_grading_meta(ctx, recipe)}
+    if grades is None:
+        summary["meta"]["classifier"] = "spec style markers, else free-form cues (rayda.behaviour.classify)"
     humans = [XSTEST_HUMAN_LABELS.get(str(row.get("final_label") or "").strip()) for row in rows]
     if rows and all(humans):  # XSTest v2 completion files carry human labels: measure the classifier on them
         summary["human_agreement"] = human_agreement([r["behaviour"] for r in out], humans,
                                                      recipe.eval.n_resamples, recipe.run.seed)
         agree = summary["human_agreement"]["comply_vs_not"]
-        print(f"eval: agreement with the human final_label (comply vs not): {_fmt(agree)} over {len(rows)} rows")
+        print(f"eval: agreement with the human final_label (comply vs not): {format_metric(agree)} over {len(rows)} rows")
     report = _write(Path(recipe.run.dir) / "eval", name, out, summary)
     print(f"eval: graded {len(out)} completions -> {report.with_suffix('.parquet')}")
     return report
-
-
-def _fmt(m: dict) -> str:
-    return "n/a" if m.get("mean") is None else f"{m['mean']:.2f} [{m['low']:.2f}, {m['high']:.2f}]"
