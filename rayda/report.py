@@ -11,17 +11,12 @@ import sys
 from pathlib import Path
 
 from rayda import io
+from rayda.evaluation.metrics import format_metric
 
 MODELS = ("base", "sft", "rl")
 TABLE_METRICS = ("behaviour_accuracy", "not_unsafe", "not_overrefuse", "safe_completion_style",
                  "citation_validity", "malformed_rate")
 RL_CURVES = (("reward_mean", "reward (mean)"), ("behaviour_accuracy", "behaviour accuracy"), ("kl", "KL to SFT"))
-
-
-def _cell(m: dict | None) -> str:
-    if not m or m.get("mean") is None:
-        return "n/a"
-    return f"{m['mean']:.2f} [{m['low']:.2f}, {m['high']:.2f}]"
 
 
 def load_evals(run_dir: Path, suffix: str = "heldout") -> dict[str, dict]:
@@ -45,7 +40,7 @@ def overall_table(evals: dict[str, dict]) -> list[str]:
     models = [m for m in MODELS if m in evals]
     lines = ["| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     for metric in TABLE_METRICS:
-        lines.append(f"| {metric} | " + " | ".join(_cell(evals[m]["overall"].get(metric)) for m in models) + " |")
+        lines.append(f"| {metric} | " + " | ".join(format_metric(evals[m]["overall"].get(metric)) for m in models) + " |")
     return lines
 
 
@@ -54,7 +49,7 @@ def category_table(evals: dict[str, dict], metric: str = "behaviour_accuracy") -
     cats = sorted({c for m in models for c in evals[m].get("categories", {})})
     lines = ["| category | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     for c in cats:
-        lines.append(f"| {c} | " + " | ".join(_cell(evals[m]["categories"].get(c, {}).get(metric)) for m in models) + " |")
+        lines.append(f"| {c} | " + " | ".join(format_metric(evals[m]["categories"].get(c, {}).get(metric)) for m in models) + " |")
     return lines
 
 
