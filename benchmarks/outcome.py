@@ -56,14 +56,12 @@ def graded(run_dir: Path, model: str) -> list[dict]:
 
 
 def paired_difference(a: list[dict], b: list[dict], n_resamples: int = 2000, seed: int = 0) -> dict:
-    """Mean of (b correct - a correct) over the prompts both answered, with a 95% paired bootstrap interval."""
-    from rayda.evaluation.metrics import bootstrap_ci
+    """Behaviour accuracy of b minus a over the labelled prompts both answered, with a 95% paired
+    bootstrap interval (`rayda.evaluation.paired`), rounded for printing."""
+    from rayda.evaluation.paired import paired_difference as paired
 
-    right = lambda rows: {r["prompt_id"]: float(r["behaviour"] == r["label"]) for r in rows if r["label"]}  # noqa: E731
-    ra, rb = right(a), right(b)
-    ids = sorted(ra.keys() & rb.keys())
-    mean, low, high = bootstrap_ci([rb[i] - ra[i] for i in ids], n_resamples, seed=seed)
-    return {"mean": round(mean, 4), "low": round(low, 4), "high": round(high, 4), "n": len(ids)}
+    d = paired(a, b, "behaviour_accuracy", n_resamples, seed)
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
 
 
 def seed_figures(run_dir: Path) -> dict:

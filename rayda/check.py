@@ -197,11 +197,17 @@ def parse_shape(shape: str) -> dict[str, dict[str, float]]:
     return {f"node-{i}": {"CPU": float(cpus), "GPU": float(gpus)} for i in range(n)}
 
 
-def check(recipe: Recipe, nodes: dict[str, dict[str, float]] | None = None) -> Report:
-    """Every check of the run; `nodes` (a live cluster's or a described shape's) adds the pool plan."""
+def check(recipe: Recipe, nodes: dict[str, dict[str, float]] | None = None, arms: list[str] | None = None) -> Report:
+    """Every check of the run; `nodes` (a live cluster's or a described shape's) adds the pool plan,
+    `arms` the names `rayda compare --arms` was given."""
     from rayda.context import RunContext
 
     report = Report()
+    if arms is not None:
+        from rayda.stages.compare import arm_problems
+
+        for p in arm_problems(arms):
+            report.add("error", "compare.arms", p)
     stages = ("model", "gen_sft", "judge", "sft", "rl", "eval")
     problems = [p for stage in stages for p in size_problems(recipe, stage)]
     for p in problems:
@@ -226,6 +232,8 @@ def _models(recipe: Recipe, ctx, report: Report) -> None:
 
     kind = recipe.judge.kind
     wanted = [("model.policy", recipe.model.policy)]
+    if recipe.rl.init not in ("sft", "base"):  # RL from a model of the user's choosing
+        wanted.append(("rl.init", recipe.rl.init))
     if kind in judges.KINDS and judges.needs_model(kind):
         wanted.append(("model.judge", recipe.model.judge))
     elif recipe.model.judge not in ("tinyworld", recipe.model.policy):

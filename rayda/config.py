@@ -258,6 +258,9 @@ class RlConfig:
     prompts: str | None = None
     """RL's prompt set, in any form `prompts.source` takes; None: `prompts.source` (`prompts.limit` applies
     either way). Deliberative Alignment samples RL prompts apart from the SFT ones."""
+    init: str = "sft"
+    """Where RL starts (and the KL reference it keeps close to): `sft`, this run's SFT checkpoint;
+    `base`, the recipe's `model.policy` (the RL-only ablation); or a model path or hub name."""
     prompts_per_step: int = 8
     """Prompts per step (drawn in a seeded order that a resumed run replays exactly)."""
     samples_per_prompt: int = 4
@@ -381,6 +384,9 @@ class EvalConfig:
     `reasoning` (the chain of thought too). An eval's default name carries the variant."""
     gpu_memory_utilization: float = 0.2
     """vLLM memory fraction (of NUMA node 0's memory on CPU)."""
+    spec_in_context: bool = False
+    """Answer with `spec(category)` in the system message, as gen-sft's generator does (the prompting
+    baseline of `rayda compare`); prompts outside the spec's categories are answered without it."""
 
 
 @dataclass(frozen=True)

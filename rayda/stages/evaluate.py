@@ -182,7 +182,7 @@ def run(recipe: Recipe, model: str = "base", source: str | None = None, name: st
 
     source = source or recipe.eval.prompts
     default_name = name is None
-    name = name or f"{Path(model).name if model not in ('base', 'sft', 'rl') else model}-{Path(source.split(':')[-1]).stem}"
+    name = name or f"{Path(model).name if model not in ('base', 'sft', 'rl') else model}-{Path(source.split(':')[-1]).stem}" + ("-spec" * recipe.eval.spec_in_context)
     name = name + grader.name_suffix(recipe.eval) if default_name else name
     out_dir = Path(recipe.run.dir) / "eval"
     if (out_dir / f"{name}.json").exists():
@@ -196,7 +196,7 @@ def run(recipe: Recipe, model: str = "base", source: str | None = None, name: st
     items = load_eval_prompts(ctx, source)
     if recipe.judge.kind != "rubric":
         ctx.check_judge()
-    completions = generate(recipe, path, items, progress)
+    completions = generate(recipe, path, with_spec(ctx, items, path) if recipe.eval.spec_in_context else items, progress)
     n = recipe.eval.samples_per_prompt
     samples = [j for _ in items for j in range(n)]
     items = [it for it in items for _ in range(n)]  # in generate's order: prompt i's sample j at i * n + j
@@ -209,7 +209,7 @@ def run(recipe: Recipe, model: str = "base", source: str | None = None, name: st
             graded, rows = grade(ctx.spec, items, completions, judge, samples=samples)
     summary = summarise(graded, n_resamples=recipe.eval.n_resamples, seed=recipe.run.seed)
     summary["meta"] = {"model": model, "model_path": path, "prompts": source, "judge": recipe.judge.kind,
-                       "temperature": recipe.eval.temperature, "seconds": round(time.time() - t0, 1)}
+                       "temperature": recipe.eval.temperature, "spec_in_context": recipe.eval.spec_in_context, "seconds": round(time.time() - t0, 1)}
     summary["meta"].update(_grading_meta(ctx, recipe))
     report = _write(out_dir, name, rows, summary)
     print(f"eval {name}: {_headline(summary)} -> {report}")
@@ -245,6 +245,16 @@ def _headline(summary: dict) -> str:
     if o["grader_error_rate"]["n"]:  # a model grader read the answers
         names += ["not_harmful", "grader_error_rate"]
     return ", ".join(f"{m} {format_metric(o[m])}" for m in names)
+
+
+def with_spec(ctx, items: list[EvalPrompt], tokenizer: str | None = None) -> list[EvalPrompt]:
+    """`eval.spec_in_context`: each prompt as gen-sft's generator sees it, `spec(category)` in the system
+    message (`templates.generation_messages`); a prompt outside the spec's categories stays as it is."""
+    from rayda.templates import generation_messages
+
+    texts = ctx.spec_texts({it.category for it in items} & set(ctx.spec.category_ids), tokenizer)
+    return [dataclasses.replace(it, prompt=dataclasses.replace(it.prompt, messages=tuple(generation_messages(
+        it.prompt.messages, texts[it.category])))) if it.category in texts else it for it in items]
 
 
 @contextlib.contextmanager

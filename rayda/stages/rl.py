@@ -89,7 +89,7 @@ def prepare(recipe: Recipe) -> Plan:
     from rayda.context import RunContext
 
     c, p = recipe.rl, paths(recipe)
-    if not is_done(p["sft"]):
+    if c.init == "sft" and not is_done(p["sft"]):
         raise FileNotFoundError(f"RL starts from the SFT checkpoint {p['sft']}, which is not finished "
                                 "(no _SUCCESS): run `rayda sft` first")
     require_sizes(recipe, "model", "judge", "rl")
@@ -97,7 +97,8 @@ def prepare(recipe: Recipe) -> Plan:
     ctx = RunContext(recipe)
     ctx.check_judge()
     prompts = ctx.prompts(c.prompts)
-    sft_path = str(p["sft"].resolve())
+    # rl.init: the run's SFT checkpoint (DA), the base policy (the RL-only ablation) or any model.
+    sft_path = str(p["sft"].resolve()) if c.init == "sft" else ctx.policy if c.init == "base" else ctx.model(c.init, "rl.init")
     spec_texts = ctx.spec_texts({q.category for q in prompts}, sft_path)
     watch = _watch_prompts(ctx, prompts) if c.eval_every else {}
     return Plan(sft_path, ctx.spec, prompts, spec_texts, ctx.judge_model, c.prompts_per_step * c.samples_per_prompt // per_update, watch, ctx)
@@ -327,6 +328,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                           **R.step_stats(completions, scored, plan.spec, classify),
                           "groups_with_signal": sum(group_signal(rewards, valid)), "groups_trained": len(groups),
                           **_learner_stats(parts, rows, trained, prompt_ids, c.kl_kind, recompute),
+                          "tokens_generated": sum(len(x.token_ids) for x in completions),  # `rayda compare`'s cost
+                          "learner_tokens": int(sum(r["tokens"] for r in parts)),
                           "sync_bytes": synced["bytes"], "probe_max_diff": synced.get("probe_max_diff"),
                           "sync": rollout.transport.kind, "sync_seconds": {k: round(v, 4) for k, v in synced.items() if k.endswith("_s")},
                           "seconds": {k: round(v, 4) for k, v in t.seconds.items()}}

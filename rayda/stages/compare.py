@@ -1,0 +1,185 @@
+"""`rayda compare [RECIPE]`: Deliberative Alignment, its ablations and the prompting baseline, from one
+base model and one prompt set, side by side in one table.
+
+    rayda compare                                    every arm, on the tiny recipe
+    rayda compare tiny --arms da,sft_only rl.steps=10
+
+The arms, and the steps each needs (a step is one stage run in one folder, with its overrides):
+
+    da         gen-sft -> sft -> rl           in <run.dir>/, exactly what `rayda run` writes there
+    sft_only   gen-sft -> sft                 the same steps as da's first two: computed once
+    rl_only    rl with rl.init=base           in <run.dir>/compare/rl_only/
+    prompting  (nothing to train)             the base, answering with spec(category) in its system
+                                              message (eval.spec_in_context=true)
+
+Two arms that name the same step share it, so it runs once; `da` and `sft_only` use the run's own
+folders, so a compare after `rayda run` trains nothing again. A step whose `_SUCCESS` marker exists is
+skipped and one without resumes, as in `rayda run`, so a killed compare started again redoes nothing
+that finished. Each arm's model then answers `eval.prompts` (the same held-out prompts for every arm):
+`<run.dir>/compare/eval/<arm>.json` and `.parquet`. Last, the table (`rayda.compare_report`):
+`<run.dir>/compare/compare.md`, `compare.json` and `compare.png`, every figure with its 95% interval
+and its paired interval against full DA.
+
+A new arm (Constitutional AI, say) is one more entry in `ARMS`, and its stages are entries in `STEPS`:
+a runner `module:function` called as `fn(recipe, progress=...)`, its `_SUCCESS` marker, the folder it
+writes in and its overrides (`reward.kind=pm`, `rl.init={run_dir}/compare/cai/checkpoints/cai_sft`). Nothing
+else changes: stage outputs are shared by name, and the table reads each step's tokens from the
+`metrics.jsonl` lines it logs under its `stage` name (`tokens_generated`, `learner_tokens`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from rayda.config import ConfigError, Recipe
+
+COMPARE_DIR = "compare"
+"""The compare's own folder under `run.dir`: the arms that do not share `rayda run`'s folders, the
+evaluations and the table."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage run in one folder: what arms share, computed once."""
+
+    stage: str
+    """The stage's name in `metrics.jsonl` lines and `timings.json` (gen_sft, sft, rl, ...)."""
+    runner: str
+    """`module:function`, called as `function(recipe, progress=bool)` with `run.dir` set to `folder`."""
+    done: str
+    """Its `_SUCCESS` marker, relative to `folder`: present means finished (skipped), absent means run or resume."""
+    folder: str = ""
+    """Where it runs, relative to `run.dir` ("" is `run.dir` itself, `rayda run`'s folder)."""
+    overrides: tuple[str, ...] = ()
+    """`key=value` overrides on the recipe for this step (`rl.init=base`); `{run_dir}` in one stands for
+    `run.dir` (`rl.init={run_dir}/compare/cai/checkpoints/cai_sft`)."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of the table: the steps that make its model, and how that model is evaluated."""
+
+    doc: str
+    steps: tuple[str, ...]
+    """Keys of `STEPS`, in the order they run."""
+    model: str
+    """The model evaluated: `base` (the recipe's policy) or a checkpoint folder relative to `run.dir`."""
+    eval_overrides: tuple[str, ...] = ()
+    """`key=value` overrides on the recipe for its evaluation (`eval.spec_in_context=true`)."""
+
+
+STEPS: dict[str, Step] = {
+    "gen_sft": Step("gen_sft", "rayda.stages.gen_sft:run", "sft_data/_SUCCESS"),
+    "sft": Step("sft", "rayda.stages.sft:run", "checkpoints/sft/_SUCCESS"),
+    "rl": Step("rl", "rayda.stages.rl:run", "checkpoints/rl/_SUCCESS"),
+    "rl_from_base": Step("rl", "rayda.stages.rl:run", "checkpoints/rl/_SUCCESS", f"{COMPARE_DIR}/rl_only", ("rl.init=base",)),
+}
+
+ARMS: dict[str, Arm] = {
+    "da": Arm("Deliberative Alignment: SFT on spec-grounded reasoning, then RL", ("gen_sft", "sft", "rl"), "checkpoints/rl"),
+    "sft_only": Arm("DA's SFT stage alone (its checkpoint)", ("gen_sft", "sft"), "checkpoints/sft"),
+    "rl_only": Arm("DA's RL stage alone, from the base policy", ("rl_from_base",), f"{COMPARE_DIR}/rl_only/checkpoints/rl"),
+    "prompting": Arm("the base policy with spec(category) in its system message", (), "base", ("eval.spec_in_context=true",)),
+}
+"""The arms `rayda compare` knows, in table order. `da` is the reference every paired interval is taken against."""
+
+REFERENCE = "da"
+
+
+def arm_problems(arms) -> list[str]:
+    """What is wrong with a list of arm names (empty: nothing); `rayda check` reports these."""
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        return [f"unknown arm{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; known arms: {', '.join(ARMS)}"]
+    if not arms:
+        return [f"no arm given; known arms: {', '.join(ARMS)}"]
+    if len(set(arms)) < len(arms):
+        return [f"an arm is named twice in {', '.join(arms)}"]
+    return []
+
+
+def parse_arms(text: str | None) -> list[str]:
+    """`--arms da,sft_only` -> ["da", "sft_only"]; None -> every arm."""
+    return list(ARMS) if text is None else [a.strip() for a in text.split(",") if a.strip()]
+
+
+def with_overrides(recipe: Recipe, overrides) -> Recipe:
+    """`recipe` with `key=value` overrides, checked as `load_recipe` checks them (types, unknown keys)."""
+    from rayda.config import _apply_override
+    from rayda.typed_config import build
+
+    data = recipe.to_dict()
+    for item in overrides:
+        _apply_override(data, item)
+    return build(Recipe, data, "rayda compare")
+
+
+def steps_of(arms) -> list[str]:
+    """The steps the arms need, each once, in the order the arms list them."""
+    return list(dict.fromkeys(s for a in arms for s in ARMS[a].steps))
+
+
+def step_recipe(recipe: Recipe, key: str) -> Recipe:
+    """The recipe `key` runs with: its folder as `run.dir`, its overrides applied."""
+    step = STEPS[key]
+    folder = (f"run.dir={Path(recipe.run.dir) / step.folder}",) if step.folder else ()  # "" keeps run.dir as written
+    overrides = tuple(o.format(run_dir=recipe.run.dir) for o in step.overrides)
+    return with_overrides(recipe, (*folder, *overrides)) if folder or overrides else recipe
+
+
+def run_step(recipe: Recipe, key: str, progress: bool = True) -> None:
+    """One step, unless its marker exists; its folder pins its recipe (`rayda run`'s rule) and its
+    seconds go to that folder's `timings.json`."""
+    from rayda.stages.run import _pin_recipe, _timed
+
+    step, r = STEPS[key], step_recipe(recipe, key)
+    folder = Path(r.run.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    _pin_recipe(r, folder)
+    module, _, name = step.runner.partition(":")
+    fn = getattr(importlib.import_module(module), name)
+    _timed(folder, step.stage, folder / step.done, lambda: fn(r, progress=progress))
+
+
+def model_of(recipe: Recipe, arm: str) -> str:
+    model = ARMS[arm].model
+    return model if model == "base" else str((Path(recipe.run.dir) / model).resolve())
+
+
+def evaluate_arm(recipe: Recipe, arm: str, progress: bool = True) -> Path:
+    """`arm`'s model on `eval.prompts`: `<run.dir>/compare/eval/<arm>.json` (skipped when it exists)."""
+    from rayda.stages import evaluate
+    from rayda.stages.run import _timed
+
+    out = Path(recipe.run.dir) / COMPARE_DIR
+    r = with_overrides(recipe, (f"run.dir={out}", *ARMS[arm].eval_overrides))
+    report = out / "eval" / f"{arm}.json"
+    _timed(out, f"eval_{arm}", report, lambda: evaluate.run(r, model=model_of(recipe, arm), name=arm, progress=progress))
+    return report
+
+
+def run(recipe: Recipe, arms=None, progress: bool = True) -> Path:
+    """Every step the arms need (each once), every arm's evaluation, then the table; returns compare.md."""
+    from rayda.check import check
+    from rayda.compare_report import write
+
+    arms = list(ARMS) if arms is None else list(arms)
+    problems = arm_problems(arms)
+    if problems:  # before the recipe's checks: a typo in --arms is the quickest thing to report
+        raise ConfigError(f"--arms: {problems[0]}")
+    check(recipe, arms=arms).raise_if_errors()
+    for key in steps_of(arms):
+        if step_recipe(recipe, key) != recipe:  # a step's own settings (rl.init=base), before the first stage
+            check(step_recipe(recipe, key)).raise_if_errors()
+    for key in steps_of(arms):
+        run_step(recipe, key, progress)
+    for arm in arms:
+        evaluate_arm(recipe, arm, progress)
+    run_dir = Path(recipe.run.dir)
+    info = {a: {"doc": ARMS[a].doc, "model": model_of(recipe, a),
+                "steps": [(STEPS[s].stage, run_dir / STEPS[s].folder) for s in ARMS[a].steps]} for a in arms}
+    out = write(run_dir / COMPARE_DIR, info, REFERENCE, recipe.eval.n_resamples, recipe.run.seed, run_dir)
+    print(f"compare: {out}")
+    return out

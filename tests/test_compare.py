@@ -1,0 +1,329 @@
+"""`rayda compare`: the paired intervals against full DA, the cost per stage, the arms and the steps they
+share, RL from the base, the spec in context at evaluation, and (slow) the whole compare on the tiny world."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rayda import io
+from rayda.compare_report import arm_cost, cell, stage_tokens, write
+from rayda.config import ConfigError, load_recipe
+from rayda.evaluation.metrics import Graded, bootstrap_ci, summarise
+from rayda.evaluation.paired import graded_from_rows, paired_bootstrap, paired_difference, per_prompt
+from rayda.spec import Citation
+from rayda.stages import compare
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _graded(correct, label="refuse", start=0) -> list[Graded]:
+    """Samples whose behaviour is right (1) or wrong (0) for `label`, ids str(start + i)."""
+    wrong = "comply" if label != "comply" else "refuse"
+    return [Graded(str(start + i), "illicit_behaviour", label, label if ok else wrong) for i, ok in enumerate(correct)]
+
+
+# ---- pairing (pure) ------------------------------------------------------------------------------
+
+
+def test_paired_difference_is_the_bootstrap_of_per_prompt_differences():
+    """For a 0/1 metric the paired interval is `bootstrap_ci` of b - a per prompt (what outcome.py computed)."""
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 2, 60), rng.integers(0, 2, 60)
+    d = paired_difference(_graded(a), _graded(b), "behaviour_accuracy", n_resamples=500, seed=7)
+    order = [int(i) for i in sorted(map(str, range(60)))]  # pairs are taken in sorted prompt-id order
+    mean, low, high = bootstrap_ci([b[i] - a[i] for i in order], 500, seed=7)
+    assert d["n"] == 60
+    assert d["mean"] == pytest.approx(mean, abs=1e-12)
+    assert (d["low"], d["high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+
+
+def test_pairs_by_prompt_id_not_by_position():
+    a = _graded([1, 1, 0, 0, 1, 0])
+    b = list(reversed(_graded([1, 1, 1, 0, 1, 1]))) + _graded([1, 1], start=100)  # reordered, plus prompts a lacks
+    d = paired_difference(a, b, "behaviour_accuracy", n_resamples=300)
+    assert d["n"] == 6 and d["mean"] == pytest.approx(2 / 6)
+    same = paired_difference(a, list(reversed(a)), "behaviour_accuracy", n_resamples=300)
+    assert (same["mean"], same["low"], same["high"]) == (0.0, 0.0, 0.0)
+
+
+def test_paired_interval_is_tighter_than_either_arms_own():
+    """The reason to pair: prompts hard for one arm are hard for the other, and resampling them together
+    cancels that shared spread. B fixes 10 of A's 60 wrong answers and breaks none."""
+    a = np.array([1] * 40 + [0] * 60)
+    b = a.copy()
+    b[40:50] = 1
+    d = paired_difference(_graded(a), _graded(b), "behaviour_accuracy", n_resamples=1000)
+    own = [summarise(_graded(x), n_resamples=1000)["overall"]["behaviour_accuracy"] for x in (a, b)]
+    assert d["mean"] == pytest.approx(0.10)
+    assert d["low"] > 0  # paired: B is better on these prompts ...
+    assert own[1]["low"] < own[0]["high"]  # ... though the two arms' own intervals overlap
+    unpaired = np.hypot(*[o["high"] - o["low"] for o in own])  # the width were the arms' samples independent
+    assert d["high"] - d["low"] < 0.6 * unpaired
+
+
+def test_ratio_metric_pairs_prompts_eligible_on_either_side():
+    """citation_validity counts only answers that cite: A cites on prompts 0-3 (3 valid), B on 2-5 (4 valid)."""
+    good, bad = Citation("IB.1", True, True), Citation("SH.1", True, False)
+
+    def arm(cites):
+        return [Graded(str(i), "illicit_behaviour", "refuse", "refuse", citations=c) for i, c in enumerate(cites)]
+
+    a = arm([(good,), (good,), (bad,), (good,), (), ()])
+    b = arm([(), (), (good,), (good,), (good,), (good,)])
+    d = paired_difference(a, b, "citation_validity", n_resamples=400)
+    assert d["n"] == 6 and d["mean"] == pytest.approx(4 / 4 - 3 / 4)
+    assert per_prompt(a, "citation_validity")["4"] == (0.0, 0.0)
+    none = paired_difference(a, arm([()] * 6), "citation_validity")
+    assert none == {"mean": None, "low": None, "high": None, "n": 4}  # B never cites: nothing to compare
+
+
+def test_samples_of_one_prompt_add_up_and_graded_rows_round_trip():
+    g = _graded([1, 0, 1])
+    twice = g + [Graded(x.prompt_id, x.category, x.label, x.behaviour) for x in g[:1]]
+    assert per_prompt(twice, "behaviour_accuracy")["0"] == (2.0, 2.0)
+    rows = [x.as_row() for x in [*g, Graded("9", "self_harm", "safe_complete", "safe_complete",
+                                           citations=(Citation("SH.2", True, True),), style_ok=False)]]
+    assert graded_from_rows(rows) == [*g, Graded("9", "self_harm", "safe_complete", "safe_complete",
+                                                 citations=(Citation("SH.2", True, True),), style_ok=False)]
+    with pytest.raises(ValueError, match="unknown metric"):
+        per_prompt(g, "accuracy")
+    with pytest.raises(ValueError, match="one length"):
+        paired_bootstrap([1, 0], [1, 1], [1], [1])
+
+
+def test_outcome_benchmark_uses_the_shared_pairing():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import outcome
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    a, b = [x.as_row() for x in _graded([1, 0, 0, 1, 0])], [x.as_row() for x in _graded([1, 1, 0, 1, 1])]
+    d = paired_difference(a, b, "behaviour_accuracy", 2000, 0)
+    assert outcome.paired_difference(a, b) == {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
+
+
+# ---- cost per stage (pure) -----------------------------------------------------------------------
+
+
+def test_stage_tokens_counts_each_step_once_and_each_invocation():
+    lines = [{"stage": "gen_sft", "tokens_generated": 100}, {"stage": "gen_sft", "tokens_generated": 50},  # killed, resumed
+             {"stage": "sft", "step": 1, "tokens": 10}, {"stage": "sft", "step": 2, "tokens": 12},
+             {"stage": "sft", "step": 2, "tokens": 12},  # step 2 again after a resume from step 1's checkpoint
+             {"stage": "rl", "step": 1, "tokens_generated": 300, "learner_tokens": 280},
+             {"stage": "rl_eval", "step": 1, "tokens_generated": 999}]
+    assert stage_tokens(lines, "gen_sft") == {"generated": 150, "learner": None}
+    assert stage_tokens(lines, "sft") == {"generated": None, "learner": 22}
+    assert stage_tokens(lines, "rl") == {"generated": 300, "learner": 280}
+    assert stage_tokens(lines, "cai_sft") == {"generated": None, "learner": None}
+
+
+def test_arm_cost_reads_each_steps_folder(tmp_path):
+    io.write_jsonl(tmp_path / "metrics.jsonl", [{"stage": "gen_sft", "tokens_generated": 1000},
+                                                {"stage": "sft", "step": 1, "tokens": 40}])
+    io.atomic_write_json(tmp_path / "timings.json", {"gen_sft": 12.5, "sft": 30.0})
+    other = tmp_path / "compare" / "rl_only"
+    io.write_jsonl(other / "metrics.jsonl", [{"stage": "rl", "step": 1, "tokens_generated": 64, "learner_tokens": 60}])
+    cost = arm_cost([("gen_sft", tmp_path), ("sft", tmp_path), ("rl", other)])
+    assert cost == {"tokens_generated": {"gen_sft": 1000, "rl": 64}, "learner_tokens": {"sft": 40, "rl": 60},
+                    "seconds": {"gen_sft": 12.5, "sft": 30.0}}
+    assert arm_cost([]) == {"tokens_generated": {}, "learner_tokens": {}, "seconds": {}}
+
+
+def _write_eval(out: Path, arm: str, graded: list[Graded], spec_in_context=False):
+    pq.write_table(pa.Table.from_pylist([g.as_row() for g in graded]), out / "eval" / f"{arm}.parquet")
+    summary = summarise(graded, n_resamples=200)
+    summary["meta"] = {"prompts": "tinyworld:heldout", "temperature": 0.0, "spec_in_context": spec_in_context}
+    io.atomic_write_json(out / "eval" / f"{arm}.json", summary)
+
+
+def test_table_has_every_arm_paired_against_da(tmp_path):
+    out = tmp_path / "compare"
+    (out / "eval").mkdir(parents=True)
+    correct = {"da": [1] * 18 + [0] * 2, "sft_only": [1] * 14 + [0] * 6, "rl_only": [0] * 10 + [1] * 10,
+               "prompting": [1, 0] * 10}
+    for arm, c in correct.items():
+        _write_eval(out, arm, _graded(c), spec_in_context=arm == "prompting")
+    io.write_jsonl(tmp_path / "metrics.jsonl", [{"stage": "gen_sft", "tokens_generated": 2_500_000},
+                                                {"stage": "sft", "step": 1, "tokens": 4000}])
+    steps = {"da": [("gen_sft", tmp_path), ("sft", tmp_path)], "sft_only": [("gen_sft", tmp_path), ("sft", tmp_path)],
+             "rl_only": [], "prompting": []}
+    md = write(out, {a: {"doc": a, "model": a, "steps": s} for a, s in steps.items()}, "da", 300, 0).read_text()
+    result = json.loads((out / "compare.json").read_text())
+    assert list(result["arms"]) == list(correct)
+    acc = {a: result["arms"][a]["metrics"]["behaviour_accuracy"] for a in correct}
+    assert acc["da"]["vs_da"] is None and acc["da"]["mean"] == pytest.approx(0.9)
+    assert acc["sft_only"]["vs_da"]["mean"] == pytest.approx(-0.2) and acc["sft_only"]["vs_da"]["n"] == 20
+    assert acc["rl_only"]["vs_da"]["high"] < 0  # wrong on 8 more of the same 20 prompts than da
+    assert result["arms"]["prompting"]["spec_in_context"] is True
+    assert result["arms"]["sft_only"]["tokens_generated"] == {"gen_sft": 2_500_000}
+    for arm in correct:
+        assert f"| {arm} | " in md
+    assert "| gen_sft 2.5M | sft 4k |" in md and "Δ -0.20 [" in md
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert cell({"mean": None}, "da") == "n/a"
+
+
+# ---- arms, steps and their recipes ---------------------------------------------------------------
+
+
+def test_arms_share_steps_and_name_their_folders():
+    assert compare.steps_of(["da", "sft_only"]) == ["gen_sft", "sft", "rl"]
+    assert compare.steps_of(["sft_only", "rl_only", "prompting"]) == ["gen_sft", "sft", "rl_from_base"]
+    recipe = load_recipe("tiny", ["run.dir=/tmp/cmp"])
+    assert compare.step_recipe(recipe, "sft") is recipe  # da's steps run in rayda run's own folder
+    rl_only = compare.step_recipe(recipe, "rl_from_base")
+    assert (rl_only.run.dir, rl_only.rl.init, recipe.rl.init) == ("/tmp/cmp/compare/rl_only", "base", "sft")
+    assert compare.model_of(recipe, "sft_only") == "/tmp/cmp/checkpoints/sft"
+    assert compare.model_of(recipe, "prompting") == "base"
+    assert compare.parse_arms(None) == ["da", "sft_only", "rl_only", "prompting"]
+    assert compare.parse_arms("da, rl_only") == ["da", "rl_only"]
+    with pytest.raises(ConfigError, match="unknown key|did you mean"):
+        compare.with_overrides(recipe, ["rl.inti=base"])
+
+
+def test_a_new_arm_is_one_more_entry(monkeypatch):
+    """How CAI joins: its steps and its arm are entries; `{run_dir}` in an override stands for run.dir."""
+    monkeypatch.setitem(compare.STEPS, "cai_rl", compare.Step(
+        "rl", "rayda.stages.rl:run", "checkpoints/rl/_SUCCESS", "compare/cai", ("rl.init={run_dir}/compare/cai/checkpoints/cai_sft",)))
+    monkeypatch.setitem(compare.ARMS, "cai", compare.Arm("Constitutional AI", ("cai_rl",), "compare/cai/checkpoints/rl"))
+    recipe = load_recipe("tiny", ["run.dir=/tmp/cmp"])
+    assert compare.arm_problems(["da", "cai"]) == []
+    assert compare.steps_of(["da", "cai"]) == ["gen_sft", "sft", "rl", "cai_rl"]
+    r = compare.step_recipe(recipe, "cai_rl")
+    assert (r.run.dir, r.rl.init) == ("/tmp/cmp/compare/cai", "/tmp/cmp/compare/cai/checkpoints/cai_sft")
+    assert compare.model_of(recipe, "cai") == "/tmp/cmp/compare/cai/checkpoints/rl"
+
+
+def test_unknown_arm_is_a_one_line_error(capsys):
+    from rayda.check import check
+    from rayda.cli import main
+
+    assert compare.arm_problems(["da", "cia"]) == ["unknown arm 'cia'; known arms: da, sft_only, rl_only, prompting"]
+    assert compare.arm_problems([]) and compare.arm_problems(["da", "da"])
+    report = check(load_recipe("tiny"), arms=["da", "cia"])
+    assert report.errors == ["compare.arms: unknown arm 'cia'; known arms: da, sft_only, rl_only, prompting"]
+    assert main(["compare", "--arms", "da,cia", "run.dir=/tmp/h18-never-made"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown arm 'cia'" in err
+    assert not Path("/tmp/h18-never-made").exists()
+
+
+def test_rl_init_base_starts_from_the_policy_without_sft(tmp_path, tiny_world):
+    from rayda.stages import rl
+
+    recipe = load_recipe("tiny", [f"run.dir={tmp_path}", "rl.eval_every=0", "prompts.limit=8"])
+    with pytest.raises(FileNotFoundError, match="rayda sft"):
+        rl.prepare(recipe)
+    plan = rl.prepare(compare.with_overrides(recipe, ["rl.init=base"]))
+    assert plan.sft_path == str(tiny_world.model_dir)
+    assert rl.prepare(compare.with_overrides(recipe, [f"rl.init={tiny_world.model_dir}"])).sft_path == str(tiny_world.model_dir)
+
+
+def test_spec_in_context_puts_spec_category_in_the_system_message(tiny_world):
+    from rayda import templates
+    from rayda.context import RunContext
+    from rayda.evaluation.prompt_sets import EvalPrompt
+    from rayda.stages.evaluate import load_eval_prompts, with_spec
+    from rayda.types import Prompt
+
+    ctx = RunContext(load_recipe("tiny", ["eval.limit=4"]))
+    items = load_eval_prompts(ctx, "tinyworld:heldout") + [EvalPrompt(Prompt("x", ({"role": "user", "content": "hi"},), "other"))]
+    spec_texts = ctx.spec_texts({it.category for it in items[:4]})
+    seen = with_spec(ctx, items)
+    for before, after in zip(items[:4], seen):
+        assert after.prompt.messages == tuple(templates.generation_messages(before.prompt.messages, spec_texts[before.category]))
+        assert after.prompt.messages[0]["role"] == "system" and spec_texts[before.category] in after.prompt.messages[0]["content"]
+        assert (after.id, after.label, after.prompt.user_text) == (before.id, before.label, before.prompt.user_text)
+    assert seen[4] == items[4]  # outside the spec's categories: no spec to show
+
+
+# ---- the whole compare on the tiny world (slow) --------------------------------------------------
+
+FEWER = ("prompts.limit=96", "gen_sft.samples_per_prompt=4", "sft.max_steps=24", "sft.save_every=8", "rl.steps=2",
+         "rl.save_every=0", "rl.eval_every=0", "eval.limit=48", "eval.n_resamples=200")
+"""The reduced tiny recipe (tests/e2e_recipe.py) with fewer prompts and steps: what is measured here is
+the sharing and the pairing, not how much each arm learns."""
+
+
+ARMS = ["da", "sft_only", "rl_only", "prompting"]
+
+
+def check_compare(run_dir: Path, base_model: str) -> list[dict]:
+    """What a finished compare of every arm on `FEWER` must show; returns the run folder's metrics lines."""
+    result = json.loads((run_dir / "compare" / "compare.json").read_text())
+    assert list(result["arms"]) == ARMS
+
+    # The shared steps ran once: one gen-sft line, each SFT step logged once, in rayda run's own folder.
+    lines = io.read_jsonl(run_dir / "metrics.jsonl")
+    assert [x["stage"] for x in lines if x["stage"] == "gen_sft"] == ["gen_sft"]
+    sft_steps = [x["step"] for x in lines if x["stage"] == "sft"]
+    assert sft_steps == list(range(1, 25))
+    # da's RL started from that one SFT checkpoint, which sft_only evaluates; rl_only's from the base.
+    sft = str((run_dir / "checkpoints" / "sft").resolve())
+    assert json.loads((run_dir / "checkpoints" / "rl" / "train_report.json").read_text())["model"] == sft
+    assert result["arms"]["sft_only"]["model"] == sft
+    rl_only = json.loads((run_dir / "compare" / "rl_only" / "checkpoints" / "rl" / "train_report.json").read_text())
+    assert rl_only["model"] == base_model
+    assert not (run_dir / "compare" / "rl_only" / "checkpoints" / "sft").exists()
+
+    # Every arm answered the same prompts, and every interval against da is the paired one.
+    graded = {a: pq.read_table(run_dir / "compare" / "eval" / f"{a}.parquet").to_pylist() for a in ARMS}
+    ids = {a: sorted(r["prompt_id"] for r in rows) for a, rows in graded.items()}
+    assert all(ids[a] == ids["da"] for a in ARMS) and len(ids["da"]) == 48
+    for arm in ARMS[1:]:
+        for metric, entry in result["arms"][arm]["metrics"].items():
+            assert entry["vs_da"] == paired_difference(graded["da"], graded[arm], metric, 200, 0)
+        entry = result["arms"][arm]["metrics"]["behaviour_accuracy"]
+        d = entry["vs_da"]
+        assert d["n"] == 48 and d["low"] <= d["mean"] <= d["high"]
+        assert d["mean"] == pytest.approx(entry["mean"] - result["arms"]["da"]["metrics"]["behaviour_accuracy"]["mean"])
+    # The prompting arm saw the spec; the others did not. Cost per stage, from the stages' own lines.
+    assert [result["arms"][a]["spec_in_context"] for a in ARMS] == [False, False, False, True]
+    cost = {a: (result["arms"][a]["tokens_generated"], result["arms"][a]["learner_tokens"]) for a in ARMS}
+    assert set(cost["da"][0]) == {"gen_sft", "rl"} and set(cost["da"][1]) == {"sft", "rl"}
+    assert cost["sft_only"] == ({"gen_sft": cost["da"][0]["gen_sft"]}, {"sft": cost["da"][1]["sft"]})
+    assert set(cost["rl_only"][0]) == {"rl"} and cost["prompting"] == ({}, {})
+    assert all(v > 0 for a in ARMS for part in cost[a] for v in part.values())
+    md = (run_dir / "compare" / "compare.md").read_text()
+    assert all(f"| {a} | " in md for a in ARMS) and (run_dir / "compare" / "compare.png").exists()
+    return lines
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)  # gen-sft, SFT, two RL runs and four evaluations: about 25 minutes on 2 busy cores
+def test_compare_on_the_tiny_world(tmp_path, tiny_world):
+    from e2e_recipe import RAYDA, REDUCED_TINY
+
+    run_dir = tmp_path / "run"
+    cmd = [*RAYDA, "compare", "tiny", f"run.dir={run_dir}", *REDUCED_TINY, *FEWER]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": ""}
+
+    def compare_run(log: Path) -> str:
+        with log.open("w") as f:
+            rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=2400, start_new_session=True).returncode
+        assert rc == 0, f"exit {rc}; the end of {log}:\n" + log.read_text()[-6000:]
+        return log.read_text()
+
+    compare_run(tmp_path / "first.log")
+    lines = check_compare(run_dir, str(tiny_world.model_dir))
+
+    # Started again, the compare finds everything finished: nothing is trained or evaluated twice.
+    marks = {p: p.stat().st_mtime_ns for p in run_dir.rglob("_SUCCESS")} | \
+            {p: p.stat().st_mtime_ns for p in (run_dir / "compare" / "eval").glob("*.parquet")}
+    t0 = time.time()
+    again = compare_run(tmp_path / "again.log")
+    assert {p: p.stat().st_mtime_ns for p in marks} == marks
+    assert io.read_jsonl(run_dir / "metrics.jsonl") == lines
+    skipped = [x for x in again.splitlines() if x.startswith("run: ") and x.endswith("; skipping")]
+    assert len(skipped) == 8, again  # gen_sft, sft, rl, rl from the base, four evaluations
+    print(f"compare started again: {time.time() - t0:.0f} s, nothing redone")
