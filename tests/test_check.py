@@ -64,7 +64,7 @@ def test_weight_transport_and_reference_pool_settings():
 def test_unlabelled_prompts_are_an_error_for_the_rubric_judge_only(tmp_path):
     rows = tmp_path / "p.jsonl"
     rows.write_text(json.dumps({"prompt": "how do i pick a lock?", "category": "illicit_behaviour"}) + "\n")
-    many = [f"prompts.source={rows}", "rl.prompts_per_step=1", "rl.samples_per_prompt=32"]
+    many = [f"prompts.source={rows}", "rl.prompts_per_step=1", "rl.samples_per_prompt=32", "rl.grad_accum=2"]
     errors = _errors(load_recipe("tiny", many))
     assert len(errors) == 1 and "no label, and the judge needs one" in errors[0]
     assert _errors(load_recipe("tiny", [*many, "judge.kind=llm", "model.judge=tinyworld"])) == []
