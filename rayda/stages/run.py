@@ -21,6 +21,7 @@ import yaml
 
 from rayda import io
 from rayda.config import ConfigError, Recipe
+from rayda.typed_config import build
 
 
 MODELS = ("base", "sft", "rl")
@@ -44,9 +45,21 @@ def _pin_recipe(recipe: Recipe, run_dir: Path) -> None:
     path = run_dir / "recipe.yaml"
     current = yaml.safe_load(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     if path.exists():
-        if _what_it_computes(yaml.safe_load(path.read_text())) != _what_it_computes(current):
+        if _what_it_computes(_pinned(path)) != _what_it_computes(current):
             raise ConfigError(f"{path} holds a different recipe: use another run.dir, or delete {run_dir} to start over")
     recipe.save(path)
+
+
+def _pinned(path: Path) -> dict:
+    """A pinned recipe as this rayda reads it: keys a later version added take their defaults, so a
+    run started before an upgrade resumes when every value it pinned is unchanged. A pinned key this
+    version no longer knows keeps the file as written (and so differs)."""
+    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = build(Recipe, data, str(path)).to_dict()
+    except ConfigError:
+        pass
+    return yaml.safe_load(yaml.safe_dump(data, sort_keys=False))
 
 
 def _timed(run_dir: Path, stage: str, done: Path, fn) -> None:
