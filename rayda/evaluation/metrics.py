@@ -147,7 +147,7 @@ class Graded:
         }
 
 
-def _metric_rows(graded: list[Graded]) -> dict[str, list[tuple[int, float, float]]]:
+def metric_rows(graded: list[Graded]) -> dict[str, list[tuple[int, float, float]]]:
     """Per metric, (index in `graded`, numerator, denominator) of each sample that counts towards it."""
     rows: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
     for i, g in enumerate(graded):
@@ -203,7 +203,7 @@ def _entry(graded: list[Graded], rows: list[tuple[int, float, float]], n_resampl
 
 
 def _block(graded: list[Graded], n_resamples: int, seed: int, samples: int, names=METRICS) -> dict:
-    rows = _metric_rows(graded)
+    rows = metric_rows(graded)
     return {name: _entry(graded, rows.get(name, []), n_resamples, seed, samples) for name in names}
 
 

@@ -12,12 +12,11 @@ of what counts as `not_unsafe`, say, for the summary and for the pairs).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 
-from rayda.evaluation.metrics import METRICS, Graded, summarise
+from rayda.evaluation.metrics import METRICS, Graded, metric_rows
 from rayda.spec import Citation
 
 _CHUNK = 1 << 20
@@ -28,12 +27,11 @@ _ROW_FIELDS = (("sample", "sample"), ("harmful", "harmful_content"), ("grader_er
 
 def graded_from_rows(rows: list[dict]) -> list[Graded]:
     """The graded samples of an evaluation's Parquet (`<run.dir>/eval/<name>.parquet`): `Graded.as_row` inverted."""
-    names = {f.name for f in dataclasses.fields(Graded)}
     return [Graded(str(r["prompt_id"]), r["category"], r["label"], r["behaviour"], r.get("malformed"),
                    tuple(Citation(*c) for c in zip(r.get("cited") or (), r.get("cited_exists") or (),
                                                    r.get("cited_in_category") or ())),
                    r.get("style_ok"), r.get("type"),
-                   **{f: r[col] for f, col in _ROW_FIELDS if f in names and r.get(col) is not None})
+                   **{f: r[col] for f, col in _ROW_FIELDS if r.get(col) is not None})
             for r in rows]
 
 
@@ -41,15 +39,14 @@ def per_prompt(graded: list[Graded], metric: str) -> dict[str, tuple[float, floa
     """prompt id -> (numerator, denominator) of `metric` over that prompt's samples; (0, 0) where none
     counts towards it (a comply-labelled prompt for `not_unsafe`, answers citing nothing for
     `citation_validity`). Several samples of one prompt (`eval.samples_per_prompt`) add up, so a
-    resample takes them together. A sample's share is `summarise` over that sample alone (its mean
-    times its n): the metrics keep one definition."""
+    resample takes them together. The per-sample shares are `metrics.metric_rows`, the rows `summarise`
+    counts: the metrics keep one definition."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
-    out: dict[str, tuple[float, float]] = {}
-    for g in graded:
-        m = summarise([g], n_resamples=1)["overall"][metric]
-        num, den = out.get(g.prompt_id, (0.0, 0.0))
-        out[g.prompt_id] = (num + round((m["mean"] or 0.0) * m["n"], 9), den + m["n"])
+    out = {g.prompt_id: (0.0, 0.0) for g in graded}
+    for i, x, d in metric_rows(graded).get(metric, []):
+        num, den = out[graded[i].prompt_id]
+        out[graded[i].prompt_id] = (num + float(x), den + float(d))
     return out
 
 
