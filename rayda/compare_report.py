@@ -80,8 +80,11 @@ def _num(x: float | None, signed: bool = False) -> str:
 
 
 def cell(entry: dict, reference: str | None) -> str:
-    """`0.88 [0.84, 0.92]`, then `<br>Δ -0.03 [-0.06, -0.01]` against the reference."""
-    own = "n/a" if entry.get("mean") is None else f"{_num(entry['mean'])} [{_num(entry['low'])}, {_num(entry['high'])}]"
+    """`0.88 [0.84, 0.92]` (`metrics.format_metric`: `± sd` too with several samples per prompt), then
+    `<br>Δ -0.03 [-0.06, -0.01]` against the reference."""
+    from rayda.evaluation.metrics import format_metric
+
+    own = format_metric(entry)
     d = entry.get(f"vs_{reference}")
     if not d:
         return own

@@ -171,6 +171,8 @@ def test_table_has_every_arm_paired_against_da(tmp_path):
     assert "| gen_sft 2.5M | sft 4k |" in md and "Δ -0.20 [" in md
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert cell({"mean": None}, "da") == "n/a"
+    several = {"mean": 0.8, "low": 0.7, "high": 0.9, "sd": 0.05, "vs_da": {"mean": -0.1, "low": -0.2, "high": 0.0}}
+    assert cell(several, "da") == "0.80 ± 0.05 [0.70, 0.90]<br>Δ -0.10 [-0.20, +0.00]"  # samples' sd shown
 
 
 # ---- arms, steps and their recipes ---------------------------------------------------------------
