@@ -417,6 +417,13 @@ class Recipe:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def with_overrides(self, overrides, where: str = "overrides") -> Recipe:
+        """This recipe with `a.b=c` overrides, checked as `load_recipe` checks them (types, unknown keys)."""
+        data = self.to_dict()
+        for item in overrides:
+            _apply_override(data, item)
+        return build(Recipe, data, where)
+
     def save(self, path: str | Path) -> None:
         """Write the resolved recipe (atomically) so the run can be reproduced."""
         from rayda.io import atomic_write_text

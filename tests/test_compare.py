@@ -190,7 +190,7 @@ def test_arms_share_steps_and_name_their_folders():
     assert compare.parse_arms(None) == ["da", "sft_only", "rl_only", "prompting"]
     assert compare.parse_arms("da, rl_only") == ["da", "rl_only"]
     with pytest.raises(ConfigError, match="unknown key|did you mean"):
-        compare.with_overrides(recipe, ["rl.inti=base"])
+        recipe.with_overrides(["rl.inti=base"])
 
 
 def test_a_new_arm_is_one_more_entry(monkeypatch):
@@ -226,9 +226,9 @@ def test_rl_init_base_starts_from_the_policy_without_sft(tmp_path, tiny_world):
     recipe = load_recipe("tiny", [f"run.dir={tmp_path}", "rl.eval_every=0", "prompts.limit=8"])
     with pytest.raises(FileNotFoundError, match="rayda sft"):
         rl.prepare(recipe)
-    plan = rl.prepare(compare.with_overrides(recipe, ["rl.init=base"]))
+    plan = rl.prepare(recipe.with_overrides(["rl.init=base"]))
     assert plan.sft_path == str(tiny_world.model_dir)
-    assert rl.prepare(compare.with_overrides(recipe, [f"rl.init={tiny_world.model_dir}"])).sft_path == str(tiny_world.model_dir)
+    assert rl.prepare(recipe.with_overrides([f"rl.init={tiny_world.model_dir}"])).sft_path == str(tiny_world.model_dir)
 
 
 def test_spec_in_context_puts_spec_category_in_the_system_message(tiny_world):

@@ -105,17 +105,6 @@ def parse_arms(text: str | None) -> list[str]:
     return list(ARMS) if text is None else [a.strip() for a in text.split(",") if a.strip()]
 
 
-def with_overrides(recipe: Recipe, overrides) -> Recipe:
-    """`recipe` with `key=value` overrides, checked as `load_recipe` checks them (types, unknown keys)."""
-    from rayda.config import _apply_override
-    from rayda.typed_config import build
-
-    data = recipe.to_dict()
-    for item in overrides:
-        _apply_override(data, item)
-    return build(Recipe, data, "rayda compare")
-
-
 def steps_of(arms) -> list[str]:
     """The steps the arms need, each once, in the order the arms list them."""
     return list(dict.fromkeys(s for a in arms for s in ARMS[a].steps))
@@ -126,7 +115,7 @@ def step_recipe(recipe: Recipe, key: str) -> Recipe:
     step = STEPS[key]
     folder = (f"run.dir={Path(recipe.run.dir) / step.folder}",) if step.folder else ()  # "" keeps run.dir as written
     overrides = tuple(o.format(run_dir=recipe.run.dir) for o in step.overrides)
-    return with_overrides(recipe, (*folder, *overrides)) if folder or overrides else recipe
+    return recipe.with_overrides((*folder, *overrides), "rayda compare") if folder or overrides else recipe
 
 
 def run_step(recipe: Recipe, key: str, progress: bool = True) -> None:
@@ -154,7 +143,7 @@ def evaluate_arm(recipe: Recipe, arm: str, progress: bool = True) -> Path:
     from rayda.stages.run import _timed
 
     out = Path(recipe.run.dir) / COMPARE_DIR
-    r = with_overrides(recipe, (f"run.dir={out}", *ARMS[arm].eval_overrides))
+    r = recipe.with_overrides((f"run.dir={out}", *ARMS[arm].eval_overrides), "rayda compare")
     report = out / "eval" / f"{arm}.json"
     _timed(out, f"eval_{arm}", report, lambda: evaluate.run(r, model=model_of(recipe, arm), name=arm, progress=progress))
     return report
