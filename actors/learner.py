@@ -37,8 +37,8 @@ class Learner:
     def train_step(self, shard, loss: str = "sft", **extras) -> dict:
         return self.engine.train_step(shard, loss, **extras)
 
-    def eval_loss(self, shard) -> dict:
-        return self.engine.eval_loss(shard)
+    def eval_loss(self, shard, loss: str = "sft") -> dict:
+        return self.engine.eval_loss(shard, loss)
 
     def save_checkpoint(self, directory: str, tag: str, client_state: dict) -> None:
         self.engine.save_checkpoint(directory, tag, client_state)

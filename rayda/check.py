@@ -52,7 +52,7 @@ class Report:
 
 def size_problems(recipe: Recipe, stage: str) -> list[str]:
     """What is wrong with `stage`'s settings (gen_sft, judge, sft, rl, eval, model) on their own."""
-    return {"gen_sft": _gen_sft, "judge": _judge, "sft": _sft, "rl": _rl, "eval": _eval, "model": _model}[stage](recipe)
+    return {"gen_sft": _gen_sft, "judge": _judge, "sft": _sft, "rl": _rl, "eval": _eval, "model": _model, "pm": _pm}[stage](recipe)
 
 
 def require_sizes(recipe: Recipe, *stages: str) -> None:
@@ -81,8 +81,9 @@ def _judge(recipe: Recipe) -> list[str]:
     from rayda import judges
 
     j = recipe.judge
-    if j.kind not in judges.KINDS:
-        return [f"unknown judge kind {j.kind!r}; known kinds: {', '.join(sorted(judges.KINDS))}"]
+    if j.kind not in judges.KINDS or j.kind == "pm":
+        known = ", ".join(sorted(k for k in judges.KINDS if k != "pm"))
+        return [f"unknown judge kind {j.kind!r}; known kinds: {known} (the preference model rewards RL with reward.kind=pm)"]
     out = _at_least("judge", j, ("k", "max_tokens"), 1)
     if j.kind == "http" and not j.base_url:
         out.append("judge.kind=http needs judge.base_url (e.g. http://127.0.0.1:8000/v1)")
@@ -143,7 +144,21 @@ def _rl(recipe: Recipe) -> list[str]:
                    "position): leave pools.reference unset, or use k1/k2/k3")
     if c.kl_coef < 0 or c.clip <= 0 or (c.clip_high is not None and c.clip_high <= 0):
         out.append("rl.kl_coef must be >= 0, and rl.clip and rl.clip_high > 0")
+    if recipe.reward.kind not in ("judge", "pm"):
+        out.append(f"reward.kind must be 'judge' or 'pm', got {recipe.reward.kind!r}")
     return out + zero_problems(c.zero_stage, section="rl")
+
+
+def _pm(recipe: Recipe) -> list[str]:
+    p = recipe.pm
+    out = _at_least("pm", p, ("votes", "shard_size", "max_tokens", "max_length", "micro_batch_size", "grad_accum"), 1)
+    if p.temperature <= 0:
+        out.append(f"pm.temperature must be > 0 (got {p.temperature}): a pair's two samples must be able to differ")
+    if not 0.0 < p.heldout_fraction < 1.0:
+        out.append(f"pm.heldout_fraction must be in (0, 1): the held-out pair accuracy needs pairs, got {p.heldout_fraction}")
+    if p.epochs <= 0 or p.lr <= 0:
+        out.append(f"pm.epochs and pm.lr must be > 0, got {p.epochs} and {p.lr}")
+    return out + zero_problems(p.zero_stage, section="pm")
 
 
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -208,7 +223,7 @@ def check(recipe: Recipe, nodes: dict[str, dict[str, float]] | None = None, arms
 
         for p in arm_problems(arms):
             report.add("error", "compare.arms", p)
-    stages = ("model", "gen_sft", "judge", "sft", "rl", "eval")
+    stages = ("model", "gen_sft", "judge", "sft", "rl", "eval", "pm")
     problems = [p for stage in stages for p in size_problems(recipe, stage)]
     for p in problems:
         report.add("error", "sizes", p)
@@ -234,6 +249,11 @@ def _models(recipe: Recipe, ctx, report: Report) -> None:
     wanted = [("model.policy", recipe.model.policy)]
     if recipe.rl.init not in ("sft", "base"):  # RL from a model of the user's choosing
         wanted.append(("rl.init", recipe.rl.init))
+    if recipe.reward.kind == "pm":  # RL rewarded by a preference model that `rayda pm` must have finished
+        try:
+            report.add("ok", "reward.model", f"{ctx.pm_model()}: a finished preference model")
+        except FileNotFoundError as e:
+            report.add("error", "reward.model", str(e))
     if kind in judges.KINDS and judges.needs_model(kind):
         wanted.append(("model.judge", recipe.model.judge))
     elif recipe.model.judge not in ("tinyworld", recipe.model.policy):

@@ -6,6 +6,7 @@
     rayda gen-sft [RECIPE] [k=v]            stage 1: generate and judge SFT data (Ray Data)
     rayda sft [RECIPE] [k=v]                stage 2: fine-tune on the accepted rows (DeepSpeed learners)
     rayda rl [RECIPE] [k=v]                 stage 3: GRPO from the SFT checkpoint, judge on final answers
+    rayda pm [RECIPE] [k=v]                 CAI's preference model: judged pairs of samples, Bradley-Terry
     rayda eval [RECIPE] --model sft         stage 4: answer without the spec, metrics with 95% intervals
     rayda run [RECIPE] [k=v]                every stage, skipping finished ones, then report.md
     rayda compare [RECIPE] [--arms da,sft_only,rl_only,prompting] [k=v]   the arms side by side, one table
@@ -93,6 +94,13 @@ def cmd_rl(args) -> int:
     from rayda.stages.rl import run
 
     print(f"rl: {run(_recipe(args))}")
+    return 0
+
+
+def cmd_pm(args) -> int:
+    from rayda.stages.pm import run
+
+    print(f"pm: {run(_recipe(args))}")
     return 0
 
 
@@ -221,6 +229,10 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rl", help="stage 3: GRPO from the SFT checkpoint; the judge sees only final answers")
     _add_recipe_args(p)
     p.set_defaults(func=cmd_rl)
+    p = sub.add_parser("pm", help="Constitutional AI's preference model: pairs of policy samples judged under a "
+                       "principle (k votes), a scalar-head model trained with a Bradley-Terry loss")
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_pm)
     p = sub.add_parser("eval", help="stage 4: answer WITHOUT the spec, classify, report per category with 95%% intervals")
     _add_recipe_args(p)
     p.add_argument("--model", default="base", help="base, sft, rl (this run's checkpoints) or a HF path/name")

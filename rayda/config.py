@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from rayda.config_pm import PmConfig, RewardConfig
 from rayda.typed_config import ConfigError, build
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -413,6 +414,10 @@ class Recipe:
     """Stage 3: GRPO from the SFT checkpoint, rewards from the judge's REWARD view (final answers only)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Stage 4: evaluation without the spec in context."""
+    pm: PmConfig = field(default_factory=PmConfig)
+    """Constitutional AI's preference model (`rayda pm`): judged pairs of policy samples, Bradley-Terry."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """What rewards RL: the judge (default) or the preference model (`reward.kind=pm`)."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -6,6 +6,7 @@
     ctx.prompts()                   the labelled prompts `prompts.source` names, validated
     ctx.spec_texts(cats, tok)       `spec(category)` within `spec.token_budget` tokens of a tokenizer
     ctx.judge_args(spec_texts)      the arguments of a judge actor (`rayda.actors.judge.JudgeWorker`)
+    ctx.reward_args(spec_texts)     ... of RL's reward actors: the judge, or the preference model (`reward.kind`)
 
 Nothing here starts Ray or an engine. The tiny world's model is built (or read from its cache) only
 when a model is `tinyworld`; its prompt sets come from the spec and need no build. Every stage and the CLI go through this
@@ -101,3 +102,24 @@ class RunContext:
         """What a judge actor (`rayda.actors.judge.JudgeWorker`) is built from, in the pool it runs in:
         an llm judge starts its engine there, never on the driver."""
         return {"cfg": cfg or self.recipe.judge, "spec": self.spec, "spec_texts": spec_texts, "model": self.judge_model}
+
+    def pm_model(self) -> str:
+        """The preference model RL is rewarded by (`reward.model`, else `<run.dir>/checkpoints/pm`); a
+        folder without `_SUCCESS` fails here."""
+        from rayda.io import is_done
+
+        path = Path(self.recipe.reward.model or Path(self.recipe.run.dir) / "checkpoints" / "pm")
+        if not is_done(path):
+            raise FileNotFoundError(f"reward.kind=pm: the preference model {path} is not finished (no _SUCCESS): "
+                                    "run `rayda pm` first or set reward.model")
+        return str(path.resolve())
+
+    def reward_args(self, spec_texts: dict[str, str]) -> dict:
+        """RL's reward actors (`JudgeWorker`): the recipe's judge, or with `reward.kind=pm` the preference
+        model as a judge of kind `pm` (deterministic: one verdict per request)."""
+        if self.recipe.reward.kind != "pm":
+            return self.judge_args(spec_texts)
+        from dataclasses import replace
+
+        return {"cfg": replace(self.recipe.judge, kind="pm", k=1), "spec": self.spec, "spec_texts": spec_texts,
+                "model": self.pm_model()}

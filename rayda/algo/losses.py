@@ -91,6 +91,26 @@ def grpo_token_loss(
     return loss, {"nll_sum": -(logp.detach() * m).sum(), "tokens": m.sum(), **sums}
 
 
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, num_pairs: float | None = None) -> tuple[torch.Tensor, dict]:
+    """The preference model's loss: -log sigmoid(r_chosen - r_rejected), summed over pairs [B] and
+    divided by `num_pairs` (None: B), the pair count of the whole optimizer batch as `sft_loss`'s
+    `num_tokens` is, so that every pair weighs the same however the batch is cut.
+
+    Under Bradley-Terry, P(chosen preferred) = sigmoid(r_chosen - r_rejected): the loss is that
+    probability's NLL. Its gradient raises r_chosen and lowers r_rejected by the same amount,
+    sigmoid(r_rejected - r_chosen) per pair, so only the difference of scores is learnt (a constant
+    shift of every score changes nothing). logsigmoid keeps large margins from overflowing.
+    Returns the loss and {"nll_sum", "tokens" (pairs), "correct_sum" (pairs with r_chosen > r_rejected),
+    "margin_sum"} (detached) for exact logging over micro-batches and ranks.
+    """
+    margin = r_chosen.float() - r_rejected.float()
+    nll = -F.logsigmoid(margin).sum()
+    n = torch.tensor(float(margin.numel()))
+    divisor = n.clamp(min=1) if num_pairs is None else torch.as_tensor(float(num_pairs)).clamp(min=1)
+    return nll / divisor, {"nll_sum": nll.detach(), "tokens": n, "correct_sum": (margin > 0).sum().detach().float(),
+                           "margin_sum": margin.sum().detach()}
+
+
 LOSSES = {"sft": sft_loss, "grpo": grpo_token_loss}
 """Losses the learner can run by name: fn(logits, labels, mask, num_tokens, **batch_extras) -> (loss, stats).
 `stats` holds `nll_sum` and `tokens`; any other `*_sum` entry is added up over micro-batches by the

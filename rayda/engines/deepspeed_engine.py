@@ -53,6 +53,10 @@ class LearnerOptions:
     """A `rayda.config.LoraConfig` with rank > 0 to train PEFT adapters only (ZeRO 0-2); None: every weight."""
     verbose: bool = False
     """DeepSpeed's INFO logs (`run.verbose`); WARNING and above otherwise."""
+    head: str = "lm"
+    """`lm`: the causal LM (SFT, RL); `score`: the same network with a new scalar head
+    (`AutoModelForSequenceClassification`, num_labels=1), the preference model trained on pairs
+    (`rayda.data.pairs.PairRow`) with the `bt` loss."""
 
     def rows_per_step(self, world_size: int) -> int:
         return self.micro_batch_size * self.grad_accum * world_size
@@ -168,7 +172,13 @@ class DeepSpeedLearner(WeightsOut):
         # Every rank loads the full model and ZeRO-3 partitions it in `initialize`. A model larger than
         # one device would have to be built inside deepspeed.zero.Init (transformers' HfDeepSpeedConfig
         # path), which needs the `accelerate` package: not a dependency yet.
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        if opts.head == "score":  # the policy's network, its LM head dropped, a new score head (warned about)
+            from transformers import AutoModelForSequenceClassification
+
+            model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, dtype=dtype)
+            model.config.pad_token_id = opts.pad_id  # the score is read at the last token that is not padding
+        else:
+            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         model.config.use_cache = False
         self.lora = bool(opts.lora and opts.lora.rank) and not frozen
         if self.lora:  # the starting weights freeze; only the adapters (B = 0: the same function) train
@@ -209,6 +219,13 @@ class DeepSpeedLearner(WeightsOut):
             raise ValueError(f"rank {self.rank} of {self.world_size} received the shard of rank {shard.rank} of {shard.world}")
 
     def _forward(self, examples, name: str, num_tokens: float | None, extras: dict):
+        if name == "bt":  # preference pairs: one scalar per sequence, chosen and rejected in one pass
+            from rayda.algo.losses import bradley_terry_loss
+            from rayda.data.pairs import collate_pairs
+
+            batch = {k: v.to(self.device) for k, v in collate_pairs(examples, self.opts.pad_id).items()}
+            scores = self.engine(**batch, use_cache=False).logits[:, 0]
+            return bradley_terry_loss(scores[:len(examples)], scores[len(examples):], num_tokens)
         batch = {k: v.to(self.device) for k, v in collate(examples, self.opts.pad_id).items()}
         # Rows may carry per-row loss inputs (RL: advantages, old and reference log-probs).
         row_inputs = getattr(examples[0], "loss_inputs", None)
@@ -280,11 +297,12 @@ class DeepSpeedLearner(WeightsOut):
         return out
 
     @staticmethod
-    def _filler(rows: list) -> list:
+    def _filler(rows: list, pairs: bool = False) -> list:
         """A row for a pass whose result is thrown away (this rank's shard ran out before the others')."""
+        from rayda.data.pairs import PairRow
         from rayda.data.sft import Example
 
-        return rows[:1] or [Example((0, 0), (0, 0))]
+        return rows[:1] or [PairRow((0, 0), (0, 0)) if pairs else Example((0, 0), (0, 0))]
 
     def _logits(self, batch: dict, reference: bool = False):
         """The policy's logits, or the frozen reference's: with LoRA the same weights with the adapters
@@ -307,8 +325,9 @@ class DeepSpeedLearner(WeightsOut):
         return self.reference
 
     @torch.no_grad()
-    def eval_loss(self, shard) -> dict:
-        """Summed NLL and token count of this rank's `shard` of the held-out rows (no update).
+    def eval_loss(self, shard, loss: str = "sft") -> dict:
+        """Summed NLL and token count of this rank's `shard` of the held-out rows (no update), and any
+        other `*_sum` the loss reports (`bt`: correct_sum, margin_sum; its tokens are pairs).
 
         Every rank runs the same number of forward passes (padding with a pass whose result is thrown
         away): under ZeRO-3 each forward is a collective, and a rank that stopped early would leave the
@@ -317,14 +336,15 @@ class DeepSpeedLearner(WeightsOut):
         self._check_shard(shard)
         self.engine.eval()
         mbs, rows = self.opts.micro_batch_size, shard.unpack()
-        nll, tokens = 0.0, 0.0
+        sums: dict[str, float] = {"nll_sum": 0.0, "tokens": 0.0}
         for i in range(0, shard.per_rank, mbs):
             mb = rows[i:i + mbs]
-            _, stats = self._forward(mb or self._filler(rows), "sft", None, {})
+            _, stats = self._forward(mb or self._filler(rows, loss == "bt"), loss, None, {})
             if mb:
-                nll += float(stats["nll_sum"])
-                tokens += float(stats["tokens"])
-        return {"nll_sum": nll, "tokens": tokens}
+                for k, v in stats.items():
+                    if k == "tokens" or k.endswith("_sum"):
+                        sums[k] = sums.get(k, 0.0) + float(v)
+        return sums
 
     # ---- checkpoints ----------------------------------------------------------------------------
 

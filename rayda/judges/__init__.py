@@ -3,6 +3,7 @@
     rubric  deterministic grader for labelled prompts (behaviour, style, substance; citations in FILTER)
     llm     a Hugging Face model in vLLM, verdicts forced into a JSON schema
     http    an OpenAI-compatible chat-completions endpoint
+    pm      `rayda pm`'s preference model (RL's reward with `reward.kind=pm`; REWARD view only)
 
 `make_judge` builds one; `register` adds a kind (a class taking `(spec, spec_texts, model, cfg)`).
 """
@@ -34,9 +35,15 @@ def _http(spec, spec_texts, model, cfg):
     return HttpJudge(spec, spec_texts, model, cfg)
 
 
-_REGISTRY: dict[str, Callable] = {"rubric": _rubric, "llm": _llm, "http": _http}
-_NEEDS_LABEL = {"rubric": True, "llm": False, "http": False}
-_NEEDS_MODEL = {"rubric": False, "llm": True, "http": False}
+def _pm(spec, spec_texts, model, cfg):
+    from rayda.judges.pm import PreferenceModelJudge
+
+    return PreferenceModelJudge(spec, spec_texts, model)
+
+
+_REGISTRY: dict[str, Callable] = {"rubric": _rubric, "llm": _llm, "http": _http, "pm": _pm}
+_NEEDS_LABEL = {"rubric": True, "llm": False, "http": False, "pm": False}
+_NEEDS_MODEL = {"rubric": False, "llm": True, "http": False, "pm": True}
 
 KINDS = tuple(_REGISTRY)
 

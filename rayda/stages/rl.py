@@ -96,6 +96,8 @@ def prepare(recipe: Recipe) -> Plan:
     per_update = c.micro_batch_size * c.grad_accum * recipe.pools.learner.actors
     ctx = RunContext(recipe)
     ctx.check_judge()
+    if recipe.reward.kind == "pm":
+        ctx.pm_model()  # the preference model must be finished
     prompts = ctx.prompts(c.prompts)
     # rl.init: the run's SFT checkpoint (DA), the base policy (the RL-only ablation) or any model.
     sft_path = str(p["sft"].resolve()) if c.init == "sft" else ctx.policy if c.init == "base" else ctx.model(c.init, "rl.init")
@@ -217,7 +219,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     # The rollout engines start (about 30 s on CPU) while the learner group sets up.
     rollout = RolloutPool(Generator, engine_config(recipe, plan), recipe.pools.rollout, "rollout",
                           c.rollout_restarts, c.rollout_retries)
-    judges = JudgePool(judge_cls or JudgeWorker, recipe.pools.judge, plan.ctx.judge_args(plan.spec_texts))
+    judges = JudgePool(judge_cls or JudgeWorker, recipe.pools.judge, plan.ctx.reward_args(plan.spec_texts))
     dashboard = Dashboard()
     reference, ahead_pool = None, None
     try:

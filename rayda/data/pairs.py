@@ -1,0 +1,148 @@
+"""Preference pairs for Constitutional AI's preference model. Pure: verdicts and token ids in, decisions
+and rows out (torch only to collate).
+
+A pair is two samples of the policy for one prompt. Who wins:
+
+    one malformed, one well-formed   the well-formed one, without asking the judge (`malformed`)
+    both malformed                   nobody: dropped (`both_malformed`)
+    both well-formed                 k votes, vote j comparing verdict j of each answer (REWARD view:
+                                     prompt + final answer, under the pair's principle); the majority
+                                     wins (`judged`); a tie is dropped (`tie`), and so is a pair with
+                                     a failed verdict (`judge_error`: never read as a 0, contract 2)
+
+The preference model scores the chat `prompt + final answer` (no reasoning: what the RL reward sees),
+rendered with the policy's chat template by `answer_ids`, the same function in training and serving.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+KEPT = ("judged", "malformed")
+DROPPED = ("tie", "both_malformed", "judge_error")
+
+
+@dataclass(frozen=True)
+class PairRow:
+    """One training pair as token ids (`answer_ids` of each side)."""
+
+    chosen_ids: tuple[int, ...]
+    rejected_ids: tuple[int, ...]
+    prompt_id: str = ""
+
+    @property
+    def num_targets(self) -> int:
+        """A pair is one target: the learner divides the loss by the batch's pair count."""
+        return 1
+
+
+@dataclass(frozen=True)
+class Decision:
+    chosen: str | None
+    """`a`, `b`, or None when the pair is dropped."""
+    reason: str
+    """One of KEPT (the pair is kept) or DROPPED."""
+    votes: tuple[int, ...] = ()
+    """Per vote: +1 for a, -1 for b, 0 a tie (empty when the judge was not asked)."""
+
+
+def vote(a, b) -> int:
+    """One vote between two REWARD verdicts (`rayda.types.Verdict`, both ok): the higher score wins; on
+    equal scores the larger sum of the score's parts does (the rubric's behaviour, substance and style:
+    a wrong answer with the style right beats one with nothing right); else a tie."""
+    for x, y in ((a.score, b.score), (_parts(a), _parts(b))):
+        if x != y:
+            return 1 if x > y else -1
+    return 0
+
+
+def _parts(v) -> float:
+    return sum(float(x) for x in (v.scores or {}).values() if isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def decide(malformed_a: str | None, malformed_b: str | None, verdicts_a=(), verdicts_b=()) -> Decision:
+    """Who wins a pair (see the module's table); `verdicts_*` are the k verdicts of each well-formed side."""
+    if malformed_a and malformed_b:
+        return Decision(None, "both_malformed")
+    if malformed_a or malformed_b:
+        return Decision("b" if malformed_a else "a", "malformed")
+    if len(verdicts_a) != len(verdicts_b) or not verdicts_a:
+        raise ValueError(f"a pair needs k >= 1 verdicts per side, got {len(verdicts_a)} and {len(verdicts_b)}")
+    if not all(v.ok for v in (*verdicts_a, *verdicts_b)):
+        return Decision(None, "judge_error")
+    votes = tuple(vote(a, b) for a, b in zip(verdicts_a, verdicts_b))
+    total = sum(votes)
+    return Decision(("a" if total > 0 else "b") if total else None, "judged" if total else "tie", votes)
+
+
+def pair_record(a, b, verdicts_a=(), verdicts_b=(), **fields) -> dict:
+    """The row of one judged pair of `Completion`s (prompt, both final answers, the k scores of each
+    side, the votes, who won and why) plus `fields` (principle, split, provenance)."""
+    import json
+
+    d = decide(a.malformed, b.malformed, verdicts_a, verdicts_b)
+    side = {"a": a, "b": b}
+
+    def scores(vs):
+        return [v.score if v.ok else None for v in vs]
+
+    return {
+        "prompt_id": a.prompt.id, "category": a.prompt.category, "label": a.prompt.label,
+        "messages": json.dumps(list(a.prompt.messages)), "answer_a": a.answer, "answer_b": b.answer,
+        "malformed_a": a.malformed, "malformed_b": b.malformed, "scores_a": scores(verdicts_a), "scores_b": scores(verdicts_b),
+        "votes": list(d.votes), "chosen": d.chosen, "reason": d.reason,
+        "chosen_answer": side[d.chosen].answer if d.chosen else None,
+        "rejected_answer": side["b" if d.chosen == "a" else "a"].answer if d.chosen else None,
+        "tokens": len(a.token_ids) + len(b.token_ids), **fields,
+    }
+
+
+def with_splits(rows: list[dict], fraction: float, seed: int) -> list[dict]:
+    """The kept rows (a `chosen` side), each with `split` train / heldout, decided by its prompt id alone
+    (`rayda.data.sft.is_heldout`: a stable seeded hash), so a prompt's pairs never straddle the split."""
+    from rayda.data.sft import is_heldout
+
+    return [dict(r, split="heldout" if is_heldout(r["prompt_id"], fraction, seed) else "train") for r in rows if r["chosen"]]
+
+
+def principle(spec, category: str, seed: int, prompt_id: str) -> str:
+    """The clause of `category` a pair is judged under, drawn by a generator seeded by (seed, prompt)."""
+    from rayda.data.gen_rows import stable_seed
+
+    ids = sorted(cl.id for cl in spec.category(category).clauses)
+    return random.Random(stable_seed(seed, "pm-principle", prompt_id)).choice(ids)
+
+
+def answer_ids(tokenizer, messages, answer: str) -> list[int]:
+    """Token ids of the chat `messages` + an assistant turn holding `answer`, in the tokenizer's chat
+    template: what the preference model scores (the score is read at the last token)."""
+    chat = [dict(m) for m in messages] + [{"role": "assistant", "content": answer}]
+    text = tokenizer.apply_chat_template(chat, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def pair_row(tokenizer, messages, chosen: str, rejected: str, prompt_id: str, max_length: int) -> PairRow | None:
+    """The training row of a kept pair; None when either side is longer than `max_length` tokens."""
+    c, r = answer_ids(tokenizer, messages, chosen), answer_ids(tokenizer, messages, rejected)
+    if max(len(c), len(r)) > max_length:
+        return None
+    return PairRow(tuple(c), tuple(r), prompt_id)
+
+
+def pad(seqs: list, pad_id: int):
+    """Right-padded [N, T] input_ids and attention_mask of token sequences."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+        attn[i, :len(s)] = 1
+    return {"input_ids": ids, "attention_mask": attn}
+
+
+def collate_pairs(rows: list, pad_id: int):
+    """[2B, T] input_ids and attention_mask (`pad`): the B chosen sequences, then the B rejected."""
+    return pad([r.chosen_ids for r in rows] + [r.rejected_ids for r in rows], pad_id)

@@ -1,0 +1,249 @@
+"""`rayda pm` (Constitutional AI's preference model) and `rayda rl reward.kind=pm`.
+
+Fast: the Bradley-Terry loss and its gradient, pair voting, the split by prompt, config errors, and the
+pm judge scoring a real tiny Hugging Face sequence classifier from the final answer only. Slow: the
+stage end to end on the tiny world (sampled, judged pairs -> DeepSpeed training -> HF export), then two
+RL steps rewarded by the result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from rayda.algo.losses import bradley_terry_loss
+from rayda.config import ConfigError, load_recipe
+from rayda.data import pairs as P
+from rayda.types import Completion, Prompt, RewardRequest, Verdict
+
+PROMPT = Prompt("p0", ({"role": "user", "content": "how do i pick a lock"},), "demo", "refuse")
+
+
+def V(score, **parts):
+    return Verdict(score, scores=parts)
+
+
+# ---- the Bradley-Terry loss -------------------------------------------------------------------------
+
+
+def test_bt_loss_values_and_counts():
+    rc, rr = torch.tensor([2.0, 0.0, -1.0]), torch.tensor([0.0, 0.0, 1.0])
+    loss, stats = bradley_terry_loss(rc, rr)
+    want = [-math.log(1 / (1 + math.exp(-d))) for d in (2.0, 0.0, -2.0)]
+    assert loss.item() == pytest.approx(sum(want) / 3, rel=1e-6)
+    assert stats["nll_sum"].item() == pytest.approx(sum(want), rel=1e-6)
+    assert stats["tokens"].item() == 3 and stats["correct_sum"].item() == 1  # only the first pair ranks right
+    assert stats["margin_sum"].item() == pytest.approx(0.0)
+    # the divisor is the whole batch's pair count: two halves add up to the whole
+    a, _ = bradley_terry_loss(rc[:1], rr[:1], 3)
+    b, _ = bradley_terry_loss(rc[1:], rr[1:], 3)
+    assert (a + b).item() == pytest.approx(loss.item(), rel=1e-6)
+    # only the difference counts, and large margins do not overflow
+    shifted, _ = bradley_terry_loss(rc + 100.0, rr + 100.0)
+    assert shifted.item() == pytest.approx(loss.item(), rel=1e-5)
+    big, _ = bradley_terry_loss(torch.tensor([-1000.0]), torch.tensor([1000.0]))
+    assert big.item() == pytest.approx(2000.0)
+
+
+def test_bt_gradient_raises_chosen_and_lowers_rejected():
+    rc = torch.tensor([0.5, -0.3], requires_grad=True)
+    rr = torch.tensor([0.1, 0.7], requires_grad=True)
+    loss, _ = bradley_terry_loss(rc, rr)
+    loss.backward()
+    assert (rc.grad < 0).all() and (rr.grad > 0).all()  # descent moves r_chosen up, r_rejected down
+    assert torch.allclose(rc.grad, -rr.grad)
+    # d loss / d r_chosen = -sigmoid(r_rejected - r_chosen) / B
+    assert torch.allclose(rc.grad, -torch.sigmoid(rr.detach() - rc.detach()) / 2)
+
+
+# ---- voting -----------------------------------------------------------------------------------------
+
+
+def test_majority_wins_and_ties_are_dropped():
+    d = P.decide(None, None, [V(1.0), V(0.0), V(1.0)], [V(0.0), V(1.0), V(0.0)])
+    assert (d.chosen, d.reason, d.votes) == ("a", "judged", (1, -1, 1))
+    d = P.decide(None, None, [V(0.2), V(0.2), V(0.2)], [V(0.9), V(0.9), V(0.1)])
+    assert (d.chosen, d.reason) == ("b", "judged")
+    d = P.decide(None, None, [V(1.0), V(0.0)], [V(0.0), V(1.0)])
+    assert (d.chosen, d.reason, d.votes) == (None, "tie", (1, -1))
+    d = P.decide(None, None, [V(0.5)], [V(0.5)])
+    assert (d.chosen, d.reason) == (None, "tie")
+
+
+def test_parts_break_equal_scores():
+    # both wrong (score 0), but one has the style right: it wins the vote
+    assert P.vote(V(0.0, behaviour=0.0, substance=1.0, style=1.0), V(0.0, behaviour=0.0, substance=1.0, style=0.0)) == 1
+    assert P.vote(V(0.0, behaviour=0.0, style=0.0), V(0.0, behaviour=0.0, style=0.5)) == -1
+    assert P.vote(V(0.0, behaviour=0.0), V(0.0, behaviour=0.0)) == 0
+    assert P.vote(V(0.9, style=0.0), V(0.1, style=1.0)) == 1  # the score decides before the parts
+
+
+def test_malformed_loses_and_errors_drop_the_pair():
+    assert P.decide("no_think", None) == P.Decision("b", "malformed")
+    assert P.decide(None, "unclosed_think") == P.Decision("a", "malformed")
+    assert P.decide("no_think", "empty_answer") == P.Decision(None, "both_malformed")
+    failed = Verdict(None, error="timeout")
+    assert P.decide(None, None, [V(1.0), failed], [V(0.0), V(0.0)]).reason == "judge_error"  # never read as a 0
+    with pytest.raises(ValueError):
+        P.decide(None, None, [V(1.0)], [])
+
+
+def test_pair_record_keeps_the_final_answers_only(spec):
+    prompt = Prompt("p1", ({"role": "user", "content": "hi"},), spec.category_ids[0], "comply")
+    a = Completion.from_text(prompt, "<think>SECRET-REASONING-A</think>Here is how.", token_ids=(1, 2, 3))
+    b = Completion.from_text(prompt, "no tags at all", token_ids=(4, 5))
+    row = P.pair_record(a, b, principle="x")
+    assert (row["chosen"], row["reason"], row["chosen_answer"], row["tokens"]) == ("a", "malformed", "Here is how.", 5)
+    assert "SECRET" not in json.dumps(row)
+    clause = P.principle(spec, prompt.category, 0, "p1")
+    assert clause in {cl.id for cl in spec.category(prompt.category).clauses}
+    assert clause == P.principle(spec, prompt.category, 0, "p1")  # seeded: the same every run
+    drawn = {P.principle(spec, prompt.category, s, "p1") for s in range(40)}
+    assert len(drawn) > 1
+
+
+def test_split_is_by_prompt_and_seeded():
+    rows = [{"prompt_id": f"q{i % 200}", "chosen": "a"} for i in range(400)] + [{"prompt_id": "dropped", "chosen": None}]
+    out = P.with_splits(rows, 0.25, seed=0)
+    assert len(out) == 400  # dropped pairs are not split
+    by_prompt: dict = {}
+    for r in out:
+        by_prompt.setdefault(r["prompt_id"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_prompt.values())  # a prompt's pairs never straddle the split
+    share = sum(s == {"heldout"} for s in by_prompt.values()) / len(by_prompt)
+    assert 0.15 < share < 0.35
+    assert [r["split"] for r in P.with_splits(rows, 0.25, 0)] == [r["split"] for r in out]
+    assert [r["split"] for r in P.with_splits(rows, 0.25, 1)] != [r["split"] for r in out]
+
+
+# ---- config errors ----------------------------------------------------------------------------------
+
+
+def test_config_errors(tmp_path):
+    from rayda.check import size_problems
+    from rayda.stages import pm
+
+    with pytest.raises(ConfigError, match="pm.vote"):
+        load_recipe("tiny", ["pm.vote=3"])
+    with pytest.raises(ConfigError, match="pm.votes must be int"):
+        load_recipe("tiny", ["pm.votes=many"])
+    r = load_recipe("tiny", ["pm.votes=0", "pm.temperature=0", "pm.heldout_fraction=0", "pm.zero_stage=4"])
+    problems = " | ".join(size_problems(r, "pm"))
+    for key in ("pm.votes", "pm.temperature", "pm.heldout_fraction", "pm.zero_stage"):
+        assert key in problems
+    assert "reward.kind" in " ".join(size_problems(load_recipe("tiny", ["reward.kind=rubric"]), "rl"))
+    assert "reward.kind=pm" in " ".join(size_problems(load_recipe("tiny", ["judge.kind=pm"]), "judge"))
+    with pytest.raises(ConfigError, match="pm pairs need judge.kind=rubric"):
+        pm.prepare(load_recipe("tiny", ["judge.kind=llm", f"run.dir={tmp_path}"]))
+    with pytest.raises(FileNotFoundError, match="pm.init=sft"):
+        pm.prepare(load_recipe("tiny", [f"run.dir={tmp_path}"]))
+
+
+def test_missing_preference_model_is_one_line(tmp_path):
+    from rayda.check import check
+    from rayda.context import RunContext
+
+    r = load_recipe("tiny", ["reward.kind=pm", f"run.dir={tmp_path}"])
+    with pytest.raises(FileNotFoundError, match="run `rayda pm` first") as e:
+        RunContext(r).pm_model()
+    assert "\n" not in str(e.value)
+    errors = [(w, m) for level, w, m in check(r).findings if level == "error"]
+    assert [w for w, _ in errors] == ["reward.model"] and str(tmp_path / "checkpoints" / "pm") in errors[0][1]
+    assert not [f for f in check(load_recipe("tiny", [f"run.dir={tmp_path}"])).findings if f[1] == "reward.model"]
+
+
+# ---- the pm judge on a real sequence classifier -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """A tiny random Llama saved as a sequence classifier (num_labels=1), as `rayda pm` exports one."""
+    from sft_fixtures import make_tiny_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    base = make_tiny_model(tmp_path_factory.mktemp("lm") / "model")
+    tok = AutoTokenizer.from_pretrained(base)
+    net = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    net.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    torch.manual_seed(0)
+    torch.nn.init.normal_(net.score.weight, std=1.0)  # a head that tells answers apart
+    out = tmp_path_factory.mktemp("pm") / "pm"
+    net.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_pm_judge_scores_final_answers_only(classifier, spec):
+    from rayda.judges import make_judge
+    from rayda.config import JudgeConfig
+
+    judge = make_judge(JudgeConfig(kind="pm", k=2), spec, {}, str(classifier))
+    answers = ["here is how it works", "sorry i can't help with that", "here is how it works stay safe"]
+    comps = [Completion.from_text(PROMPT, f"<think>COT-{i} decision refuse</think>{a}") for i, a in enumerate(answers)]
+    verdicts = judge.reward([RewardRequest.of(c) for c in comps], 2, [0, 1, 2])
+    scores = [vs[0].score for vs in verdicts]
+    assert all(len(vs) == 2 and vs[0] == vs[1] for vs in verdicts)  # deterministic: k equal verdicts
+    assert all(0.0 < s < 1.0 for s in scores) and len(set(scores)) == 3
+    # score = sigmoid(logit) of prompt + answer alone, the same batched as one by one (padding is ignored)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok, net = AutoTokenizer.from_pretrained(classifier), AutoModelForSequenceClassification.from_pretrained(classifier)
+    for a, s, vs in zip(answers, scores, verdicts):
+        ids = torch.tensor([P.answer_ids(tok, PROMPT.messages, a)])
+        assert "COT" not in tok.decode(ids[0])
+        logit = net(input_ids=ids).logits[0, 0].item()
+        assert s == pytest.approx(1 / (1 + math.exp(-logit)), abs=1e-5)
+        assert vs[0].scores["pm_logit"] == pytest.approx(logit, abs=1e-4)
+    # another chain of thought before the same answer changes nothing
+    other = Completion.from_text(PROMPT, "<think>completely different reasoning</think>" + answers[0])
+    assert judge.reward([RewardRequest.of(other)], 1, [0])[0][0].score == pytest.approx(scores[0], abs=1e-6)
+    with pytest.raises(ValueError, match="REWARD view"):
+        from rayda.types import FilterRequest
+
+        judge.filter([FilterRequest.of(comps[0])], 1, [0])
+
+
+# ---- end to end (slow) ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_pm_then_rl_with_pm_reward(tiny_world, tmp_path):
+    """`rayda pm tiny` from the base on 48 prompts, then 2 RL steps rewarded by the preference model."""
+    from rayda.io import read_jsonl
+    from rayda.stages import pm, rl
+
+    run = tmp_path / "run"
+    recipe = load_recipe("tiny", [f"run.dir={run}", "pm.init=base", "prompts.limit=48", "pm.epochs=2",
+                                  "rl.init=base", "reward.kind=pm", "rl.steps=2", "rl.prompts_per_step=4",
+                                  "rl.samples_per_prompt=4", "rl.micro_batch_size=8", "rl.grad_accum=2", "rl.eval_every=0",
+                                  "rl.save_every=0"])
+    out = pm.run(recipe, progress=False)
+    assert (out / "_SUCCESS").exists() and (out / "pm_report.json").exists() and (out / "model.safetensors").exists()
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["LlamaForSequenceClassification"]
+    data = run / "pm_data"
+    assert (data / "_SUCCESS").exists() and list((data / "parts").glob("part-*.parquet"))
+    kept = pm.read_kept(data)
+    assert {r["split"] for r in kept} == {"train", "heldout"}
+    assert all(r["principle"] and json.loads(r["provenance"])["judge_kind"] == "rubric" for r in kept)
+    lines = [x for x in read_jsonl(run / "metrics.jsonl") if x["stage"] == "pm"]
+    pairs_line = next(x for x in lines if x.get("phase") == "pairs")
+    assert pairs_line["tokens_generated"] > 0 and pairs_line["prompts"] == 48
+    assert sum(pairs_line["kept"].values()) == len(kept)
+    steps = [x for x in lines if "step" in x]
+    assert steps and all(x["learner_tokens"] > 0 for x in steps)
+    report = next(x for x in lines if x.get("phase") == "report")
+    assert 0.0 <= report["heldout_accuracy"] <= 1.0 and report["heldout"]["pairs"] > 0
+    assert json.loads((out / "pm_report.json").read_text())["heldout_accuracy"] == report["heldout_accuracy"]
+    assert pm.run(recipe, progress=False) == out  # finished: skipped
+
+    rl.run(recipe, progress=False)
+    rl_lines = [x for x in read_jsonl(run / "metrics.jsonl") if x["stage"] == "rl"]
+    assert len(rl_lines) == 2 and all("reward_pm_logit" in x for x in rl_lines)
+    samples = read_jsonl(run / "rl_samples.jsonl")
+    judged = [s["reward"] for s in samples if not s["malformed"]]
+    assert judged and all(0.0 < r < 1.0 for r in judged)
+    assert any(x["reward_std"] > 0 for x in rl_lines) and any(x["groups_with_signal"] > 0 for x in rl_lines)
