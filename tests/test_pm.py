@@ -156,6 +156,22 @@ def test_missing_preference_model_is_one_line(tmp_path):
     assert not [f for f in check(load_recipe("tiny", [f"run.dir={tmp_path}"])).findings if f[1] == "reward.model"]
 
 
+def test_reward_args_serve_the_preference_model(tmp_path, spec):
+    from rayda.context import RunContext
+    from rayda.io import mark_success
+
+    judge = RunContext(load_recipe("tiny", [f"run.dir={tmp_path}"])).reward_args({})
+    assert judge["cfg"].kind == "rubric" and judge["cfg"].k == 3  # reward.kind=judge: today's behaviour
+    mark_success(tmp_path / "checkpoints" / "pm")
+    ctx = RunContext(load_recipe("tiny", [f"run.dir={tmp_path}", "reward.kind=pm"]))
+    args = ctx.reward_args({})
+    assert (args["cfg"].kind, args["cfg"].k, args["model"]) == ("pm", 1, str((tmp_path / "checkpoints" / "pm").resolve()))
+    other = tmp_path / "elsewhere"
+    mark_success(other)
+    ctx = RunContext(load_recipe("tiny", [f"run.dir={tmp_path}", "reward.kind=pm", f"reward.model={other}"]))
+    assert ctx.reward_args({})["model"] == str(other.resolve())
+
+
 # ---- the pm judge on a real sequence classifier -----------------------------------------------------
 
 
