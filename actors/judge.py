@@ -31,6 +31,13 @@ class JudgeWorker:
         metrics.judge_verdicts(sum(len(vs) for vs in verdicts) - errors, errors)
         return verdicts
 
+    def compare(self, pairs, principles, seeds):
+        """k votes per pair of final answers (`rayda.judges.base.Judge.compare`): `rayda pm`'s pairs."""
+        votes = self.judge.compare(pairs, principles, self.k, seeds)
+        errors = sum(1 for vs in votes for v in vs if v is None)
+        metrics.judge_verdicts(sum(len(vs) for vs in votes) - errors, errors)
+        return votes
+
     def filter(self, requests, seeds):
         return self.judge.filter(requests, self.k, seeds)
 

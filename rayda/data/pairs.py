@@ -5,10 +5,10 @@ A pair is two samples of the policy for one prompt. Who wins:
 
     one malformed, one well-formed   the well-formed one, without asking the judge (`malformed`)
     both malformed                   nobody: dropped (`both_malformed`)
-    both well-formed                 k votes, vote j comparing verdict j of each answer (REWARD view:
-                                     prompt + final answer, under the pair's principle); the majority
-                                     wins (`judged`); a tie is dropped (`tie`), and so is a pair with
-                                     a failed verdict (`judge_error`: never read as a 0, contract 2)
+    both well-formed                 k votes of the judge (`Judge.compare`: prompt + the two final
+                                     answers, under the pair's principle); the majority wins (`judged`);
+                                     a tie is dropped (`tie`), and so is a pair with a failed vote
+                                     (`judge_error`: never read as a tie or a 0, contract 2)
 
 The preference model scores the chat `prompt + final answer` (no reasoning: what the RL reward sees),
 rendered with the policy's chat template by `answer_ids`, the same function in training and serving.
@@ -61,37 +61,35 @@ def _parts(v) -> float:
     return sum(float(x) for x in (v.scores or {}).values() if isinstance(x, (int, float)) and not isinstance(x, bool))
 
 
-def decide(malformed_a: str | None, malformed_b: str | None, verdicts_a=(), verdicts_b=()) -> Decision:
-    """Who wins a pair (see the module's table); `verdicts_*` are the k verdicts of each well-formed side."""
+def decide(malformed_a: str | None, malformed_b: str | None, votes=()) -> Decision:
+    """Who wins a pair (see the module's table); `votes` are the judge's k votes on a well-formed pair
+    (+1 for a, -1 for b, 0 neither, None failed)."""
     if malformed_a and malformed_b:
         return Decision(None, "both_malformed")
     if malformed_a or malformed_b:
         return Decision("b" if malformed_a else "a", "malformed")
-    if len(verdicts_a) != len(verdicts_b) or not verdicts_a:
-        raise ValueError(f"a pair needs k >= 1 verdicts per side, got {len(verdicts_a)} and {len(verdicts_b)}")
-    if not all(v.ok for v in (*verdicts_a, *verdicts_b)):
-        return Decision(None, "judge_error")
-    votes = tuple(vote(a, b) for a, b in zip(verdicts_a, verdicts_b))
+    if not votes:
+        raise ValueError("a well-formed pair needs k >= 1 votes")
+    if any(v is None for v in votes):
+        return Decision(None, "judge_error", tuple(votes))
+    votes = tuple(votes)
     total = sum(votes)
     return Decision(("a" if total > 0 else "b") if total else None, "judged" if total else "tie", votes)
 
 
-def pair_record(a, b, verdicts_a=(), verdicts_b=(), **fields) -> dict:
-    """The row of one judged pair of `Completion`s (prompt, both final answers, the k scores of each
-    side, the votes, who won and why) plus `fields` (principle, split, provenance)."""
+def pair_record(a, b, votes=(), **fields) -> dict:
+    """The row of one judged pair of `Completion`s (prompt, both final answers, the votes, who won and
+    why) plus `fields` (principle, provenance)."""
     import json
 
-    d = decide(a.malformed, b.malformed, verdicts_a, verdicts_b)
+    d = decide(a.malformed, b.malformed, votes)
     side = {"a": a, "b": b}
-
-    def scores(vs):
-        return [v.score if v.ok else None for v in vs]
 
     return {
         "prompt_id": a.prompt.id, "category": a.prompt.category, "label": a.prompt.label,
         "messages": json.dumps(list(a.prompt.messages)), "answer_a": a.answer, "answer_b": b.answer,
-        "malformed_a": a.malformed, "malformed_b": b.malformed, "scores_a": scores(verdicts_a), "scores_b": scores(verdicts_b),
-        "votes": list(d.votes), "chosen": d.chosen, "reason": d.reason,
+        "malformed_a": a.malformed, "malformed_b": b.malformed, "votes": [v for v in d.votes if v is not None],
+        "failed_votes": sum(v is None for v in d.votes), "chosen": d.chosen, "reason": d.reason,
         "chosen_answer": side[d.chosen].answer if d.chosen else None,
         "rejected_answer": side["b" if d.chosen == "a" else "a"].answer if d.chosen else None,
         "tokens": len(a.token_ids) + len(b.token_ids), **fields,
@@ -104,6 +102,12 @@ def with_splits(rows: list[dict], fraction: float, seed: int) -> list[dict]:
     from rayda.data.sft import is_heldout
 
     return [dict(r, split="heldout" if is_heldout(r["prompt_id"], fraction, seed) else "train") for r in rows if r["chosen"]]
+
+
+def principle_text(spec, clause_id: str) -> str:
+    """What a model judge reads as the principle: the clause's id, title and text."""
+    _, clause = spec.clauses()[clause_id]
+    return f"{clause.id} {clause.title}: {clause.text}".strip()
 
 
 def principle(spec, category: str, seed: int, prompt_id: str) -> str:

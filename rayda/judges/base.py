@@ -79,6 +79,23 @@ class Judge:
         `rayda label` asks a model judge to label prompts (`rayda.labeling`)."""
         raise ValueError(f"the {self.kind} judge cannot label prompts; use judge.kind=llm or judge.kind=http")
 
+    def compare(self, pairs: list[tuple], principles: list[str], k: int, seeds: list[int]) -> list[list[int | None]]:
+        """k votes per pair of `RewardRequest`s to one prompt, under a principle (text): +1 the first
+        answer is better, -1 the second, 0 neither, None a failed vote (never read as a tie).
+
+        Model judges answer `templates.pairwise_messages` through `label` under PREFERENCE_SCHEMA, the
+        two answers swapping places from one vote to the next, so a judge's bias for a position cancels
+        over the votes instead of deciding them."""
+        for pair in pairs:
+            if not all(type(r) is RewardRequest for r in pair):
+                raise TypeError("a pairwise comparison takes RewardRequests (final answers only)")
+        chats = [templates.pairwise_messages(*((a, b) if j % 2 == 0 else (b, a)), text)
+                 for (a, b), text in zip(pairs, principles) for j in range(k)]
+        answers = self.label(chats, templates.PREFERENCE_SCHEMA, 1, [s * 1000 + j for s in seeds for j in range(k)])
+        votes = [templates.parse_preference(text) if err is None else None for (text, err), *_ in answers]
+        return [[None if v is None else v if j % 2 == 0 else -v for j, v in enumerate(votes[i * k:(i + 1) * k])]
+                for i in range(len(pairs))]
+
     def messages(self, view: str, req) -> list[dict]:
         return templates.judge_messages(view, req, self.spec_texts[req.prompt.category])
 

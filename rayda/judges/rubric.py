@@ -87,6 +87,15 @@ class RubricJudge(Judge):
         score = parts["behaviour"] * parts["substance"] * rest
         return Verdict(score, behaviour=behaviour, scores=parts)
 
+    def compare(self, pairs, principles, k, seeds):
+        """k votes per pair: each answer's REWARD verdict, compared (`rayda.data.pairs.vote`). The rubric
+        reads the label, not the principle."""
+        from rayda.data.pairs import vote
+
+        first = self.reward([a for a, _ in pairs], k, seeds)
+        second = self.reward([b for _, b in pairs], k, seeds)
+        return [[vote(x, y) if x.ok and y.ok else None for x, y in zip(xs, ys)] for xs, ys in zip(first, second)]
+
     def _judge(self, view, requests, k, seeds):
         # Deterministic: the k verdicts are equal, but k of them keep min-of-k uniform across kinds.
         return [[self.grade(view, r)] * k for r in requests]

@@ -197,6 +197,22 @@ class JudgePool:
         actors = [self.actors[(offset + s) % len(self.actors)] for s in range(len(shards))]
         return [(rng, a.reward.remote([requests[i] for i in rng], [seeds[i] for i in rng])) for a, rng in zip(actors, shards)]
 
+    def compare(self, pairs: list[tuple], principles: list[str], seeds: list[int]) -> list[list]:
+        """k votes per pair of RewardRequests (`JudgeWorker.compare`, `rayda pm`), spread over the actors;
+        a failed actor's pairs get failed votes (None)."""
+        import ray
+
+        shards = _shards(len(pairs), len(self.actors))
+        refs = [self.actors[s % len(self.actors)].compare.remote([pairs[i] for i in rng], [principles[i] for i in rng],
+                                                                  [seeds[i] for i in rng]) for s, rng in enumerate(shards)]
+        out: list[list] = []
+        for rng, ref in zip(shards, refs):
+            try:
+                out += ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError):
+                out += [[None] * self.k for _ in rng]
+        return out
+
     def collect(self, submitted: list) -> list[list[Verdict]]:
         import ray
 

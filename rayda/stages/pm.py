@@ -7,8 +7,10 @@
    them in the REWARD view (`RewardRequest`: prompt + final answer, never the reasoning) under a
    principle, a clause of the prompt's category drawn with a seeded generator, `pm.votes` times; the
    majority wins, ties are dropped and counted, a malformed sample loses to a well-formed one
-   (`rayda.data.pairs`). For now the judge must be the rubric, whose vote compares the two answers'
-   REWARD scores (parts break ties); it reads the label, so the principle is recorded, not used.
+   (`rayda.data.pairs`). The rubric's vote compares the two answers' REWARD scores (their parts break
+   ties; it reads the label, so the principle is recorded, not used); an llm or http judge answers the
+   pairwise template (`rayda.templates.pairwise_messages`: the principle's text, the request, both
+   answers, their order swapping from vote to vote) with {"better": 1|2|0}, parsed strictly.
 2. Training. The policy's network with a new scalar head (`AutoModelForSequenceClassification`,
    num_labels=1) learns -log sigmoid(r_chosen - r_rejected) (`rayda.algo.losses.bradley_terry_loss`) on
    the DeepSpeed learner group; pairs are split into train / held-out by prompt id (seeded).
@@ -37,7 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rayda import io, templates, tracking
-from rayda.config import ConfigError, Recipe
+from rayda.config import Recipe
 
 STAGE = "pm"
 PART_GLOB = "part-*.parquet"
@@ -66,9 +68,6 @@ def prepare(recipe: Recipe) -> Plan:
     from rayda.engines import weights_hash
 
     require_sizes(recipe, "model", "judge", "pm")
-    if recipe.judge.kind != "rubric":
-        raise ConfigError(f"pm pairs need judge.kind=rubric for now (got {recipe.judge.kind!r}): "
-                          "the pairwise llm/http comparison is not written yet")
     c, p = recipe.pm, paths(recipe)
     if c.init == "sft" and not io.is_done(p["sft"]):
         raise FileNotFoundError(f"pm.init=sft: {p['sft']} is not finished (no _SUCCESS): run `rayda sft` first "
@@ -79,7 +78,7 @@ def prepare(recipe: Recipe) -> Plan:
     prompts = ctx.prompts(c.prompts or recipe.rl.prompts)
     spec_texts = ctx.spec_texts({q.category for q in prompts}, init)
     provenance = {"spec_id": ctx.spec.id, "spec_hash": ctx.spec.content_hash, "policy": init,
-                  "policy_weights_hash": weights_hash(init), "template_hash": templates.TEMPLATE_HASH,
+                  "policy_weights_hash": weights_hash(init), "template_hash": templates.PAIRWISE_HASH,
                   "judge_kind": recipe.judge.kind, "votes": c.votes, "temperature": c.temperature,
                   "max_tokens": c.max_tokens, "run_seed": recipe.run.seed}
     return Plan(init, prompts, spec_texts, provenance, ctx)
@@ -156,13 +155,12 @@ def _sample(recipe: Recipe, plan: Plan, todo: list, progress: bool) -> int:
     from rayda.actors.judge import JudgeWorker
     from rayda.actors.rollout import Generator
     from rayda.data.gen_rows import stable_seed
-    from rayda.data.pairs import pair_record, principle
+    from rayda.data.pairs import pair_record, principle, principle_text
     from rayda.engines.vllm_engine import EngineConfig
     from rayda.placement import plan as plan_pools
     from rayda.ray_utils import init_ray
-    from rayda.rl import rewards as R
     from rayda.rl.pools import JudgePool, RolloutPool
-    from rayda.types import Completion
+    from rayda.types import Completion, RewardRequest
 
     c, seed, parts = recipe.pm, recipe.run.seed, paths(recipe)["parts"]
     tokenizer = AutoTokenizer.from_pretrained(plan.init)
@@ -184,12 +182,15 @@ def _sample(recipe: Recipe, plan: Plan, todo: list, progress: bool) -> int:
             outs, _ = rollout.generate(ids, [stable_seed(seed, "pm", q.id) for q in shard], n=2,
                                        temperature=c.temperature, max_tokens=c.max_tokens)
             done = [Completion.from_text(q, s.text, v, token_ids=s.token_ids) for q, (v, samples) in zip(shard, outs) for s in samples]
-            requests, owners = R.reward_requests(done)  # the judge sees prompt + final answer only
-            verdicts = dict(zip(owners, judges.verdicts(requests, [stable_seed(seed, "pm-judge", done[i].prompt.id, i) for i in owners])))
-            rows = [pair_record(done[2 * i], done[2 * i + 1], verdicts.get(2 * i, ()), verdicts.get(2 * i + 1, ()),
-                                principle=principle(plan.ctx.spec, q.category, seed, q.id),
-                                provenance=json.dumps(plan.provenance, sort_keys=True))
-                    for i, q in enumerate(shard)]
+            clauses = [principle(plan.ctx.spec, q.category, seed, q.id) for q in shard]
+            both = [i for i in range(len(shard)) if not done[2 * i].malformed and not done[2 * i + 1].malformed]
+            # the judge sees the prompt and the two final answers only (RewardRequest has no reasoning)
+            votes = dict(zip(both, judges.compare(
+                [(RewardRequest.of(done[2 * i]), RewardRequest.of(done[2 * i + 1])) for i in both],
+                [principle_text(plan.ctx.spec, clauses[i]) for i in both],
+                [stable_seed(seed, "pm-judge", shard[i].id) for i in both])))
+            rows = [pair_record(done[2 * i], done[2 * i + 1], votes.get(i, ()), principle=clauses[i],
+                                provenance=json.dumps(plan.provenance, sort_keys=True)) for i in range(len(shard))]
             _write_table(parts / f"part-{next_part:05d}.parquet", rows)
             next_part += 1
             tokens += sum(r["tokens"] for r in rows)
