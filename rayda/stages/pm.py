@@ -79,7 +79,7 @@ def prepare(recipe: Recipe) -> Plan:
     spec_texts = ctx.spec_texts({q.category for q in prompts}, init)
     provenance = {"spec_id": ctx.spec.id, "spec_hash": ctx.spec.content_hash, "policy": init,
                   "policy_weights_hash": weights_hash(init), "template_hash": templates.PAIRWISE_HASH,
-                  "judge_kind": recipe.judge.kind, "votes": c.votes, "temperature": c.temperature,
+                  "judge_kind": recipe.judge.kind, "judge_model": ctx.judge_model, "votes": c.votes, "temperature": c.temperature,
                   "max_tokens": c.max_tokens, "run_seed": recipe.run.seed}
     return Plan(init, prompts, spec_texts, provenance, ctx)
 
@@ -113,7 +113,7 @@ def sample_pairs(recipe: Recipe, plan: Plan, progress: bool = True) -> list[dict
         print(f"pm: {out} is complete; skipping the sampling")
         return read_kept(out)
     p["parts"].mkdir(parents=True, exist_ok=True)
-    io.pin_settings(p["parts"] / "_config.json", {**plan.provenance, "heldout_fraction": c.heldout_fraction})
+    io.pin_settings(p["parts"] / "_config.json", plan.provenance)  # parts of another policy, judge or sampling do not mix
     done = {r["prompt_id"] for r in read_parts(p["parts"])}
     todo = [q for q in plan.prompts if q.id not in done]
     print(f"pm: {len(plan.prompts)} prompts, {len(done)} already paired, {len(todo)} to sample from {plan.init}")
@@ -140,9 +140,9 @@ def sample_pairs(recipe: Recipe, plan: Plan, progress: bool = True) -> list[dict
 def _counts(rows: list[dict]) -> dict:
     from collections import Counter
 
-    reasons = Counter(r["reason"] for r in rows)
     from rayda.data.pairs import DROPPED, KEPT
 
+    reasons = Counter(r["reason"] for r in rows)
     return {"kept": {k: reasons[k] for k in KEPT}, "dropped": {k: reasons[k] for k in DROPPED}}
 
 
