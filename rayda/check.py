@@ -247,8 +247,9 @@ def _models(recipe: Recipe, ctx, report: Report) -> None:
 
     kind = recipe.judge.kind
     wanted = [("model.policy", recipe.model.policy)]
-    if recipe.rl.init not in ("sft", "base"):  # RL from a model of the user's choosing
-        wanted.append(("rl.init", recipe.rl.init))
+    for where, init in (("rl.init", recipe.rl.init), ("pm.init", recipe.pm.init)):
+        if init not in ("sft", "base"):  # RL or the preference model from a model of the user's choosing
+            wanted.append((where, init))
     if recipe.reward.kind == "pm":  # RL rewarded by a preference model that `rayda pm` must have finished
         try:
             report.add("ok", "reward.model", f"{ctx.pm_model()}: a finished preference model")

@@ -237,6 +237,9 @@ def test_missing_preference_model_is_one_line(tmp_path):
     errors = [(w, m) for level, w, m in check(r).findings if level == "error"]
     assert [w for w, _ in errors] == ["reward.model"] and str(tmp_path / "checkpoints" / "pm") in errors[0][1]
     assert not [f for f in check(load_recipe("tiny", [f"run.dir={tmp_path}"])).findings if f[1] == "reward.model"]
+    missing = tmp_path / "no-such-model"
+    errors = [w for level, w, _ in check(load_recipe("tiny", [f"run.dir={tmp_path}", f"pm.init={missing}"])).findings if level == "error"]
+    assert errors == ["pm.init"]
 
 
 def test_reward_args_serve_the_preference_model(tmp_path, spec):
