@@ -203,6 +203,35 @@ def test_http_judge_votes_on_pairs_with_the_order_swapped(spec, prefer, want):
     assert len(srv.seen) == 6 and not any("secret-cot" in t for t in srv.seen) and all("ib.1: refuse" in t for t in srv.seen)
 
 
+# ---- resumption -------------------------------------------------------------------------------------
+
+
+def test_pairs_resume_from_finished_parts_and_refuse_other_settings(tiny_world, tmp_path):
+    """Every prompt already in a finished part: nothing is sampled (no Ray starts), the final tables and
+    the marker are written; parts of another configuration are refused, naming what differs."""
+    from rayda.io import is_done, pin_settings, read_jsonl
+    from rayda.stages import pm
+
+    recipe = load_recipe("tiny", [f"run.dir={tmp_path}", "pm.init=base", "prompts.limit=6", "pm.heldout_fraction=0.5"])
+    plan = pm.prepare(recipe)
+    parts = pm.paths(recipe)["parts"]
+    parts.mkdir(parents=True)
+    pin_settings(parts / "_config.json", plan.provenance)
+    rows = [P.pair_record(Completion.from_text(q, "<think>c</think>I'm sorry, I can't help."), Completion.from_text(q, "junk"),
+                          principle="x", provenance="{}") for q in plan.prompts]
+    pm._write_table(parts / "part-00000.parquet", rows[:4])
+    pm._write_table(parts / "part-00001.parquet", rows[4:])
+    (parts / ".tmp-part-00002.parquet-x").mkdir()  # a killed run's leftover: ignored
+    other = recipe.with_overrides(["pm.votes=5"])
+    with pytest.raises(ValueError, match="different settings.*votes"):
+        pm.sample_pairs(other, pm.prepare(other), progress=False)
+    kept = pm.sample_pairs(recipe, plan, progress=False)
+    assert [r["prompt_id"] for r in kept] == [q.id for q in plan.prompts] and {r["split"] for r in kept} == {"train", "heldout"}
+    assert is_done(tmp_path / "pm_data") and pm.read_kept(tmp_path / "pm_data") == kept
+    [line] = [x for x in read_jsonl(tmp_path / "metrics.jsonl") if x["stage"] == "pm"]
+    assert (line["sampled"], line["tokens_generated"], line["kept"]["malformed"]) == (0, 0, 6)
+
+
 # ---- config errors ----------------------------------------------------------------------------------
 
 
