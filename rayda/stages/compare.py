@@ -16,7 +16,8 @@ Two arms that name the same step share it, so it runs once; `da` and `sft_only` 
 folders, so a compare after `rayda run` trains nothing again. A step whose `_SUCCESS` marker exists is
 skipped and one without resumes, as in `rayda run`, so a killed compare started again redoes nothing
 that finished. Each arm's model then answers `eval.prompts` (the same held-out prompts for every arm):
-`<run.dir>/compare/eval/<arm>.json` and `.parquet`. Last, the table (`rayda.compare_report`):
+`<run.dir>/compare/eval/<arm>.json` and `.parquet`; a model `rayda run` already evaluated in the same
+folder and recipe (da's, sft_only's) is not evaluated again, its report is copied. Last, the table (`rayda.compare_report`):
 `<run.dir>/compare/compare.md`, `compare.json` and `compare.png`, every figure with its 95% interval
 and its paired interval against full DA.
 
@@ -30,9 +31,12 @@ else changes: stage outputs are shared by name, and the table reads each step's 
 from __future__ import annotations
 
 import importlib
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from rayda import io
 from rayda.config import ConfigError, Recipe
 
 COMPARE_DIR = "compare"
@@ -137,15 +141,48 @@ def model_of(recipe: Recipe, arm: str) -> str:
     return model if model == "base" else str((Path(recipe.run.dir) / model).resolve())
 
 
+def run_eval_of(recipe: Recipe, arm: str) -> Path | None:
+    """The evaluation `rayda run` already made of `arm`'s model (`<run.dir>/eval/<model>-heldout.json`), when
+    it is the one the compare would make: the folder is pinned to this recipe, the arm changes no eval
+    setting, and the report names the same model. Greedy answers to the same prompts with the same seed:
+    evaluating again would write the same rows. None when there is none to reuse."""
+    from rayda.stages.run import MODELS, pinned_by
+
+    run_dir = Path(recipe.run.dir)
+    if ARMS[arm].eval_overrides or not pinned_by(recipe, run_dir):
+        return None
+    want = model_of(recipe, arm)
+    for m in MODELS:
+        report = run_dir / "eval" / f"{m}-heldout.json"
+        if not report.exists():
+            continue
+        meta = json.loads(report.read_text()).get("meta", {})
+        same = meta.get("model") == "base" if want == "base" else Path(meta.get("model_path", "")).resolve() == Path(want)
+        if same and meta.get("prompts") == recipe.eval.prompts and not meta.get("spec_in_context"):
+            return report
+    return None
+
+
 def evaluate_arm(recipe: Recipe, arm: str, progress: bool = True) -> Path:
-    """`arm`'s model on `eval.prompts`: `<run.dir>/compare/eval/<arm>.json` (skipped when it exists)."""
+    """`arm`'s model on `eval.prompts`: `<run.dir>/compare/eval/<arm>.json` (skipped when it exists; a copy
+    of `rayda run`'s own evaluation of the same model when `run_eval_of` finds one)."""
     from rayda.stages import evaluate
     from rayda.stages.run import _timed
 
     out = Path(recipe.run.dir) / COMPARE_DIR
     r = recipe.with_overrides((f"run.dir={out}", *ARMS[arm].eval_overrides), "rayda compare")
     report = out / "eval" / f"{arm}.json"
-    _timed(out, f"eval_{arm}", report, lambda: evaluate.run(r, model=model_of(recipe, arm), name=arm, progress=progress))
+
+    def evaluate_or_copy():
+        done = run_eval_of(recipe, arm)
+        if done is None:
+            return evaluate.run(r, model=model_of(recipe, arm), name=arm, progress=progress)
+        print(f"compare: {arm} is the model {done} evaluated; copying that evaluation")
+        with io.atomic_path(report.with_suffix(".parquet")) as tmp:
+            shutil.copyfile(done.with_suffix(".parquet"), tmp)
+        io.atomic_write_text(report, done.read_text())  # last: its presence means "done"
+
+    _timed(out, f"eval_{arm}", report, evaluate_or_copy)
     return report
 
 
