@@ -228,6 +228,12 @@ def test_a_new_arm_is_one_more_entry(monkeypatch):
     r = compare.step_recipe(recipe, "cai_rl")
     assert (r.run.dir, r.rl.init) == ("/tmp/cmp/compare/cai", "/tmp/cmp/compare/cai/checkpoints/cai_sft")
     assert compare.model_of(recipe, "cai") == "/tmp/cmp/compare/cai/checkpoints/rl"
+    # `rayda check --arms` checks each step's own recipe; a model an earlier step writes is not there yet.
+    assert compare.step_problems(recipe, ["da", "cai"]) == []
+    monkeypatch.setitem(compare.STEPS, "cai_rl", compare.Step(
+        "rl", "rayda.stages.rl:run", "checkpoints/rl/_SUCCESS", "compare/cai", ("rl.init=/tmp/cmp-nowhere/cai_sft",)))
+    [(where, message)] = compare.step_problems(recipe, ["da", "cai"])
+    assert where == "compare.cai_rl: rl.init" and "/tmp/cmp-nowhere/cai_sft" in message
 
 
 def test_unknown_arm_is_a_one_line_error(capsys):
@@ -242,6 +248,10 @@ def test_unknown_arm_is_a_one_line_error(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown arm 'cia'" in err
     assert not Path("/tmp/h18-never-made").exists()
+    assert main(["check", "--arms", "da,cia", "run.dir=/tmp/h18-never-made"]) == 2
+    assert "unknown arm 'cia'" in capsys.readouterr().out
+    assert main(["check", "--arms", "all", "run.dir=/tmp/h18-never-made"]) == 0
+    assert "error" not in capsys.readouterr().out.replace("ok: 0 problem", "")
 
 
 def test_rl_init_base_starts_from_the_policy_without_sft(tmp_path, tiny_world):

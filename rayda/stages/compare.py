@@ -105,8 +105,8 @@ def arm_problems(arms) -> list[str]:
 
 
 def parse_arms(text: str | None) -> list[str]:
-    """`--arms da,sft_only` -> ["da", "sft_only"]; None -> every arm."""
-    return list(ARMS) if text is None else [a.strip() for a in text.split(",") if a.strip()]
+    """`--arms da,sft_only` -> ["da", "sft_only"]; None or `all` -> every arm."""
+    return list(ARMS) if text in (None, "all") else [a.strip() for a in text.split(",") if a.strip()]
 
 
 def steps_of(arms) -> list[str]:
@@ -120,6 +120,23 @@ def step_recipe(recipe: Recipe, key: str) -> Recipe:
     folder = (f"run.dir={Path(recipe.run.dir) / step.folder}",) if step.folder else ()  # "" keeps run.dir as written
     overrides = tuple(o.format(run_dir=recipe.run.dir) for o in step.overrides)
     return recipe.with_overrides((*folder, *overrides), "rayda compare") if folder or overrides else recipe
+
+
+def step_problems(recipe: Recipe, arms) -> list[tuple[str, str]]:
+    """(where, message) for each error `rayda check` finds in a step's own recipe (`rl.init=base`, ...);
+    an override that names a folder of this compare (`{run_dir}` in it) points at what an earlier step
+    writes, so its absence is expected, not an error."""
+    from rayda.check import check
+
+    out = []
+    for key in steps_of(arms):
+        r = step_recipe(recipe, key)
+        if r == recipe:
+            continue
+        later = {o.split("=", 1)[0] for o in STEPS[key].overrides if "{run_dir}" in o}
+        out += [(f"compare.{key}: {where}", msg) for level, where, msg in check(r).findings
+                if level == "error" and where not in later]
+    return out
 
 
 def run_step(recipe: Recipe, key: str, progress: bool = True) -> None:
@@ -195,10 +212,7 @@ def run(recipe: Recipe, arms=None, progress: bool = True) -> Path:
     problems = arm_problems(arms)
     if problems:  # before the recipe's checks: a typo in --arms is the quickest thing to report
         raise ConfigError(f"--arms: {problems[0]}")
-    check(recipe, arms=arms).raise_if_errors()
-    for key in steps_of(arms):
-        if step_recipe(recipe, key) != recipe:  # a step's own settings (rl.init=base), before the first stage
-            check(step_recipe(recipe, key)).raise_if_errors()
+    check(recipe, arms=arms).raise_if_errors()  # every step's own recipe too, before the first stage
     for key in steps_of(arms):
         run_step(recipe, key, progress)
     for arm in arms:
