@@ -214,15 +214,17 @@ def parse_shape(shape: str) -> dict[str, dict[str, float]]:
 
 def check(recipe: Recipe, nodes: dict[str, dict[str, float]] | None = None, arms: list[str] | None = None) -> Report:
     """Every check of the run; `nodes` (a live cluster's or a described shape's) adds the pool plan,
-    `arms` the names `rayda compare --arms` was given."""
+    `arms` the arms `rayda compare` runs: their names, and the recipe of each step they need."""
     from rayda.context import RunContext
 
     report = Report()
-    if arms is not None:
-        from rayda.stages.compare import arm_problems
+    if arms is not None:  # the names, then each step's own settings (rl.init=base, ...)
+        from rayda.stages.compare import arm_problems, step_problems
 
         for p in arm_problems(arms):
             report.add("error", "compare.arms", p)
+        for where, p in step_problems(recipe, arms) if not arm_problems(arms) else ():
+            report.add("error", where, p)
     stages = ("model", "gen_sft", "judge", "sft", "rl", "eval", "pm")
     problems = [p for stage in stages for p in size_problems(recipe, stage)]
     for p in problems:

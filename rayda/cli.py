@@ -10,7 +10,7 @@
     rayda eval [RECIPE] --model sft         stage 4: answer without the spec, metrics with 95% intervals
     rayda run [RECIPE] [k=v]                every stage, skipping finished ones, then report.md
     rayda compare [RECIPE] [--arms da,sft_only,rl_only,prompting] [k=v]   the arms side by side, one table
-    rayda check RECIPE [--address A | --cluster 1x8gpu] [k=v]   the whole run validated, in seconds
+    rayda check RECIPE [--address A | --cluster 1x8gpu] [--arms all|A,B] [k=v]   the whole run validated, in seconds
     rayda plan RECIPE [--address A | --cluster 1x8gpu] [k=v]    the pools' placement per pool and node
     rayda submit RECIPE --address http://HEAD:8265 [k=v] [--follow]   `rayda run` as a Ray job
     rayda prompts import FILE... --out prompts.jsonl   public prompt sets -> deduplicated, split rows
@@ -156,10 +156,11 @@ def cmd_check(args) -> int:
     import time
 
     from rayda.check import check
+    from rayda.stages.compare import parse_arms
 
     t0 = time.perf_counter()
     recipe = _recipe(args)
-    report = check(recipe, _nodes(args, recipe))
+    report = check(recipe, _nodes(args, recipe), arms=None if args.arms is None else parse_arms(args.arms))
     print(report.text())
     n = len(report.errors)
     print(f"{'error' if n else 'ok'}: {n} problem(s) in {time.perf_counter() - t0:.1f}s")
@@ -259,6 +260,8 @@ def make_parser() -> argparse.ArgumentParser:
         where.add_argument("--cluster", default=None, metavar="SHAPE", help="a described cluster instead of a live one: "
                            "NODESxGPUSgpu[,CPUScpu], e.g. 1x8gpu, 4x8gpu, 2x16cpu (a GPU node has 12 CPUs per GPU unless given)")
         p.set_defaults(func=func)
+    p.add_argument("--arms", default=None, help="also check what `rayda compare --arms` would run: the arms' names "
+                   "and each step's own recipe (`all`, or e.g. `da,rl_only`)")
     prompts = sub.add_parser("prompts", help="bring prompt sets in").add_subparsers(dest="prompts_command", required=True)
     p = prompts.add_parser("import", help="public safety prompt sets (XSTest, StrongREJECT, WildJailbreak, OR-Bench, "
                            "HarmBench, JailbreakBench, any text column) -> deduplicated rows split into train/heldout")

@@ -3,7 +3,8 @@
 `reduced_run` (a session fixture in conftest.py) runs `rayda run tiny` on the reduced recipe once per
 test session, as a user runs it: a subprocess, killed (SIGKILL, the whole process group) while SFT
 trains, then started again and run to the end. `test_run_e2e.py` checks the resumption and what the
-stages learned; `test_gen_sft_tinyworld.py` checks the run's SFT rows. Reading one run instead of
+stages learned; `test_gen_sft_tinyworld.py` checks the run's SFT rows; `test_compare.py` runs `rayda
+compare` in the run's folder, as a user does after `rayda run` (it adds only `compare/`). Reading one run instead of
 each test running its own pipeline is what keeps the slow tier within its time.
 """
 

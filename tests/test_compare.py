@@ -193,6 +193,30 @@ def test_arms_share_steps_and_name_their_folders():
         recipe.with_overrides(["rl.inti=base"])
 
 
+def test_an_arm_rayda_run_evaluated_is_copied_not_evaluated_again(tmp_path):
+    recipe = load_recipe("tiny", [f"run.dir={tmp_path}"])
+    recipe.save(tmp_path / "recipe.yaml")  # as rayda run pins it
+    (tmp_path / "eval").mkdir()
+    rl = str(tmp_path / "checkpoints" / "rl")
+    for m, path in (("base", "/world/base"), ("sft", str(tmp_path / "checkpoints" / "sft")), ("rl", rl)):
+        _write_eval(tmp_path, f"{m}-heldout", _graded([1, 0, 1], start=len(m)))
+        report = json.loads((tmp_path / "eval" / f"{m}-heldout.json").read_text())
+        report["meta"].update(model=m, model_path=path)
+        io.atomic_write_json(tmp_path / "eval" / f"{m}-heldout.json", report)
+    assert compare.run_eval_of(recipe, "da") == tmp_path / "eval" / "rl-heldout.json"
+    assert compare.run_eval_of(recipe, "sft_only") == tmp_path / "eval" / "sft-heldout.json"
+    assert compare.run_eval_of(recipe, "rl_only") is None  # a model rayda run never evaluated
+    assert compare.run_eval_of(recipe, "prompting") is None  # the base, but with the spec in context
+    # Another recipe in the same folder (fewer held-out prompts, say) evaluates again.
+    assert compare.run_eval_of(recipe.with_overrides(["eval.limit=12"]), "da") is None
+
+    report = compare.evaluate_arm(recipe, "da", progress=False)  # copied: no engine starts
+    assert report == tmp_path / "compare" / "eval" / "da.json"
+    assert report.read_text() == (tmp_path / "eval" / "rl-heldout.json").read_text()
+    assert pq.read_table(report.with_suffix(".parquet")).equals(pq.read_table(tmp_path / "eval" / "rl-heldout.parquet"))
+    assert "eval_da" in json.loads((tmp_path / "compare" / "timings.json").read_text())
+
+
 def test_a_new_arm_is_one_more_entry(monkeypatch):
     """How CAI joins: its steps and its arm are entries; `{run_dir}` in an override stands for run.dir."""
     monkeypatch.setitem(compare.STEPS, "cai_rl", compare.Step(
@@ -204,6 +228,12 @@ def test_a_new_arm_is_one_more_entry(monkeypatch):
     r = compare.step_recipe(recipe, "cai_rl")
     assert (r.run.dir, r.rl.init) == ("/tmp/cmp/compare/cai", "/tmp/cmp/compare/cai/checkpoints/cai_sft")
     assert compare.model_of(recipe, "cai") == "/tmp/cmp/compare/cai/checkpoints/rl"
+    # `rayda check --arms` checks each step's own recipe; a model an earlier step writes is not there yet.
+    assert compare.step_problems(recipe, ["da", "cai"]) == []
+    monkeypatch.setitem(compare.STEPS, "cai_rl", compare.Step(
+        "rl", "rayda.stages.rl:run", "checkpoints/rl/_SUCCESS", "compare/cai", ("rl.init=/tmp/cmp-nowhere/cai_sft",)))
+    [(where, message)] = compare.step_problems(recipe, ["da", "cai"])
+    assert where == "compare.cai_rl: rl.init" and "/tmp/cmp-nowhere/cai_sft" in message
 
 
 def test_unknown_arm_is_a_one_line_error(capsys):
@@ -218,6 +248,10 @@ def test_unknown_arm_is_a_one_line_error(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown arm 'cia'" in err
     assert not Path("/tmp/h18-never-made").exists()
+    assert main(["check", "--arms", "da,cia", "run.dir=/tmp/h18-never-made"]) == 2
+    assert "unknown arm 'cia'" in capsys.readouterr().out
+    assert main(["check", "--arms", "all", "run.dir=/tmp/h18-never-made"]) == 0
+    assert "error" not in capsys.readouterr().out.replace("ok: 0 problem", "")
 
 
 def test_rl_init_base_starts_from_the_policy_without_sft(tmp_path, tiny_world):
@@ -251,25 +285,22 @@ def test_spec_in_context_puts_spec_category_in_the_system_message(tiny_world):
 
 # ---- the whole compare on the tiny world (slow) --------------------------------------------------
 
-FEWER = ("prompts.limit=96", "gen_sft.samples_per_prompt=4", "sft.max_steps=24", "sft.save_every=8", "rl.steps=2",
-         "rl.save_every=0", "rl.eval_every=0", "eval.limit=48", "eval.n_resamples=200")
-"""The reduced tiny recipe (tests/e2e_recipe.py) with fewer prompts and steps: what is measured here is
-the sharing and the pairing, not how much each arm learns."""
-
-
 ARMS = ["da", "sft_only", "rl_only", "prompting"]
 
 
-def check_compare(run_dir: Path, base_model: str) -> list[dict]:
-    """What a finished compare of every arm on `FEWER` must show; returns the run folder's metrics lines."""
+def check_compare(run_dir: Path, base_model: str, run_lines: list[dict], log: str) -> None:
+    """What a finished compare of every arm, after `rayda run` in the same folder, must show."""
     result = json.loads((run_dir / "compare" / "compare.json").read_text())
     assert list(result["arms"]) == ARMS
 
-    # The shared steps ran once: one gen-sft line, each SFT step logged once, in rayda run's own folder.
-    lines = io.read_jsonl(run_dir / "metrics.jsonl")
-    assert [x["stage"] for x in lines if x["stage"] == "gen_sft"] == ["gen_sft"]
-    sft_steps = [x["step"] for x in lines if x["stage"] == "sft"]
-    assert sft_steps == list(range(1, 25))
+    # da's and sft_only's steps are rayda run's: skipped, nothing logged again in its folder; their
+    # evaluations are rayda run's too, copied.
+    for stage in ("gen_sft", "sft", "rl"):
+        assert f"run: {stage} finished earlier ({run_dir}/" in log, stage
+    assert io.read_jsonl(run_dir / "metrics.jsonl") == run_lines
+    for arm, model in (("da", "rl"), ("sft_only", "sft")):
+        assert pq.read_table(run_dir / "compare" / "eval" / f"{arm}.parquet").equals(
+            pq.read_table(run_dir / "eval" / f"{model}-heldout.parquet")), arm
     # da's RL started from that one SFT checkpoint, which sft_only evaluates; rl_only's from the base.
     sft = str((run_dir / "checkpoints" / "sft").resolve())
     assert json.loads((run_dir / "checkpoints" / "rl" / "train_report.json").read_text())["model"] == sft
@@ -281,13 +312,13 @@ def check_compare(run_dir: Path, base_model: str) -> list[dict]:
     # Every arm answered the same prompts, and every interval against da is the paired one.
     graded = {a: pq.read_table(run_dir / "compare" / "eval" / f"{a}.parquet").to_pylist() for a in ARMS}
     ids = {a: sorted(r["prompt_id"] for r in rows) for a, rows in graded.items()}
-    assert all(ids[a] == ids["da"] for a in ARMS) and len(ids["da"]) == 48
+    assert all(ids[a] == ids["da"] for a in ARMS) and len(ids["da"]) == 80
     for arm in ARMS[1:]:
         for metric, entry in result["arms"][arm]["metrics"].items():
             assert entry["vs_da"] == paired_difference(graded["da"], graded[arm], metric, 200, 0)
         entry = result["arms"][arm]["metrics"]["behaviour_accuracy"]
         d = entry["vs_da"]
-        assert d["n"] == 48 and d["low"] <= d["mean"] <= d["high"]
+        assert d["n"] == 80 and d["low"] <= d["mean"] <= d["high"]
         assert d["mean"] == pytest.approx(entry["mean"] - result["arms"]["da"]["metrics"]["behaviour_accuracy"]["mean"])
     # The prompting arm saw the spec; the others did not. Cost per stage, from the stages' own lines.
     assert [result["arms"][a]["spec_in_context"] for a in ARMS] == [False, False, False, True]
@@ -298,16 +329,19 @@ def check_compare(run_dir: Path, base_model: str) -> list[dict]:
     assert all(v > 0 for a in ARMS for part in cost[a] for v in part.values())
     md = (run_dir / "compare" / "compare.md").read_text()
     assert all(f"| {a} | " in md for a in ARMS) and (run_dir / "compare" / "compare.png").exists()
-    return lines
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3000)  # gen-sft, SFT, two RL runs and four evaluations: about 25 minutes on 2 busy cores
-def test_compare_on_the_tiny_world(tmp_path, tiny_world):
-    from e2e_recipe import RAYDA, REDUCED_TINY
+@pytest.mark.timeout(3000)  # RL from the base and two evaluations, after the shared reduced run (conftest.py)
+def test_compare_after_rayda_run_on_the_tiny_world(reduced_run, tiny_world, tmp_path):
+    """`rayda compare` in the folder of the session's reduced `rayda run` (tests/e2e_recipe.py), as a user
+    runs it after `rayda run`: da and sft_only are that run's models and evaluations, reused; rl_only
+    trains from the base in compare/rl_only; prompting evaluates the base with the spec in context."""
+    from e2e_recipe import RAYDA, reduced_tiny
 
-    run_dir = tmp_path / "run"
-    cmd = [*RAYDA, "compare", "tiny", f"run.dir={run_dir}", *REDUCED_TINY, *FEWER]
+    run_dir = reduced_run["run_dir"]
+    assert reduced_run["rc"] == 0, reduced_run["log"][-4000:]
+    cmd = [*RAYDA, "compare", "tiny", *reduced_tiny(run_dir)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": ""}
 
     def compare_run(log: Path) -> str:
@@ -316,8 +350,8 @@ def test_compare_on_the_tiny_world(tmp_path, tiny_world):
         assert rc == 0, f"exit {rc}; the end of {log}:\n" + log.read_text()[-6000:]
         return log.read_text()
 
-    compare_run(tmp_path / "first.log")
-    lines = check_compare(run_dir, str(tiny_world.model_dir))
+    run_lines = io.read_jsonl(run_dir / "metrics.jsonl")
+    check_compare(run_dir, str(tiny_world.model_dir), run_lines, compare_run(tmp_path / "first.log"))
 
     # Started again, the compare finds everything finished: nothing is trained or evaluated twice.
     marks = {p: p.stat().st_mtime_ns for p in run_dir.rglob("_SUCCESS")} | \
@@ -325,7 +359,7 @@ def test_compare_on_the_tiny_world(tmp_path, tiny_world):
     t0 = time.time()
     again = compare_run(tmp_path / "again.log")
     assert {p: p.stat().st_mtime_ns for p in marks} == marks
-    assert io.read_jsonl(run_dir / "metrics.jsonl") == lines
+    assert io.read_jsonl(run_dir / "metrics.jsonl") == run_lines
     skipped = [x for x in again.splitlines() if x.startswith("run: ") and x.endswith("; skipping")]
     assert len(skipped) == 8, again  # gen_sft, sft, rl, rl from the base, four evaluations
     print(f"compare started again: {time.time() - t0:.0f} s, nothing redone")

@@ -16,7 +16,8 @@ Two arms that name the same step share it, so it runs once; `da` and `sft_only` 
 folders, so a compare after `rayda run` trains nothing again. A step whose `_SUCCESS` marker exists is
 skipped and one without resumes, as in `rayda run`, so a killed compare started again redoes nothing
 that finished. Each arm's model then answers `eval.prompts` (the same held-out prompts for every arm):
-`<run.dir>/compare/eval/<arm>.json` and `.parquet`. Last, the table (`rayda.compare_report`):
+`<run.dir>/compare/eval/<arm>.json` and `.parquet`; a model `rayda run` already evaluated in the same
+folder and recipe (da's, sft_only's) is not evaluated again, its report is copied. Last, the table (`rayda.compare_report`):
 `<run.dir>/compare/compare.md`, `compare.json` and `compare.png`, every figure with its 95% interval
 and its paired interval against full DA.
 
@@ -30,9 +31,12 @@ else changes: stage outputs are shared by name, and the table reads each step's 
 from __future__ import annotations
 
 import importlib
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from rayda import io
 from rayda.config import ConfigError, Recipe
 
 COMPARE_DIR = "compare"
@@ -101,8 +105,8 @@ def arm_problems(arms) -> list[str]:
 
 
 def parse_arms(text: str | None) -> list[str]:
-    """`--arms da,sft_only` -> ["da", "sft_only"]; None -> every arm."""
-    return list(ARMS) if text is None else [a.strip() for a in text.split(",") if a.strip()]
+    """`--arms da,sft_only` -> ["da", "sft_only"]; None or `all` -> every arm."""
+    return list(ARMS) if text in (None, "all") else [a.strip() for a in text.split(",") if a.strip()]
 
 
 def steps_of(arms) -> list[str]:
@@ -116,6 +120,23 @@ def step_recipe(recipe: Recipe, key: str) -> Recipe:
     folder = (f"run.dir={Path(recipe.run.dir) / step.folder}",) if step.folder else ()  # "" keeps run.dir as written
     overrides = tuple(o.format(run_dir=recipe.run.dir) for o in step.overrides)
     return recipe.with_overrides((*folder, *overrides), "rayda compare") if folder or overrides else recipe
+
+
+def step_problems(recipe: Recipe, arms) -> list[tuple[str, str]]:
+    """(where, message) for each error `rayda check` finds in a step's own recipe (`rl.init=base`, ...);
+    an override that names a folder of this compare (`{run_dir}` in it) points at what an earlier step
+    writes, so its absence is expected, not an error."""
+    from rayda.check import check
+
+    out = []
+    for key in steps_of(arms):
+        r = step_recipe(recipe, key)
+        if r == recipe:
+            continue
+        later = {o.split("=", 1)[0] for o in STEPS[key].overrides if "{run_dir}" in o}
+        out += [(f"compare.{key}: {where}", msg) for level, where, msg in check(r).findings
+                if level == "error" and where not in later]
+    return out
 
 
 def run_step(recipe: Recipe, key: str, progress: bool = True) -> None:
@@ -137,15 +158,48 @@ def model_of(recipe: Recipe, arm: str) -> str:
     return model if model == "base" else str((Path(recipe.run.dir) / model).resolve())
 
 
+def run_eval_of(recipe: Recipe, arm: str) -> Path | None:
+    """The evaluation `rayda run` already made of `arm`'s model (`<run.dir>/eval/<model>-heldout.json`), when
+    it is the one the compare would make: the folder is pinned to this recipe, the arm changes no eval
+    setting, and the report names the same model. Greedy answers to the same prompts with the same seed:
+    evaluating again would write the same rows. None when there is none to reuse."""
+    from rayda.stages.run import MODELS, pinned_by
+
+    run_dir = Path(recipe.run.dir)
+    if ARMS[arm].eval_overrides or not pinned_by(recipe, run_dir):
+        return None
+    want = model_of(recipe, arm)
+    for m in MODELS:
+        report = run_dir / "eval" / f"{m}-heldout.json"
+        if not report.exists():
+            continue
+        meta = json.loads(report.read_text()).get("meta", {})
+        same = meta.get("model") == "base" if want == "base" else Path(meta.get("model_path", "")).resolve() == Path(want)
+        if same and meta.get("prompts") == recipe.eval.prompts and not meta.get("spec_in_context"):
+            return report
+    return None
+
+
 def evaluate_arm(recipe: Recipe, arm: str, progress: bool = True) -> Path:
-    """`arm`'s model on `eval.prompts`: `<run.dir>/compare/eval/<arm>.json` (skipped when it exists)."""
+    """`arm`'s model on `eval.prompts`: `<run.dir>/compare/eval/<arm>.json` (skipped when it exists; a copy
+    of `rayda run`'s own evaluation of the same model when `run_eval_of` finds one)."""
     from rayda.stages import evaluate
     from rayda.stages.run import _timed
 
     out = Path(recipe.run.dir) / COMPARE_DIR
     r = recipe.with_overrides((f"run.dir={out}", *ARMS[arm].eval_overrides), "rayda compare")
     report = out / "eval" / f"{arm}.json"
-    _timed(out, f"eval_{arm}", report, lambda: evaluate.run(r, model=model_of(recipe, arm), name=arm, progress=progress))
+
+    def evaluate_or_copy():
+        done = run_eval_of(recipe, arm)
+        if done is None:
+            return evaluate.run(r, model=model_of(recipe, arm), name=arm, progress=progress)
+        print(f"compare: {arm} is the model {done} evaluated; copying that evaluation")
+        with io.atomic_path(report.with_suffix(".parquet")) as tmp:
+            shutil.copyfile(done.with_suffix(".parquet"), tmp)
+        io.atomic_write_text(report, done.read_text())  # last: its presence means "done"
+
+    _timed(out, f"eval_{arm}", report, evaluate_or_copy)
     return report
 
 
@@ -158,10 +212,7 @@ def run(recipe: Recipe, arms=None, progress: bool = True) -> Path:
     problems = arm_problems(arms)
     if problems:  # before the recipe's checks: a typo in --arms is the quickest thing to report
         raise ConfigError(f"--arms: {problems[0]}")
-    check(recipe, arms=arms).raise_if_errors()
-    for key in steps_of(arms):
-        if step_recipe(recipe, key) != recipe:  # a step's own settings (rl.init=base), before the first stage
-            check(step_recipe(recipe, key)).raise_if_errors()
+    check(recipe, arms=arms).raise_if_errors()  # every step's own recipe too, before the first stage
     for key in steps_of(arms):
         run_step(recipe, key, progress)
     for arm in arms:

@@ -41,12 +41,17 @@ def _what_it_computes(recipe_dict: dict) -> dict:
     return out
 
 
-def _pin_recipe(recipe: Recipe, run_dir: Path) -> None:
+def pinned_by(recipe: Recipe, run_dir: Path) -> bool:
+    """Whether `run_dir` is pinned to a recipe that computes what `recipe` computes (placement aside)."""
     path = run_dir / "recipe.yaml"
     current = yaml.safe_load(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    if path.exists():
-        if _what_it_computes(_pinned(path)) != _what_it_computes(current):
-            raise ConfigError(f"{path} holds a different recipe: use another run.dir, or delete {run_dir} to start over")
+    return path.exists() and _what_it_computes(_pinned(path)) == _what_it_computes(current)
+
+
+def _pin_recipe(recipe: Recipe, run_dir: Path) -> None:
+    path = run_dir / "recipe.yaml"
+    if path.exists() and not pinned_by(recipe, run_dir):
+        raise ConfigError(f"{path} holds a different recipe: use another run.dir, or delete {run_dir} to start over")
     recipe.save(path)
 
 
