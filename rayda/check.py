@@ -51,8 +51,11 @@ class Report:
 
 
 def size_problems(recipe: Recipe, stage: str) -> list[str]:
-    """What is wrong with `stage`'s settings (gen_sft, judge, sft, rl, eval, model) on their own."""
-    return {"gen_sft": _gen_sft, "judge": _judge, "sft": _sft, "rl": _rl, "eval": _eval, "model": _model}[stage](recipe)
+    """What is wrong with `stage`'s settings (gen_sft, judge, sft, rl, eval, model, cai) on their own."""
+    from rayda.cai_config import problems as cai
+
+    return {"gen_sft": _gen_sft, "judge": _judge, "sft": _sft, "rl": _rl, "eval": _eval, "model": _model,
+            "cai": lambda r: cai(r.cai)}[stage](recipe)
 
 
 def require_sizes(recipe: Recipe, *stages: str) -> None:
@@ -208,7 +211,7 @@ def check(recipe: Recipe, nodes: dict[str, dict[str, float]] | None = None, arms
 
         for p in arm_problems(arms):
             report.add("error", "compare.arms", p)
-    stages = ("model", "gen_sft", "judge", "sft", "rl", "eval")
+    stages = ("model", "gen_sft", "judge", "sft", "rl", "eval", "cai")
     problems = [p for stage in stages for p in size_problems(recipe, stage)]
     for p in problems:
         report.add("error", "sizes", p)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from rayda.cai_config import CaiConfig
 from rayda.typed_config import ConfigError, build
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -413,6 +414,8 @@ class Recipe:
     """Stage 3: GRPO from the SFT checkpoint, rewards from the judge's REWARD view (final answers only)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Stage 4: evaluation without the spec in context."""
+    cai: CaiConfig = field(default_factory=CaiConfig)
+    """Constitutional AI's supervised stage (`rayda cai-sft`): answer, critique, revise, SFT on revisions."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
