@@ -4,6 +4,7 @@ and one real run on the tiny world, reduced (slow)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -211,11 +212,12 @@ def test_config_errors(override, message):
     assert len(problems) == 1 and message in problems[0]
 
 
-def test_config_unknown_key_and_cli_error():
+def test_config_unknown_key_and_cli_error(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'cai.rounds'"):
         load_recipe("tiny", ["cai.round=2"])
-    r = subprocess.run([sys.executable, "-m", "rayda.cli", "cai-sft", "cai.rounds=0"], cwd=REPO, capture_output=True, text=True,
-                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    # (the timeout: were the check missing, this would start a real run)
+    r = subprocess.run([sys.executable, "-m", "rayda.cli", "cai-sft", f"run.dir={tmp_path}", "cai.rounds=0"], cwd=REPO,
+                       capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert r.returncode == 2 and r.stderr.strip() == "error: cai.rounds must be at least 1, got 0"
 
 
@@ -263,3 +265,61 @@ def test_finished_parts_are_not_redone_and_settings_are_pinned(spec, tiny_world,
 
 
 # ---- the real run (slow) ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_cai_sft_tiny_end_to_end(spec, tiny_world, tmp_path):
+    """`rayda cai-sft tiny` on 24 prompts, 2 rounds, 3 parts, 4 SFT steps; then one part deleted: the
+    second run redoes only its prompts and trains nothing again."""
+    import pyarrow.parquet as pq
+
+    from rayda.compare_report import stage_tokens
+
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "rayda.cli", "cai-sft", "tiny", f"run.dir={run_dir}", "prompts.limit=24", "cai.rounds=2",
+            "cai.shard_size=8", "cai.batch_size=8", "sft.max_steps=4", "sft.micro_batch_size=8", "sft.save_every=0", "sft.eval_every=0"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": ""}  # its own local Ray
+    r = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data, model = run_dir / "cai_data", run_dir / "checkpoints" / "cai_sft"
+    for f in (data / "_SUCCESS", data / "accepted.parquet", data / "dropped.parquet", model / "_SUCCESS",
+              model / "model.safetensors", model / "config.json", model / "tokenizer.json"):
+        assert f.exists(), f
+    assert len(list((data / "parts").glob("part-*.parquet"))) == 3
+    acc = pq.read_table(data / "accepted.parquet").to_pylist()
+    dropped = pq.read_table(data / "dropped.parquet").to_pylist()
+    assert len(acc) + len(dropped) == 24 and len(acc) >= 20
+    clauses = spec.clauses()
+    revised = 0
+    for row in acc:
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]  # no system turn: no spec, no critique
+        assert row["messages"][-1]["content"] and row["messages"][-1]["reasoning_content"]
+        assert row["rounds"] == 2 and len(row["principles"]) == len(row["critiques"]) == len(row["changes"]) == 2
+        assert all(clauses[c][0].id == row["category"] for c in row["principles"])
+        assert all(c in text for c, text in zip(row["principles"], row["critiques"]))
+        assert row["original"] and row["spec_hash"] == spec.content_hash and row["template_hash"] == cq.CAI_TEMPLATE_HASH
+        assert row["generator_model"] == "tinyworld" and row["critic_kind"] == "rubric"
+        for principle, change, text in zip(row["principles"], row["changes"], row["revision_texts"]):
+            assert text.startswith(f"<think>Clause {principle} applies.") if change else text == ""
+            revised += change
+    assert revised > 0
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    [gen] = [x for x in lines if x["stage"] == "cai_sft" and "step" not in x]
+    steps = [x for x in lines if x["stage"] == "cai_sft" and "step" in x]
+    assert gen["prompts"] == 24 and gen["rows"] == 24 and gen["tokens_generated"] > 0 and gen["critic_errors"] == 0
+    assert gen["accuracy_after"] > gen["accuracy_before"]
+    assert [x["step"] for x in steps] == [1, 2, 3, 4] and all(x["learner_tokens"] > 0 for x in steps)
+    assert stage_tokens(lines, "cai_sft") == {"generated": gen["tokens_generated"], "learner": sum(x["learner_tokens"] for x in steps)}
+
+    # resume: a lost part is redone (only its 8 prompts), the finished SFT is not
+    (data / "parts" / "part-00001.parquet").unlink()
+    (data / "_SUCCESS").unlink()
+    r = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "24 prompts, 16 already done, 8 to answer and revise" in r.stdout and "is complete (_SUCCESS); skipping" in r.stdout
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    again = [x for x in lines if x["stage"] == "cai_sft" and "step" not in x][-1]
+    assert (again["rows"], again["resumed"], again["prompts"]) == (8, 16, 24)
+    assert len([x for x in lines if x["stage"] == "cai_sft" and "step" in x]) == 4
+    assert len(pq.read_table(data / "accepted.parquet")) + len(pq.read_table(data / "dropped.parquet")) == 24
