@@ -13,12 +13,15 @@ Two critics, one output (`Critique`):
 - llm/http judges write the critique themselves from `critique_messages` (a JSON object `fits`,
   `critique`, parsed strictly by `parse_critique`; an unparseable critique is an error, never a pass).
 
-The revision's reasoning opens with `prefix` naming the critique's principle (`Clause IB.2 applies.`),
-and the base writes the rest: its decision and the answer. Why: the tiny base learned to cite a clause
-and act on that clause's behaviour, but not to pick the clause a text in its context names. Measured on
-96 training prompts at temperature 0.7, share of answers with the labelled behaviour: no context 0.41;
-the critique and the principle in a system message, laid out as `spec(category)` with that one clause,
-0.46-0.59; the reasoning opened with the principle's id, 1.00 (with or without the system message).
+The revision's reasoning opens with `cai.revision_prefix` naming the critique's principle (`Clause IB.2
+applies.`), and the base writes the rest: its decision and the answer. Why: the tiny base learned to cite
+a clause and act on that clause's behaviour, but not to pick the clause a text in its context names.
+Measured with transformers on 96 training prompts at temperature 0.7, share of answers with the
+labelled behaviour: no context 0.41; the critique and the principle in a system message, laid out as
+`spec(category)` showing that one clause, 0.46-0.59; the reasoning opened with the principle's id, 1.00
+(with or without the system message). In `rayda cai-sft tiny` (480 prompts, 2 rounds) the revisions show
+the principle's behaviour 224 times in 225 with the prefix, 97 in 273 (chance) with
+`cai.revision_prefix=""`: the critique's words alone do not move the tiny base; a real model reads them.
 
 Judged text is data (DESIGN.md, contract 5): answers go between tags, escaped (`templates.escape`).
 """
