@@ -51,8 +51,11 @@ class Report:
 
 
 def size_problems(recipe: Recipe, stage: str) -> list[str]:
-    """What is wrong with `stage`'s settings (gen_sft, judge, sft, rl, eval, model) on their own."""
-    return {"gen_sft": _gen_sft, "judge": _judge, "sft": _sft, "rl": _rl, "eval": _eval, "model": _model, "pm": _pm}[stage](recipe)
+    """What is wrong with `stage`'s settings (gen_sft, judge, sft, rl, eval, model, pm, cai) on their own."""
+    from rayda.config_cai import problems as cai
+
+    return {"gen_sft": _gen_sft, "judge": _judge, "sft": _sft, "rl": _rl, "eval": _eval, "model": _model, "pm": _pm,
+            "cai": lambda r: cai(r.cai)}[stage](recipe)
 
 
 def require_sizes(recipe: Recipe, *stages: str) -> None:
@@ -225,7 +228,7 @@ def check(recipe: Recipe, nodes: dict[str, dict[str, float]] | None = None, arms
             report.add("error", "compare.arms", p)
         for where, p in step_problems(recipe, arms) if not arm_problems(arms) else ():
             report.add("error", where, p)
-    stages = ("model", "gen_sft", "judge", "sft", "rl", "eval", "pm")
+    stages = ("model", "gen_sft", "judge", "sft", "rl", "eval", "pm", "cai")
     problems = [p for stage in stages for p in size_problems(recipe, stage)]
     for p in problems:
         report.add("error", "sizes", p)

@@ -7,6 +7,7 @@
     rayda sft [RECIPE] [k=v]                stage 2: fine-tune on the accepted rows (DeepSpeed learners)
     rayda rl [RECIPE] [k=v]                 stage 3: GRPO from the SFT checkpoint, judge on final answers
     rayda pm [RECIPE] [k=v]                 CAI's preference model: judged pairs of samples, Bradley-Terry
+    rayda cai-sft [RECIPE] [k=v]            Constitutional AI: answer, critique, revise (no spec); SFT on revisions
     rayda eval [RECIPE] --model sft         stage 4: answer without the spec, metrics with 95% intervals
     rayda run [RECIPE] [k=v]                every stage, skipping finished ones, then report.md
     rayda compare [RECIPE] [--arms da,sft_only,rl_only,prompting] [k=v]   the arms side by side, one table
@@ -87,6 +88,13 @@ def cmd_sft(args) -> int:
     from rayda.stages.sft import run
 
     print(f"sft: {run(_recipe(args))}")
+    return 0
+
+
+def cmd_cai_sft(args) -> int:
+    from rayda.stages.cai_sft import run
+
+    print(f"cai-sft: {run(_recipe(args)).model_dir}")
     return 0
 
 
@@ -226,6 +234,11 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sft", help="stage 2: fine-tune on the accepted rows with a DeepSpeed learner group")
     _add_recipe_args(p)
     p.set_defaults(func=cmd_sft)
+
+    p = sub.add_parser("cai-sft", help="Constitutional AI's supervised stage: the base answers without the spec, a critic "
+                       "critiques against a sampled clause, the base revises (n rounds); SFT on the revisions")
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_cai_sft)
 
     p = sub.add_parser("rl", help="stage 3: GRPO from the SFT checkpoint; the judge sees only final answers")
     _add_recipe_args(p)

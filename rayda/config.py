@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from rayda.config_cai import CaiConfig
 from rayda.config_pm import PmConfig, RewardConfig
 from rayda.typed_config import ConfigError, build
 
@@ -418,6 +419,8 @@ class Recipe:
     """Constitutional AI's preference model (`rayda pm`): judged pairs of policy samples, Bradley-Terry."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """What rewards RL: the judge (default) or the preference model (`reward.kind=pm`)."""
+    cai: CaiConfig = field(default_factory=CaiConfig)
+    """Constitutional AI's supervised stage (`rayda cai-sft`): answer, critique, revise, SFT on revisions."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -36,7 +36,7 @@ def prompt_from_json(s: str) -> Prompt:
     return Prompt(d["id"], tuple(d["messages"]), d["category"], d.get("label"))
 
 
-def _actor_id() -> str:
+def actor_id() -> str:
     ray = sys.modules.get("ray")  # inside an actor Ray is loaded; elsewhere do not import it for this
     actor = ray.get_runtime_context().get_actor_id() if ray is not None and ray.is_initialized() else None
     return actor or f"pid-{os.getpid()}"
@@ -61,7 +61,7 @@ def generate_batch(engine, rows: list[dict], gen, spec_texts: dict[str, str], ru
         seeds=[gen_rows.stable_seed(run_seed, "gen", p.id) for p in prompts],
     )
     busy = (time.perf_counter() - t0) / max(1, len(rows))
-    actor = _actor_id()
+    actor = actor_id()
     out = []
     for r, samples in zip(rows, results):
         payload = [{"text": s.text, "n_tokens": len(s.token_ids), "finish": s.finish_reason} for s in samples]

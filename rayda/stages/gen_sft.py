@@ -22,10 +22,10 @@ from pathlib import Path
 
 from rayda import io, templates, tracking
 from rayda.config import Recipe
+from rayda.data.parts import read_parts
 from rayda.types import Prompt
 
 STAGE = "gen_sft"
-PART_GLOB = "part-*.parquet"
 
 
 @dataclass(frozen=True)
@@ -79,32 +79,7 @@ def prepare(recipe: Recipe) -> Plan:
     return Plan(prompts, ctx.spec, spec_texts, ctx.policy, ctx.judge_model, provenance, ctx)
 
 
-# ---- parts (the unit of resumption) ---------------------------------------------------------------
-
-
-def read_parts(parts_dir: Path) -> list[dict]:
-    """Records of every finished part (temporary `.tmp-*` leftovers of a killed run are ignored)."""
-    import pyarrow.parquet as pq
-
-    records = []
-    for f in sorted(parts_dir.glob(PART_GLOB)):
-        records += [json.loads(r) for r in pq.read_table(f, columns=["record"]).column("record").to_pylist()]
-    return records
-
-
-def write_part(parts_dir: Path, index: int, rows: list[dict]) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table({
-        "prompt_id": [r["prompt_id"] for r in rows],
-        "status": [r["status"] for r in rows],
-        "record": [r["record"] for r in rows],
-    })
-    target = parts_dir / f"part-{index:05d}.parquet"
-    with io.atomic_path(target) as tmp:
-        pq.write_table(table, tmp)
-    return target
+# ---- parts (the unit of resumption: `rayda.data.parts`) ---------------------------------------
 
 
 def _check_config(parts_dir: Path, provenance: dict, recipe: Recipe) -> None:
@@ -215,6 +190,7 @@ def _generate(recipe: Recipe, plan: Plan, todo: list[Prompt], parts_dir: Path, p
     import rayda.actors.judge  # noqa: F401
     import rayda.actors.rollout  # noqa: F401
     from rayda.engines.vllm_engine import EngineConfig
+    from rayda.data.parts import drain
     from rayda.placement import plan as plan_pools
     from rayda.ray_utils import init_ray
 
@@ -227,28 +203,21 @@ def _generate(recipe: Recipe, plan: Plan, todo: list[Prompt], parts_dir: Path, p
         verbose=recipe.run.verbose,
     )
     ds = _dataset(recipe, plan, todo, engine_cfg)
-    existing = [int(p.stem.split("-")[1]) for p in parts_dir.glob(PART_GLOB)]
-    next_part = max(existing, default=-1) + 1
-    s, buffer, t0 = _Stream(), [], time.time()
-    bar = tqdm(total=len(todo), desc="gen-sft prompts", disable=not progress)
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for row in batch.to_pylist():
-            buffer.append(row)
-            s.rows += 1
-            s.tokens += row["gen_tokens"]
-            s.verdicts += row["judge_verdicts"]
-            s.judge_errors += row["judge_errors"]
-            s.gen_busy[row["gen_actor"]] += row["gen_busy_s"]
-            s.rows_by_actor[row["gen_actor"]] += 1
-            s.ready_at[row["gen_actor"]] = min(row["gen_ready_at"], s.ready_at.get(row["gen_actor"], 1e18))
+    s, t0 = _Stream(), time.time()
+
+    def on_row(row: dict) -> None:
+        s.rows += 1
+        s.tokens += row["gen_tokens"]
+        s.verdicts += row["judge_verdicts"]
+        s.judge_errors += row["judge_errors"]
+        s.gen_busy[row["gen_actor"]] += row["gen_busy_s"]
+        s.rows_by_actor[row["gen_actor"]] += 1
+        s.ready_at[row["gen_actor"]] = min(row["gen_ready_at"], s.ready_at.get(row["gen_actor"], 1e18))
         if not s.first_row_s:
             s.first_row_s = time.time() - t0
-        bar.update(batch.num_rows)
-        while len(buffer) >= recipe.gen_sft.shard_size:
-            write_part(parts_dir, next_part, buffer[: recipe.gen_sft.shard_size])
-            buffer, next_part = buffer[recipe.gen_sft.shard_size:], next_part + 1
-    if buffer:
-        write_part(parts_dir, next_part, buffer)
+
+    bar = tqdm(total=len(todo), desc="gen-sft prompts", disable=not progress)
+    drain(ds, parts_dir, recipe.gen_sft.shard_size, bar, on_row)
     bar.close()
     s.end = time.time()
     s.wall = s.end - t0

@@ -36,12 +36,15 @@ class SftData:
     report: dict
 
 
-def paths(recipe: Recipe) -> dict[str, Path]:
+def paths(recipe: Recipe, out: Path | None = None) -> dict[str, Path]:
+    """Where SFT reads and writes; `out` replaces `<run.dir>/checkpoints/sft` (its resume points then go
+    to `<out>_state` beside it)."""
     run = Path(recipe.run.dir)
+    out = Path(out) if out is not None else run / "checkpoints" / "sft"
     return {
         "data": Path(recipe.sft.data) if recipe.sft.data else run / "sft_data" / "accepted.parquet",
-        "out": run / "checkpoints" / "sft",
-        "state": run / "checkpoints" / "sft_state",
+        "out": out,
+        "state": out.parent / f"{out.name}_state",
         "metrics": run / "metrics.jsonl",
     }
 
@@ -117,9 +120,10 @@ def _prune(state_dir: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def run(recipe: Recipe, *, progress: bool = True, on_step=None) -> Path:
+def run(recipe: Recipe, *, progress: bool = True, on_step=None, out: Path | None = None, stage: str = STAGE) -> Path:
     """Train and export; returns the Hugging Face folder. `on_step(step, record)` runs after each
-    step (tests use it to stop a run part-way, as a kill would)."""
+    step (tests use it to stop a run part-way, as a kill would). `out` and `stage` let another stage
+    train through this one (`rayda cai-sft`: its own folder, its own name in metrics.jsonl)."""
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
@@ -129,7 +133,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None) -> Path:
     from rayda.data.sft import batch_indices
     from rayda.ray_utils import init_ray
 
-    p = paths(recipe)
+    p = paths(recipe, out)
     if is_done(p["out"]):
         print(f"sft: {p['out']} is complete (_SUCCESS); skipping")
         return p["out"]
@@ -157,8 +161,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None) -> Path:
             batch = [data.train[i] for i in batch_indices(len(data.train), step, rows_per_step, recipe.run.seed)]
             parts = group.run_sharded("train_step", batch)
             tokens = sum(r["tokens"] for r in parts)
-            record = {"stage": STAGE, "step": step + 1, "loss": sum(r["nll_sum"] for r in parts) / max(tokens, 1.0),
-                      "lr": parts[0]["lr"], "tokens": int(tokens), "grad_norm": parts[0]["grad_norm"],
+            record = {"stage": stage, "step": step + 1, "loss": sum(r["nll_sum"] for r in parts) / max(tokens, 1.0),
+                      "lr": parts[0]["lr"], "tokens": int(tokens), "learner_tokens": int(tokens), "grad_norm": parts[0]["grad_norm"],
                       "seconds": round(time.perf_counter() - t0, 4)}
             done = step + 1
             if done == steps or (recipe.sft.eval_every and done % recipe.sft.eval_every == 0):
@@ -178,5 +182,5 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None) -> Path:
             report = {**data.report, "steps": steps, "resumed_from": start, "final_loss": record["loss"],
                       "heldout_loss": heldout, "model": model_path, "ranks": group.world_size, "zero_stage": opts.zero_stage}
             atomic_write_json(tmp / "train_report.json", report)
-    mark_success(p["out"], {"stage": STAGE, **report})
+    mark_success(p["out"], {"stage": stage, **report})
     return p["out"]
