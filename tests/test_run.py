@@ -28,6 +28,13 @@ def test_a_run_pinned_by_an_older_rayda_resumes(tmp_path):
     del older["rl"]["init"], older["eval"]["spec_in_context"]  # what a rayda before them pinned
     path.write_text(yaml.safe_dump(older, sort_keys=False))
     _pin_recipe(load_recipe("tiny", [f"run.dir={tmp_path}"]), tmp_path)
+    # Whole sections added since (CAI's), which the tiny recipe sets away from their defaults.
+    path.write_text(yaml.safe_dump({k: v for k, v in older.items() if k not in ("cai", "pm", "reward")}, sort_keys=False))
+    _pin_recipe(load_recipe("tiny", [f"run.dir={tmp_path}"]), tmp_path)
+    assert yaml.safe_load(path.read_text())["cai"]["rounds"] == 4  # pinned now
+    path.write_text(yaml.safe_dump({**older, "cai": {**older["cai"], "rounds": 1}}, sort_keys=False))
+    with pytest.raises(ConfigError, match="holds a different recipe"):
+        _pin_recipe(load_recipe("tiny", [f"run.dir={tmp_path}"]), tmp_path)
     path.write_text(yaml.safe_dump({**older, "rl": {**older["rl"], "init": "base"}}, sort_keys=False))
     with pytest.raises(ConfigError, match="holds a different recipe"):
         _pin_recipe(load_recipe("tiny", [f"run.dir={tmp_path}"]), tmp_path)

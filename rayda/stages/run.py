@@ -44,8 +44,14 @@ def _what_it_computes(recipe_dict: dict) -> dict:
 def pinned_by(recipe: Recipe, run_dir: Path) -> bool:
     """Whether `run_dir` is pinned to a recipe that computes what `recipe` computes (placement aside)."""
     path = run_dir / "recipe.yaml"
-    current = yaml.safe_load(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    return path.exists() and _what_it_computes(_pinned(path)) == _what_it_computes(current)
+    if not path.exists():
+        return False
+    current = _what_it_computes(yaml.safe_load(yaml.safe_dump(recipe.to_dict(), sort_keys=False)))
+    pinned = _what_it_computes(_pinned(path))
+    # A whole section the pinned file lacks (`cai:`, `pm:`) came with a later rayda, with stages of its
+    # own: no stage that ran in this folder read it.
+    added = set(current) - set(yaml.safe_load(path.read_text()) or {})
+    return {k: v for k, v in pinned.items() if k not in added} == {k: v for k, v in current.items() if k not in added}
 
 
 def _pin_recipe(recipe: Recipe, run_dir: Path) -> None:
@@ -57,8 +63,9 @@ def _pin_recipe(recipe: Recipe, run_dir: Path) -> None:
 
 def _pinned(path: Path) -> dict:
     """A pinned recipe as this rayda reads it: keys a later version added take their defaults, so a
-    run started before an upgrade resumes when every value it pinned is unchanged. A pinned key this
-    version no longer knows keeps the file as written (and so differs)."""
+    run started before an upgrade resumes when every value it pinned is unchanged (`pinned_by` leaves
+    out the sections a later version added whole). A pinned key this version no longer knows keeps the
+    file as written (and so differs)."""
     data = yaml.safe_load(path.read_text()) or {}
     try:
         data = build(Recipe, data, str(path)).to_dict()
