@@ -187,7 +187,7 @@ def test_arms_share_steps_and_name_their_folders():
     assert (rl_only.run.dir, rl_only.rl.init, recipe.rl.init) == ("/tmp/cmp/compare/rl_only", "base", "sft")
     assert compare.model_of(recipe, "sft_only") == "/tmp/cmp/checkpoints/sft"
     assert compare.model_of(recipe, "prompting") == "base"
-    assert compare.parse_arms(None) == ["da", "sft_only", "rl_only", "prompting"]
+    assert compare.parse_arms(None) == compare.parse_arms("all") == ["da", "sft_only", "rl_only", "cai", "prompting"]
     assert compare.parse_arms("da, rl_only") == ["da", "rl_only"]
     with pytest.raises(ConfigError, match="unknown key|did you mean"):
         recipe.with_overrides(["rl.inti=base"])
@@ -217,19 +217,18 @@ def test_an_arm_rayda_run_evaluated_is_copied_not_evaluated_again(tmp_path):
     assert "eval_da" in json.loads((tmp_path / "compare" / "timings.json").read_text())
 
 
-def test_a_new_arm_is_one_more_entry(monkeypatch):
-    """How CAI joins: its steps and its arm are entries; `{run_dir}` in an override stands for run.dir."""
-    monkeypatch.setitem(compare.STEPS, "cai_rl", compare.Step(
-        "rl", "rayda.stages.rl:run", "checkpoints/rl/_SUCCESS", "compare/cai", ("rl.init={run_dir}/compare/cai/checkpoints/cai_sft",)))
-    monkeypatch.setitem(compare.ARMS, "cai", compare.Arm("Constitutional AI", ("cai_rl",), "compare/cai/checkpoints/rl"))
+def test_cai_is_three_steps_in_one_folder_with_one_recipe(monkeypatch):
     recipe = load_recipe("tiny", ["run.dir=/tmp/cmp"])
-    assert compare.arm_problems(["da", "cai"]) == []
-    assert compare.steps_of(["da", "cai"]) == ["gen_sft", "sft", "rl", "cai_rl"]
-    r = compare.step_recipe(recipe, "cai_rl")
-    assert (r.run.dir, r.rl.init) == ("/tmp/cmp/compare/cai", "/tmp/cmp/compare/cai/checkpoints/cai_sft")
+    assert compare.steps_of(["da", "cai"]) == ["gen_sft", "sft", "rl", "cai_sft", "cai_pm", "cai_rl"]
+    cai = [compare.step_recipe(recipe, k) for k in ("cai_sft", "cai_pm", "cai_rl")]
+    assert cai[0] == cai[1] == cai[2]  # one folder pins one recipe
+    r = cai[0]
+    assert (r.run.dir, r.rl.init, r.pm.init) == ("/tmp/cmp/compare/cai", *["/tmp/cmp/compare/cai/checkpoints/cai_sft"] * 2)
+    assert (r.reward.kind, r.reward.model, recipe.reward.kind) == ("pm", "/tmp/cmp/compare/cai/checkpoints/pm", "judge")
+    assert [compare.STEPS[k].stage for k in ("cai_sft", "cai_pm", "cai_rl")] == ["cai_sft", "pm", "rl"]
     assert compare.model_of(recipe, "cai") == "/tmp/cmp/compare/cai/checkpoints/rl"
     # `rayda check --arms` checks each step's own recipe; a model an earlier step writes is not there yet.
-    assert compare.step_problems(recipe, ["da", "cai"]) == []
+    assert compare.step_problems(recipe, list(compare.ARMS)) == []
     monkeypatch.setitem(compare.STEPS, "cai_rl", compare.Step(
         "rl", "rayda.stages.rl:run", "checkpoints/rl/_SUCCESS", "compare/cai", ("rl.init=/tmp/cmp-nowhere/cai_sft",)))
     [(where, message)] = compare.step_problems(recipe, ["da", "cai"])
@@ -240,10 +239,10 @@ def test_unknown_arm_is_a_one_line_error(capsys):
     from rayda.check import check
     from rayda.cli import main
 
-    assert compare.arm_problems(["da", "cia"]) == ["unknown arm 'cia'; known arms: da, sft_only, rl_only, prompting"]
+    assert compare.arm_problems(["da", "cia"]) == ["unknown arm 'cia'; known arms: da, sft_only, rl_only, cai, prompting"]
     assert compare.arm_problems([]) and compare.arm_problems(["da", "da"])
     report = check(load_recipe("tiny"), arms=["da", "cia"])
-    assert report.errors == ["compare.arms: unknown arm 'cia'; known arms: da, sft_only, rl_only, prompting"]
+    assert report.errors == ["compare.arms: unknown arm 'cia'; known arms: da, sft_only, rl_only, cai, prompting"]
     assert main(["compare", "--arms", "da,cia", "run.dir=/tmp/h18-never-made"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown arm 'cia'" in err

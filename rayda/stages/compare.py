@@ -9,6 +9,8 @@ The arms, and the steps each needs (a step is one stage run in one folder, with 
     da         gen-sft -> sft -> rl           in <run.dir>/, exactly what `rayda run` writes there
     sft_only   gen-sft -> sft                 the same steps as da's first two: computed once
     rl_only    rl with rl.init=base           in <run.dir>/compare/rl_only/
+    cai        cai-sft -> pm -> rl            in <run.dir>/compare/cai/: Constitutional AI, the spec's
+               with reward.kind=pm            clauses as its principles, never the spec in context
     prompting  (nothing to train)             the base, answering with spec(category) in its system
                                               message (eval.spec_in_context=true)
 
@@ -21,7 +23,7 @@ folder and recipe (da's, sft_only's) is not evaluated again, its report is copie
 `<run.dir>/compare/compare.md`, `compare.json` and `compare.png`, every figure with its 95% interval
 and its paired interval against full DA.
 
-A new arm (Constitutional AI, say) is one more entry in `ARMS`, and its stages are entries in `STEPS`:
+A new arm is one more entry in `ARMS`, and its stages are entries in `STEPS` (as `cai`'s are):
 a runner `module:function` called as `fn(recipe, progress=...)`, its `_SUCCESS` marker, the folder it
 writes in and its overrides (`reward.kind=pm`, `rl.init={run_dir}/compare/cai/checkpoints/cai_sft`). Nothing
 else changes: stage outputs are shared by name, and the table reads each step's tokens from the
@@ -74,17 +76,28 @@ class Arm:
     """`key=value` overrides on the recipe for its evaluation (`eval.spec_in_context=true`)."""
 
 
+CAI_DIR = f"{COMPARE_DIR}/cai"
+CAI = ("pm.init={run_dir}/" + CAI_DIR + "/checkpoints/cai_sft", "rl.init={run_dir}/" + CAI_DIR + "/checkpoints/cai_sft",
+       "reward.kind=pm", "reward.model={run_dir}/" + CAI_DIR + "/checkpoints/pm")
+"""The CAI arm's overrides, the same for its three steps (one folder pins one recipe): the preference
+model's pairs are sampled from, and RL starts from, the CAI SFT model; RL is rewarded by the preference model."""
+
 STEPS: dict[str, Step] = {
     "gen_sft": Step("gen_sft", "rayda.stages.gen_sft:run", "sft_data/_SUCCESS"),
     "sft": Step("sft", "rayda.stages.sft:run", "checkpoints/sft/_SUCCESS"),
     "rl": Step("rl", "rayda.stages.rl:run", "checkpoints/rl/_SUCCESS"),
     "rl_from_base": Step("rl", "rayda.stages.rl:run", "checkpoints/rl/_SUCCESS", f"{COMPARE_DIR}/rl_only", ("rl.init=base",)),
+    "cai_sft": Step("cai_sft", "rayda.stages.cai_sft:run", "checkpoints/cai_sft/_SUCCESS", CAI_DIR, CAI),
+    "cai_pm": Step("pm", "rayda.stages.pm:run", "checkpoints/pm/_SUCCESS", CAI_DIR, CAI),
+    "cai_rl": Step("rl", "rayda.stages.rl:run", "checkpoints/rl/_SUCCESS", CAI_DIR, CAI),
 }
 
 ARMS: dict[str, Arm] = {
     "da": Arm("Deliberative Alignment: SFT on spec-grounded reasoning, then RL", ("gen_sft", "sft", "rl"), "checkpoints/rl"),
     "sft_only": Arm("DA's SFT stage alone (its checkpoint)", ("gen_sft", "sft"), "checkpoints/sft"),
     "rl_only": Arm("DA's RL stage alone, from the base policy", ("rl_from_base",), f"{COMPARE_DIR}/rl_only/checkpoints/rl"),
+    "cai": Arm("Constitutional AI: critique -> revision SFT, a preference model, RL against it; never the spec in context",
+               ("cai_sft", "cai_pm", "cai_rl"), f"{CAI_DIR}/checkpoints/rl"),
     "prompting": Arm("the base policy with spec(category) in its system message", (), "base", ("eval.spec_in_context=true",)),
 }
 """The arms `rayda compare` knows, in table order. `da` is the reference every paired interval is taken against."""
