@@ -297,6 +297,8 @@ def _model_finding(where: str, name: str) -> tuple[str, str, str]:
             return ("ok", where, f"hub name {name!r}, in the local Hugging Face cache")
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
         pass
+    except ValueError:  # huggingface_hub's HFValidationError: `runs/x/checkpoints/sft` is no hub name
+        return ("error", where, f"{name!r} is neither a model folder (no such folder) nor a Hugging Face hub name")
     return ("note", where, f"hub name {name!r}: not checked offline (downloaded at first use; set HF_HUB_OFFLINE=1 to forbid)")
 
 

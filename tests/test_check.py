@@ -74,6 +74,10 @@ def test_notes_are_not_errors():
     report = check(load_recipe("qwen-gpu"))
     notes = [m for level, where, m in report.findings if level == "note" and where == "model.policy"]
     assert notes and "not checked offline" in notes[0]
+    # A relative folder that is not there (no hub name has two slashes) is an error, not a crash.
+    report = check(load_recipe("tiny", ["rl.init=runs/nowhere/checkpoints/sft"]))
+    assert [m for level, where, m in report.findings if where == "rl.init"] == [
+        "'runs/nowhere/checkpoints/sft' is neither a model folder (no such folder) nor a Hugging Face hub name"]
 
 
 def test_shapes():
