@@ -284,7 +284,7 @@ def test_spec_in_context_puts_spec_category_in_the_system_message(tiny_world):
 
 # ---- the whole compare on the tiny world (slow) --------------------------------------------------
 
-ARMS = ["da", "sft_only", "rl_only", "prompting"]
+ARMS = ["da", "sft_only", "rl_only", "cai", "prompting"]
 
 
 def check_compare(run_dir: Path, base_model: str, run_lines: list[dict], log: str) -> None:
@@ -307,6 +307,15 @@ def check_compare(run_dir: Path, base_model: str, run_lines: list[dict], log: st
     rl_only = json.loads((run_dir / "compare" / "rl_only" / "checkpoints" / "rl" / "train_report.json").read_text())
     assert rl_only["model"] == base_model
     assert not (run_dir / "compare" / "rl_only" / "checkpoints" / "sft").exists()
+    # cai: the preference model's pairs came from the CAI SFT model, RL started there and was rewarded by the
+    # preference model (its logit logged per step), all in compare/cai/.
+    cai = run_dir / "compare" / "cai"
+    cai_sft = str((cai / "checkpoints" / "cai_sft").resolve())
+    assert json.loads((cai / "checkpoints" / "rl" / "train_report.json").read_text())["model"] == cai_sft
+    assert json.loads((cai / "checkpoints" / "pm" / "pm_report.json").read_text())["heldout_accuracy"] is not None
+    cai_rl = [x for x in io.read_jsonl(cai / "metrics.jsonl") if x["stage"] == "rl"]
+    assert cai_rl and all("reward_pm_logit" in x and x["judge_errors"] == 0 for x in cai_rl)
+    assert any(x["reward_std"] > 0 for x in cai_rl)  # the preference model tells samples apart
 
     # Every arm answered the same prompts, and every interval against da is the paired one.
     graded = {a: pq.read_table(run_dir / "compare" / "eval" / f"{a}.parquet").to_pylist() for a in ARMS}
@@ -320,22 +329,24 @@ def check_compare(run_dir: Path, base_model: str, run_lines: list[dict], log: st
         assert d["n"] == 80 and d["low"] <= d["mean"] <= d["high"]
         assert d["mean"] == pytest.approx(entry["mean"] - result["arms"]["da"]["metrics"]["behaviour_accuracy"]["mean"])
     # The prompting arm saw the spec; the others did not. Cost per stage, from the stages' own lines.
-    assert [result["arms"][a]["spec_in_context"] for a in ARMS] == [False, False, False, True]
+    assert [result["arms"][a]["spec_in_context"] for a in ARMS] == [False, False, False, False, True]
     cost = {a: (result["arms"][a]["tokens_generated"], result["arms"][a]["learner_tokens"]) for a in ARMS}
     assert set(cost["da"][0]) == {"gen_sft", "rl"} and set(cost["da"][1]) == {"sft", "rl"}
     assert cost["sft_only"] == ({"gen_sft": cost["da"][0]["gen_sft"]}, {"sft": cost["da"][1]["sft"]})
     assert set(cost["rl_only"][0]) == {"rl"} and cost["prompting"] == ({}, {})
+    assert set(cost["cai"][0]) == set(cost["cai"][1]) == {"cai_sft", "pm", "rl"}
     assert all(v > 0 for a in ARMS for part in cost[a] for v in part.values())
     md = (run_dir / "compare" / "compare.md").read_text()
     assert all(f"| {a} | " in md for a in ARMS) and (run_dir / "compare" / "compare.png").exists()
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3000)  # RL from the base and two evaluations, after the shared reduced run (conftest.py)
+@pytest.mark.timeout(3000)  # RL from the base, CAI's three steps, three evaluations, after the shared reduced run
 def test_compare_after_rayda_run_on_the_tiny_world(reduced_run, tiny_world, tmp_path):
     """`rayda compare` in the folder of the session's reduced `rayda run` (tests/e2e_recipe.py), as a user
     runs it after `rayda run`: da and sft_only are that run's models and evaluations, reused; rl_only
-    trains from the base in compare/rl_only; prompting evaluates the base with the spec in context."""
+    trains from the base in compare/rl_only; cai runs cai-sft, pm and RL against the preference model in
+    compare/cai; prompting evaluates the base with the spec in context."""
     from e2e_recipe import RAYDA, reduced_tiny
 
     run_dir = reduced_run["run_dir"]
@@ -360,5 +371,5 @@ def test_compare_after_rayda_run_on_the_tiny_world(reduced_run, tiny_world, tmp_
     assert {p: p.stat().st_mtime_ns for p in marks} == marks
     assert io.read_jsonl(run_dir / "metrics.jsonl") == run_lines
     skipped = [x for x in again.splitlines() if x.startswith("run: ") and x.endswith("; skipping")]
-    assert len(skipped) == 8, again  # gen_sft, sft, rl, rl from the base, four evaluations
+    assert len(skipped) == 12, again  # gen_sft, sft, rl, rl from the base, cai's three steps, five evaluations
     print(f"compare started again: {time.time() - t0:.0f} s, nothing redone")
