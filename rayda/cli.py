@@ -10,7 +10,7 @@
     rayda cai-sft [RECIPE] [k=v]            Constitutional AI: answer, critique, revise (no spec); SFT on revisions
     rayda eval [RECIPE] --model sft         stage 4: answer without the spec, metrics with 95% intervals
     rayda run [RECIPE] [k=v]                every stage, skipping finished ones, then report.md
-    rayda compare [RECIPE] [--arms da,sft_only,rl_only,cai,prompting] [k=v]   the arms side by side, one table
+    rayda compare [RECIPE] [--arms da,cai,...] [k=v]   the arms side by side, one table
     rayda check RECIPE [--address A | --cluster 1x8gpu] [--arms all|A,B] [k=v]   the whole run validated, in seconds
     rayda plan RECIPE [--address A | --cluster 1x8gpu] [k=v]    the pools' placement per pool and node
     rayda submit RECIPE --address http://HEAD:8265 [k=v] [--follow]   `rayda run` as a Ray job
@@ -261,7 +261,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="DA, SFT only, RL only (from the base), Constitutional AI and the base with the spec in context, "
                        "from one base and one prompt set, sharing stages -> <run.dir>/compare/compare.md")
     _add_recipe_args(p)
-    p.add_argument("--arms", default=None, help="comma-separated arms (default: all): da, sft_only, rl_only, cai, prompting")
+    p.add_argument("--arms", default=None, help="comma-separated arms (default: all): da, sft_only, rl_only, cai_sft_only, cai, prompting")
     p.set_defaults(func=cmd_compare)
     for name, func, text in (("plan", cmd_plan, "check the pools against a cluster; print the plan per pool and per node"),
                              ("check", cmd_check, "validate the whole run in seconds: sizes, models, judge, prompts, pools")):

@@ -187,7 +187,7 @@ def test_arms_share_steps_and_name_their_folders():
     assert (rl_only.run.dir, rl_only.rl.init, recipe.rl.init) == ("/tmp/cmp/compare/rl_only", "base", "sft")
     assert compare.model_of(recipe, "sft_only") == "/tmp/cmp/checkpoints/sft"
     assert compare.model_of(recipe, "prompting") == "base"
-    assert compare.parse_arms(None) == compare.parse_arms("all") == ["da", "sft_only", "rl_only", "cai", "prompting"]
+    assert compare.parse_arms(None) == compare.parse_arms("all") == ["da", "sft_only", "rl_only", "cai_sft_only", "cai", "prompting"]
     assert compare.parse_arms("da, rl_only") == ["da", "rl_only"]
     with pytest.raises(ConfigError, match="unknown key|did you mean"):
         recipe.with_overrides(["rl.inti=base"])
@@ -239,10 +239,10 @@ def test_unknown_arm_is_a_one_line_error(capsys):
     from rayda.check import check
     from rayda.cli import main
 
-    assert compare.arm_problems(["da", "cia"]) == ["unknown arm 'cia'; known arms: da, sft_only, rl_only, cai, prompting"]
+    assert compare.arm_problems(["da", "cia"]) == ["unknown arm 'cia'; known arms: da, sft_only, rl_only, cai_sft_only, cai, prompting"]
     assert compare.arm_problems([]) and compare.arm_problems(["da", "da"])
     report = check(load_recipe("tiny"), arms=["da", "cia"])
-    assert report.errors == ["compare.arms: unknown arm 'cia'; known arms: da, sft_only, rl_only, cai, prompting"]
+    assert report.errors == ["compare.arms: unknown arm 'cia'; known arms: da, sft_only, rl_only, cai_sft_only, cai, prompting"]
     assert main(["compare", "--arms", "da,cia", "run.dir=/tmp/h18-never-made"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown arm 'cia'" in err
@@ -284,7 +284,7 @@ def test_spec_in_context_puts_spec_category_in_the_system_message(tiny_world):
 
 # ---- the whole compare on the tiny world (slow) --------------------------------------------------
 
-ARMS = ["da", "sft_only", "rl_only", "cai", "prompting"]
+ARMS = ["da", "sft_only", "rl_only", "cai_sft_only", "cai", "prompting"]
 
 
 def check_compare(run_dir: Path, base_model: str, run_lines: list[dict], log: str) -> None:
@@ -329,19 +329,21 @@ def check_compare(run_dir: Path, base_model: str, run_lines: list[dict], log: st
         assert d["n"] == 80 and d["low"] <= d["mean"] <= d["high"]
         assert d["mean"] == pytest.approx(entry["mean"] - result["arms"]["da"]["metrics"]["behaviour_accuracy"]["mean"])
     # The prompting arm saw the spec; the others did not. Cost per stage, from the stages' own lines.
-    assert [result["arms"][a]["spec_in_context"] for a in ARMS] == [False, False, False, False, True]
+    assert [result["arms"][a]["spec_in_context"] for a in ARMS] == [False, False, False, False, False, True]
     cost = {a: (result["arms"][a]["tokens_generated"], result["arms"][a]["learner_tokens"]) for a in ARMS}
     assert set(cost["da"][0]) == {"gen_sft", "rl"} and set(cost["da"][1]) == {"sft", "rl"}
     assert cost["sft_only"] == ({"gen_sft": cost["da"][0]["gen_sft"]}, {"sft": cost["da"][1]["sft"]})
     assert set(cost["rl_only"][0]) == {"rl"} and cost["prompting"] == ({}, {})
     assert set(cost["cai"][0]) == set(cost["cai"][1]) == {"cai_sft", "pm", "rl"}
+    assert cost["cai_sft_only"] == ({"cai_sft": cost["cai"][0]["cai_sft"]}, {"cai_sft": cost["cai"][1]["cai_sft"]})
+    assert result["arms"]["cai_sft_only"]["model"] == cai_sft
     assert all(v > 0 for a in ARMS for part in cost[a] for v in part.values())
     md = (run_dir / "compare" / "compare.md").read_text()
     assert all(f"| {a} | " in md for a in ARMS) and (run_dir / "compare" / "compare.png").exists()
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3000)  # RL from the base, CAI's three steps, three evaluations, after the shared reduced run
+@pytest.mark.timeout(3000)  # RL from the base, CAI's three steps, four evaluations, after the shared reduced run
 def test_compare_after_rayda_run_on_the_tiny_world(reduced_run, tiny_world, tmp_path):
     """`rayda compare` in the folder of the session's reduced `rayda run` (tests/e2e_recipe.py), as a user
     runs it after `rayda run`: da and sft_only are that run's models and evaluations, reused; rl_only
@@ -371,5 +373,5 @@ def test_compare_after_rayda_run_on_the_tiny_world(reduced_run, tiny_world, tmp_
     assert {p: p.stat().st_mtime_ns for p in marks} == marks
     assert io.read_jsonl(run_dir / "metrics.jsonl") == run_lines
     skipped = [x for x in again.splitlines() if x.startswith("run: ") and x.endswith("; skipping")]
-    assert len(skipped) == 12, again  # gen_sft, sft, rl, rl from the base, cai's three steps, five evaluations
+    assert len(skipped) == 13, again  # gen_sft, sft, rl, rl from the base, cai's three steps, six evaluations
     print(f"compare started again: {time.time() - t0:.0f} s, nothing redone")

@@ -24,7 +24,8 @@ class PreferenceModelJudge(Judge):
 
         super().__init__(spec, spec_texts, model)
         self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.net = AutoModelForSequenceClassification.from_pretrained(model, dtype=torch.float32).eval()
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"  # the judge pool's GPU, where it has one
+        self.net = AutoModelForSequenceClassification.from_pretrained(model, dtype=torch.float32).to(self.device).eval()
         pad = self.net.config.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.pad_token_id or 0)
         self.net.config.pad_token_id = self.pad_id
@@ -40,7 +41,8 @@ class PreferenceModelJudge(Judge):
         out: list[float] = []
         with torch.no_grad():
             for i in range(0, len(ids), self.batch_size):
-                out += [float(x) for x in self.net(**pad(ids[i:i + self.batch_size], self.pad_id)).logits[:, 0]]
+                batch = {k: v.to(self.device) for k, v in pad(ids[i:i + self.batch_size], self.pad_id).items()}
+                out += [float(x) for x in self.net(**batch).logits[:, 0]]
         return out
 
     def _ids(self, req) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ The arms, and the steps each needs (a step is one stage run in one folder, with 
     da         gen-sft -> sft -> rl           in <run.dir>/, exactly what `rayda run` writes there
     sft_only   gen-sft -> sft                 the same steps as da's first two: computed once
     rl_only    rl with rl.init=base           in <run.dir>/compare/rl_only/
+    cai_sft_only  cai-sft                     CAI's supervised stage: the same step as cai's first
     cai        cai-sft -> pm -> rl            in <run.dir>/compare/cai/: Constitutional AI, the spec's
                with reward.kind=pm            clauses as its principles, never the spec in context
     prompting  (nothing to train)             the base, answering with spec(category) in its system
@@ -96,6 +97,8 @@ ARMS: dict[str, Arm] = {
     "da": Arm("Deliberative Alignment: SFT on spec-grounded reasoning, then RL", ("gen_sft", "sft", "rl"), "checkpoints/rl"),
     "sft_only": Arm("DA's SFT stage alone (its checkpoint)", ("gen_sft", "sft"), "checkpoints/sft"),
     "rl_only": Arm("DA's RL stage alone, from the base policy", ("rl_from_base",), f"{COMPARE_DIR}/rl_only/checkpoints/rl"),
+    "cai_sft_only": Arm("CAI's supervised stage alone (critique -> revision SFT; its checkpoint)", ("cai_sft",),
+                        f"{CAI_DIR}/checkpoints/cai_sft"),
     "cai": Arm("Constitutional AI: critique -> revision SFT, a preference model, RL against it; never the spec in context",
                ("cai_sft", "cai_pm", "cai_rl"), f"{CAI_DIR}/checkpoints/rl"),
     "prompting": Arm("the base policy with spec(category) in its system message", (), "base", ("eval.spec_in_context=true",)),
