@@ -33,6 +33,8 @@ HEADLINES = {
     "rl_step": ["step_s", "split_s", "overhead_fraction", "sync_over_memcpy", "probe_max_diff"],
     "outcome": ["over_seeds.sft.behaviour_accuracy.mean", "over_seeds.rl.behaviour_accuracy.mean",
                 "over_seeds.rl_minus_sft.mean"],
+    "compare_arms": ["over_runs.da.behaviour_accuracy.mean", "over_runs.cai.behaviour_accuracy.mean",
+                     "over_runs.cai_sft_only.behaviour_accuracy.mean", "ratios.cai.not_overrefuse"],
 }
 """Per benchmark, the keys shown (a dotted key reaches into nested objects), in this order."""
 
