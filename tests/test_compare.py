@@ -307,15 +307,7 @@ def check_compare(run_dir: Path, base_model: str, run_lines: list[dict], log: st
     rl_only = json.loads((run_dir / "compare" / "rl_only" / "checkpoints" / "rl" / "train_report.json").read_text())
     assert rl_only["model"] == base_model
     assert not (run_dir / "compare" / "rl_only" / "checkpoints" / "sft").exists()
-    # cai: the preference model's pairs came from the CAI SFT model, RL started there and was rewarded by the
-    # preference model (its logit logged per step), all in compare/cai/.
-    cai = run_dir / "compare" / "cai"
-    cai_sft = str((cai / "checkpoints" / "cai_sft").resolve())
-    assert json.loads((cai / "checkpoints" / "rl" / "train_report.json").read_text())["model"] == cai_sft
-    assert json.loads((cai / "checkpoints" / "pm" / "pm_report.json").read_text())["heldout_accuracy"] is not None
-    cai_rl = [x for x in io.read_jsonl(cai / "metrics.jsonl") if x["stage"] == "rl"]
-    assert cai_rl and all("reward_pm_logit" in x and x["judge_errors"] == 0 for x in cai_rl)
-    assert any(x["reward_std"] > 0 for x in cai_rl)  # the preference model tells samples apart
+    cai_sft = check_cai(run_dir / "compare" / "cai", n_prompts=160)
 
     # Every arm answered the same prompts, and every interval against da is the paired one.
     graded = {a: pq.read_table(run_dir / "compare" / "eval" / f"{a}.parquet").to_pylist() for a in ARMS}
@@ -340,6 +332,39 @@ def check_compare(run_dir: Path, base_model: str, run_lines: list[dict], log: st
     assert all(v > 0 for a in ARMS for part in cost[a] for v in part.values())
     md = (run_dir / "compare" / "compare.md").read_text()
     assert all(f"| {a} | " in md for a in ARMS) and (run_dir / "compare" / "compare.png").exists()
+
+
+def check_cai(cai: Path, n_prompts: int) -> str:
+    """What the cai arm's folder must hold: the preference model's pairs sampled from the CAI SFT model
+    and judged by the rubric, a sequence classifier trained on them with its held-out pair accuracy, RL
+    from the CAI SFT model rewarded by it (its logit logged per step, rewards in (0, 1)). Returns the CAI
+    SFT model's folder."""
+    from rayda.stages import pm
+
+    cai_sft = str((cai / "checkpoints" / "cai_sft").resolve())
+    out = cai / "checkpoints" / "pm"
+    assert (out / "_SUCCESS").exists() and (out / "model.safetensors").exists()
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["LlamaForSequenceClassification"]
+    assert (cai / "pm_data" / "_SUCCESS").exists() and list((cai / "pm_data" / "parts").glob("part-*.parquet"))
+    kept = pm.read_kept(cai / "pm_data")
+    assert {r["split"] for r in kept} == {"train", "heldout"}
+    assert all(r["principle"] and json.loads(r["provenance"])["judge_kind"] == "rubric" for r in kept)
+    lines = [x for x in io.read_jsonl(cai / "metrics.jsonl") if x["stage"] == "pm"]
+    pairs = next(x for x in lines if x.get("phase") == "pairs")
+    assert pairs["tokens_generated"] > 0 and pairs["prompts"] == n_prompts and sum(pairs["kept"].values()) == len(kept)
+    assert all(x["learner_tokens"] > 0 for x in lines if "step" in x) and any("step" in x for x in lines)
+    report = next(x for x in lines if x.get("phase") == "report")
+    assert 0.0 <= report["heldout_accuracy"] <= 1.0 and report["heldout"]["pairs"] > 0
+    assert json.loads((out / "pm_report.json").read_text())["heldout_accuracy"] == report["heldout_accuracy"]
+    assert json.loads((out / "pm_report.json").read_text())["model"] == cai_sft  # pairs sampled from the CAI SFT model
+
+    assert json.loads((cai / "checkpoints" / "rl" / "train_report.json").read_text())["model"] == cai_sft
+    rl = [x for x in io.read_jsonl(cai / "metrics.jsonl") if x["stage"] == "rl"]
+    assert rl and all("reward_pm_logit" in x and x["judge_errors"] == 0 for x in rl)
+    assert any(x["reward_std"] > 0 for x in rl) and any(x["groups_with_signal"] > 0 for x in rl)
+    judged = [x["reward"] for x in io.read_jsonl(cai / "rl_samples.jsonl") if not x["malformed"]]
+    assert judged and all(0.0 < r < 1.0 for r in judged)  # sigmoid of the preference model's logit
+    return cai_sft
 
 
 @pytest.mark.slow

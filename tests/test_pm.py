@@ -1,16 +1,15 @@
 """`rayda pm` (Constitutional AI's preference model) and `rayda rl reward.kind=pm`.
 
 Fast: the Bradley-Terry loss and its gradient, pair voting, the split by prompt, config errors, and the
-pm judge scoring a real tiny Hugging Face sequence classifier from the final answer only. Slow: the
-stage end to end on the tiny world (sampled, judged pairs -> DeepSpeed training -> HF export), then two
-RL steps rewarded by the result.
+pm judge scoring a real tiny Hugging Face sequence classifier from the final answer only. The stage end
+to end on the tiny world (sampled, judged pairs -> DeepSpeed training -> HF export -> RL rewarded by the
+result) is the cai arm of the slow compare test (`tests/test_compare.py::check_cai`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -341,40 +340,5 @@ def test_pm_judge_scores_final_answers_only(classifier, spec):
 # ---- end to end (slow) ------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_pm_then_rl_with_pm_reward(tiny_world, tmp_path):
-    """`rayda pm tiny` from the base on 48 prompts, then 2 RL steps rewarded by the preference model."""
-    from rayda.io import read_jsonl
-    from rayda.stages import pm, rl
-
-    run = tmp_path / "run"
-    recipe = load_recipe("tiny", [f"run.dir={run}", "pm.init=base", "prompts.limit=48", "pm.epochs=2",
-                                  "rl.init=base", "reward.kind=pm", "rl.steps=2", "rl.prompts_per_step=4",
-                                  "rl.samples_per_prompt=4", "rl.micro_batch_size=8", "rl.grad_accum=2", "rl.eval_every=0",
-                                  "rl.save_every=0"])
-    out = pm.run(recipe, progress=False)
-    assert (out / "_SUCCESS").exists() and (out / "pm_report.json").exists() and (out / "model.safetensors").exists()
-    assert json.loads((out / "config.json").read_text())["architectures"] == ["LlamaForSequenceClassification"]
-    data = run / "pm_data"
-    assert (data / "_SUCCESS").exists() and list((data / "parts").glob("part-*.parquet"))
-    kept = pm.read_kept(data)
-    assert {r["split"] for r in kept} == {"train", "heldout"}
-    assert all(r["principle"] and json.loads(r["provenance"])["judge_kind"] == "rubric" for r in kept)
-    lines = [x for x in read_jsonl(run / "metrics.jsonl") if x["stage"] == "pm"]
-    pairs_line = next(x for x in lines if x.get("phase") == "pairs")
-    assert pairs_line["tokens_generated"] > 0 and pairs_line["prompts"] == 48
-    assert sum(pairs_line["kept"].values()) == len(kept)
-    steps = [x for x in lines if "step" in x]
-    assert steps and all(x["learner_tokens"] > 0 for x in steps)
-    report = next(x for x in lines if x.get("phase") == "report")
-    assert 0.0 <= report["heldout_accuracy"] <= 1.0 and report["heldout"]["pairs"] > 0
-    assert json.loads((out / "pm_report.json").read_text())["heldout_accuracy"] == report["heldout_accuracy"]
-    assert pm.run(recipe, progress=False) == out  # finished: skipped
-
-    rl.run(recipe, progress=False)
-    rl_lines = [x for x in read_jsonl(run / "metrics.jsonl") if x["stage"] == "rl"]
-    assert len(rl_lines) == 2 and all("reward_pm_logit" in x for x in rl_lines)
-    samples = read_jsonl(run / "rl_samples.jsonl")
-    judged = [s["reward"] for s in samples if not s["malformed"]]
-    assert judged and all(0.0 < r < 1.0 for r in judged)
-    assert any(x["reward_std"] > 0 for x in rl_lines) and any(x["groups_with_signal"] > 0 for x in rl_lines)
+# `rayda pm` and RL with reward.kind=pm end to end, on the tiny world: the cai arm of the slow compare
+# test (`tests/test_compare.py::check_cai`), which runs them from the CAI SFT model in the shared run's folder.
