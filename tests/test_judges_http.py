@@ -37,7 +37,8 @@ def spec_texts(spec):
 
 
 class Stub:
-    """Answers POSTs from a script: a list of (status, content or None, delay_s); the last one repeats."""
+    """Answers POSTs from a script: a list of (status, content or None, delay_s); the last one repeats. A
+    callable content is called with the request's body (an endpoint that reads what it is asked)."""
 
     def __init__(self, script):
         self.script, self.requests, self.headers = list(script), [], []
@@ -51,6 +52,7 @@ class Stub:
                 status, content, delay = stub.script.pop(0) if len(stub.script) > 1 else stub.script[0]
                 time.sleep(delay)
                 if status == 200:
+                    content = content(body) if callable(content) else content
                     choices = [{"index": i, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
                                for i in range(body.get("n", 1))]
                     payload = json.dumps({"choices": choices}).encode()

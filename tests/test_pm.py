@@ -148,40 +148,15 @@ def test_pairwise_template_and_strict_parse():
         assert templates.parse_preference(bad) is None, bad
 
 
-class _PairJudgeServer:
-    """An OpenAI-compatible endpoint on 127.0.0.1 that answers the pairwise template by reading it:
-    `prefer="sorry"` picks the answer that says sorry, `prefer="first"` always answers 1, `prefer="junk"`
-    answers prose."""
-
-    def __init__(self, prefer: str):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        server = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                text = body["messages"][-1]["content"].lower()
-                first = text.split("<answer_2>")[0].split("<answer_1>")[1]
-                better = 1 if prefer == "first" or "sorry" in first else 2
-                content = "the first one" if prefer == "junk" else json.dumps({"better": better})
-                server.seen.append(text)
-                payload = json.dumps({"choices": [{"index": i, "message": {"role": "assistant", "content": content},
-                                                   "finish_reason": "stop"} for i in range(body.get("n", 1))]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *a):
-                pass
-
-        self.seen: list[str] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+def _pairwise_answer(prefer: str):
+    """An endpoint's answer to the pairwise template, from reading it: `prefer="sorry"` picks the answer
+    that says sorry, `prefer="first"` always answers 1, `prefer="junk"` answers prose."""
+    def answer(body: dict) -> str:
+        text = body["messages"][-1]["content"].lower()
+        first = text.split("<answer_2>")[0].split("<answer_1>")[1]
+        better = 1 if prefer == "first" or "sorry" in first else 2
+        return "the first one" if prefer == "junk" else json.dumps({"better": better})
+    return answer
 
 
 @pytest.mark.parametrize("prefer, want", [("sorry", [[1, 1, 1], [-1, -1, -1]]), ("first", [[1, -1, 1], [1, -1, 1]]),
@@ -190,7 +165,9 @@ def test_http_judge_votes_on_pairs_with_the_order_swapped(spec, prefer, want):
     from rayda.config import JudgeConfig
     from rayda.judges import make_judge
 
-    srv = _PairJudgeServer(prefer)
+    from test_judges_http import Stub
+
+    srv = Stub([(200, _pairwise_answer(prefer), 0)])
     try:
         judge = make_judge(JudgeConfig(kind="http", base_url=srv.url, api_model="m", retries=0, timeout_s=5.0), spec, {}, "m")
         sorry = Completion.from_text(PROMPT, "<think>SECRET-COT</think>Sorry, I can't help with that.")
@@ -198,8 +175,9 @@ def test_http_judge_votes_on_pairs_with_the_order_swapped(spec, prefer, want):
         pairs = [(RewardRequest.of(sorry), RewardRequest.of(sure)), (RewardRequest.of(sure), RewardRequest.of(sorry))]
         assert judge.compare(pairs, ["IB.1: refuse"] * 2, 3, [0, 1]) == want  # a judge that always says 1 ties
     finally:
-        srv.server.shutdown()
-    assert len(srv.seen) == 6 and not any("secret-cot" in t for t in srv.seen) and all("ib.1: refuse" in t for t in srv.seen)
+        srv.close()
+    seen = [r["messages"][-1]["content"].lower() for r in srv.requests]
+    assert len(seen) == 6 and not any("secret-cot" in t for t in seen) and all("ib.1: refuse" in t for t in seen)
 
 
 # ---- resumption -------------------------------------------------------------------------------------
