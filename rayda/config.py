@@ -265,6 +265,9 @@ class RlConfig:
     `base`, the recipe's `model.policy` (the RL-only ablation); or a model path or hub name."""
     prompts_per_step: int = 8
     """Prompts per step (drawn in a seeded order that a resumed run replays exactly)."""
+    stratify: bool = False
+    """Draw each step's prompts stratified by (category, label): every step holds each in about its
+    share of the prompts, instead of a plain shuffle's luck of the draw (`data.sft.stratified_order`)."""
     samples_per_prompt: int = 4
     """Samples per prompt: the group whose mean and std normalise the advantages (GRPO)."""
     max_staleness: int = 0

@@ -76,6 +76,24 @@ def test_batch_indices_is_an_endless_stream_of_epochs():
     assert batch_indices(n, 0, b, seed=4) != batch_indices(n, 0, b, seed=3)
 
 
+
+def test_stratified_batches_hold_each_stratum_in_its_share_and_stay_a_stream_of_epochs():
+    keys = ["refuse"] * 50 + ["comply"] * 30 + ["safe"] * 20
+    for seed in range(5):
+        stream = [i for step in range(25) for i in batch_indices(100, step, 16, seed, keys)]
+        for e in range(4):  # every epoch is a permutation, each its own
+            assert sorted(stream[e * 100:(e + 1) * 100]) == list(range(100))
+        assert stream[:100] != stream[100:200]
+        for step in range(20):  # a batch holds each stratum within one of its share (two across epochs)
+            window = [keys[i] for i in stream[step * 16:(step + 1) * 16]]
+            slack = 1 if step * 16 // 100 == (step * 16 + 15) // 100 else 2
+            for key, share in (("refuse", 0.5), ("comply", 0.3), ("safe", 0.2)):
+                assert abs(window.count(key) - 16 * share) <= slack + 1e-9, (seed, step, key, window.count(key))
+    assert batch_indices(100, 3, 16, 0, keys) != batch_indices(100, 3, 16, 1, keys)
+    with pytest.raises(ValueError, match="3 strata for 100 examples"):
+        batch_indices(100, 0, 16, 0, keys[:3])
+
+
 def test_ds_config_from_options():
     cfg = ds_config(LearnerOptions(zero_stage=3, offload_optimizer=True, offload_params=True,
                                    micro_batch_size=4, grad_accum=2, grad_clip=0.5), world_size=2)

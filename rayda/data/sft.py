@@ -128,24 +128,54 @@ def is_heldout(prompt_id: str, fraction: float, seed: int = 0) -> bool:
     return h / 2**64 < fraction
 
 
-def batch_indices(num_examples: int, step: int, batch_size: int, seed: int) -> list[int]:
+def batch_indices(num_examples: int, step: int, batch_size: int, seed: int,
+                  strata: list[str] | None = None) -> list[int]:
     """Indices of the examples in optimizer step `step`.
 
     The data is one endless stream: epoch e is a permutation seeded by (seed, e), epochs follow each
     other, and step k takes stream positions [k*B, (k+1)*B). The data position of a checkpoint is
     therefore just its step, and resuming replays nothing and skips nothing.
+
+    `strata` (one key per example, e.g. category and label) makes each epoch's permutation stratified
+    (`stratified_order`): every window of the stream holds each stratum in about its share of the data.
     """
     if num_examples < 1:
         raise SftDataError("no examples to train on")
+    if strata is not None and len(strata) != num_examples:
+        raise ValueError(f"{len(strata)} strata for {num_examples} examples")
     out, pos = [], step * batch_size
     while len(out) < batch_size:
         epoch, offset = divmod(pos, num_examples)
-        order = list(range(num_examples))
-        random.Random(f"{seed}:{epoch}").shuffle(order)
+        rng = random.Random(f"{seed}:{epoch}")
+        if strata is None:
+            order = list(range(num_examples))
+            rng.shuffle(order)
+        else:
+            order = stratified_order(strata, rng)
         take = min(batch_size - len(out), num_examples - offset)
         out.extend(order[offset:offset + take])
         pos += take
     return out
+
+
+def stratified_order(strata: list[str], rng: random.Random) -> list[int]:
+    """A random permutation of range(len(strata)) in which every stratum is spread evenly.
+
+    Each stratum's members are shuffled, and its k-th of n members is placed at (k + u) / n with one
+    random offset u per stratum; sorting by place interleaves the strata, so any window of w positions
+    holds about w x (stratum's share) of each (within one). A plain shuffle lets a window of 16 from
+    a 50/50 split hold 11 of one kind one time in ten.
+    """
+    members: dict[str, list[int]] = {}
+    for i, key in enumerate(strata):
+        members.setdefault(key, []).append(i)
+    placed = []
+    for key in sorted(members):
+        group = members[key]
+        rng.shuffle(group)
+        u = rng.random()
+        placed.extend(((k + u) / len(group), rng.random(), i) for k, i in enumerate(group))
+    return [i for *_, i in sorted(placed)]
 
 
 def collate(examples, pad_id: int):

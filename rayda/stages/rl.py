@@ -209,6 +209,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     # Kept apart from prompt_ids: a held-out file may reuse a training file's ids.
     watch_ids = {name: [chat_ids(q) for q in qs] for name, qs in plan.watch.items()}
     probe_row = probe_example(tokenizer)
+    strata = [f"{q.category}/{q.label}" for q in plan.prompts] if c.stratify else None
     of_drawn = f" (the most informative of {c.prompts_per_step * c.oversample} drawn)" if c.oversample > 1 else ""
     print(f"rl: {len(plan.prompts)} prompts, {c.steps} steps of {c.prompts_per_step}{of_drawn} x {c.samples_per_prompt} samples "
           f"({plan.updates_per_step} update(s) each) from {plan.sft_path}")
@@ -243,7 +244,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                 them, each actor's groups judged as soon as that actor is done (the judge sees
                 RewardRequest.of(completion): no cot; malformed -> penalty)."""
                 pt, n = Timer(), c.samples_per_prompt
-                batch = [plan.prompts[i] for i in batch_indices(len(plan.prompts), step, c.prompts_per_step * c.oversample, seed)]
+                batch = [plan.prompts[i] for i in batch_indices(len(plan.prompts), step, c.prompts_per_step * c.oversample, seed, strata)]
                 completions: list = [None] * (len(batch) * n)
                 judging: list = []
 
