@@ -163,8 +163,8 @@ def stratified_order(strata: list[str], rng: random.Random) -> list[int]:
 
     Each stratum's members are shuffled, and its k-th of n members is placed at (k + u) / n with one
     random offset u per stratum; sorting by place interleaves the strata, so any window of w positions
-    holds about w x (stratum's share) of each (within one). A plain shuffle lets a window of 16 from
-    a 50/50 split hold 11 of one kind one time in ten.
+    holds about w x (stratum's share) of each (within one). With a plain shuffle, a window of 16 from
+    a 50/50 split holds 11 or more of one kind about one time in five.
     """
     members: dict[str, list[int]] = {}
     for i, key in enumerate(strata):
