@@ -19,11 +19,6 @@ from rayda.types import FilterRequest, Prompt, RewardRequest, Verdict
 CAT = "illicit_behaviour"
 
 
-@pytest.fixture(scope="module")
-def spec_texts(spec):
-    return {c: spec.compile(c) for c in spec.category_ids}
-
-
 def _clause(spec, behaviour, category=CAT):
     return next(cl.id for cl in spec.category(category).clauses if cl.behaviour == behaviour)
 

@@ -259,3 +259,18 @@ def test_stale_samples_take_the_ppo_ratio_against_the_policy_that_sampled():
                                ref_logp=current.detach(), clip=0.2, kl_coef=0.0)
     assert float(stale["clipped_sum"]) == 1.0 and float(fresh["clipped_sum"]) == 0.0
     assert float(stale["old_gap_max"]) > 0.5  # the mismatch figure shows how far the policy moved
+
+
+def test_rl_step_prompts_follow_rl_stratify():
+    from rayda.config import RlConfig
+    from rayda.stages.rl import step_prompts
+
+    labels = ["refuse"] * 48 + ["comply"] * 16  # one category, 3:1
+    prompts = [Prompt(f"p{i}", ({"role": "user", "content": "q"},), "privacy", lab) for i, lab in enumerate(labels)]
+    plain, strat = RlConfig(prompts_per_step=8), RlConfig(prompts_per_step=8, stratify=True)
+    counts = [sum(q.label == "comply" for q in step_prompts(prompts, s, strat, 0)) for s in range(8)]
+    assert counts == [2] * 8  # every step of 8 holds its share of the 1-in-4 stratum
+    assert [q.id for s in range(8) for q in step_prompts(prompts, s, strat, 0)] != [f"p{i}" for i in range(64)]
+    plain_counts = [sum(q.label == "comply" for q in step_prompts(prompts, s, plain, 0)) for s in range(8)]
+    assert plain_counts != [2] * 8  # a plain shuffle does not (seed 0)
+    assert step_prompts(prompts, 3, plain, 0) == step_prompts(prompts, 3, plain, 0)

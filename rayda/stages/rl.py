@@ -118,6 +118,15 @@ def _watch_prompts(ctx, prompts: list) -> dict:
     return {"train": fixed_sample(prompts, n, seed), "heldout": fixed_sample(heldout, n, seed)}
 
 
+def step_prompts(prompts: list, step: int, c, seed: int) -> list:
+    """The prompts RL step `step` draws (`prompts_per_step x oversample`): a seeded stream that a resumed
+    run replays exactly, stratified by (category, label) when `rl.stratify`."""
+    from rayda.data.sft import batch_indices
+
+    strata = [f"{q.category}/{q.label}" for q in prompts] if c.stratify else None
+    return [prompts[i] for i in batch_indices(len(prompts), step, c.prompts_per_step * c.oversample, seed, strata)]
+
+
 def learner_options(recipe: Recipe, plan: Plan, pad_id: int):
     from rayda.engines.deepspeed_engine import LearnerOptions
 
@@ -184,7 +193,6 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.algo.grpo import group_advantages, group_signal, informative_groups
     from rayda.behaviour import classify
     from rayda.data.gen_rows import stable_seed
-    from rayda.data.sft import batch_indices
     from rayda.judges.base import min_of_k
     from rayda.ray_utils import init_ray
     from rayda.rl import rewards as R
@@ -209,7 +217,6 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     # Kept apart from prompt_ids: a held-out file may reuse a training file's ids.
     watch_ids = {name: [chat_ids(q) for q in qs] for name, qs in plan.watch.items()}
     probe_row = probe_example(tokenizer)
-    strata = [f"{q.category}/{q.label}" for q in plan.prompts] if c.stratify else None
     of_drawn = f" (the most informative of {c.prompts_per_step * c.oversample} drawn)" if c.oversample > 1 else ""
     print(f"rl: {len(plan.prompts)} prompts, {c.steps} steps of {c.prompts_per_step}{of_drawn} x {c.samples_per_prompt} samples "
           f"({plan.updates_per_step} update(s) each) from {plan.sft_path}")
@@ -244,7 +251,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                 them, each actor's groups judged as soon as that actor is done (the judge sees
                 RewardRequest.of(completion): no cot; malformed -> penalty)."""
                 pt, n = Timer(), c.samples_per_prompt
-                batch = [plan.prompts[i] for i in batch_indices(len(plan.prompts), step, c.prompts_per_step * c.oversample, seed, strata)]
+                batch = step_prompts(plan.prompts, step, c, seed)
                 completions: list = [None] * (len(batch) * n)
                 judging: list = []
 
