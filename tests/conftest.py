@@ -1,6 +1,6 @@
 """Shared fixtures: the default spec, the default tiny world (built once, cached by content hash), one
-local Ray cluster for every `ray` test in the session, and one run of the reduced tiny recipe that the
-end-to-end tests read."""
+local Ray cluster for every `ray` test in the session, and one run of the reduced tiny recipe (a Ray job
+on a two-node cluster) that the end-to-end tests read."""
 
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def reduced_run(tiny_world, tmp_path_factory):
-    """`rayda run tiny` on the reduced recipe, killed during SFT and run again to the end, once per session
-    (`e2e_recipe.run_killed_during_sft`); a subprocess with its own local Ray."""
+    """The reduced tiny recipe submitted as a Ray job to a two-node cluster on this machine, killed during
+    SFT and submitted again to the end, once per session (`e2e_recipe.run_killed_during_sft`)."""
     from e2e_recipe import run_killed_during_sft
 
     return run_killed_during_sft(tmp_path_factory.mktemp("reduced-run"))

@@ -24,6 +24,7 @@ def _metrics(tmp_path):
     return json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
 
 
+@pytest.mark.timeout(2400)  # the shared run, if no test started it before
 def test_rubric_judge_accepts_rows_with_provenance(reduced_run, spec):
     """The rows of the session's shared run of the reduced tiny recipe (rubric judge, k = 3, 160 prompts)."""
     recipe = load_recipe("tiny", reduced_tiny(reduced_run["run_dir"]))

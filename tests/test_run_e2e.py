@@ -1,6 +1,6 @@
 """`rayda run` end to end, as a user runs it: the session's shared run of the reduced tiny recipe
-(`reduced_run`, `e2e_recipe.py`), a subprocess killed (SIGKILL, the whole process group) while SFT
-trains, then started again.
+(`reduced_run`, `e2e_recipe.py`): a Ray job whose driver is killed (SIGKILL, its whole process group)
+while SFT trains, then submitted again.
 
 The second run must skip gen-sft (its `_SUCCESS` and parts untouched), finish every stage, write the
 report, and show:
@@ -21,7 +21,7 @@ import json
 
 import pytest
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # the shared run, if no test started it before
 
 
 def test_rayda_run_survives_a_kill_during_sft_and_orders_the_models(reduced_run):
