@@ -92,9 +92,14 @@ def submit(run_dir: Path, log: Path, env: dict) -> subprocess.Popen:
 def kill_driver(run_dir: Path) -> bool:
     """SIGKILL the job's driver (`rayda run tiny run.dir=RUN_DIR ...`) and its process group: the Jobs
     API starts the entrypoint in a session of its own. Whether there was one to kill."""
-    found = subprocess.run(["pgrep", "-f", f"rayda run tiny run.dir={re.escape(str(run_dir))} "],
-                           capture_output=True, text=True).stdout.split()
-    for pid in map(int, found):
+    wanted, found = f"rayda run tiny run.dir={run_dir} ", []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and wanted in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:  # a process that ended while we looked
+            pass
+    for pid in found:
         try:
             os.killpg(os.getpgid(pid), signal.SIGKILL)
         except ProcessLookupError:
