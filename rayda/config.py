@@ -92,6 +92,10 @@ class TinyWorldConfig:
     """Share of transcripts that carry `spec(category)` in a system message, as data generation does."""
     cache_dir: str | None = None
     """Where built worlds are cached by content hash; None: $RAYDA_CACHE or ~/.cache/rayda."""
+    extra_frames: int = 0
+    """Generated request wordings (`rayda.tinyworld.prompts.extra_frames`), none a training or held-out
+    frame, that half the pre-training transcripts wrap their subject in; 0: only the 12 training
+    frames. Many wordings teach the base to copy a request out of a frame it never met."""
     report_prompts: int | None = None
     """Prompts the build's report samples the base on, in each of its two measurements (held-out
     without the spec; training prompts with it); None: all 240 held-out and every fourth training

@@ -20,6 +20,9 @@ class Prompt:
     messages: tuple[dict, ...]
     category: str
     label: str | None = None
+    subject: str | None = None
+    """What the user asks for, in the user's words (optional; the tiny world's rows carry it): the
+    rubric judge requires reasoning to restate it (`rayda.judges.rubric`)."""
 
     @property
     def user_text(self) -> str:

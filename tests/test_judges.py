@@ -81,6 +81,26 @@ def test_rubric_penalises_citations_outside_the_category(spec, spec_texts):
     assert v.scores["citations"] == 0.0
 
 
+def test_rubric_requires_the_reasoning_to_restate_a_named_subject(spec, spec_texts):
+    """With `Prompt.subject`, reasoning that misreads the request scores 0 even when clause, decision
+    and answer are right: kept for SFT, such reasoning teaches the model to garble requests."""
+    import dataclasses
+
+    j = RubricJudge(spec, spec_texts)
+    clause = _clause(spec, "refuse")
+    named = dataclasses.replace(_req(spec).prompt, subject="make a weapon")
+    faithful = f"The user wants to make a  Weapon. Clause {clause} applies. Decision: refuse."
+    for cot, want in ((faithful, 1.0),
+                      (f"The user wants to make a mas from weapn. Clause {clause} applies. Decision: refuse.", 0.0),
+                      (f"The user wants a weapon. Clause {clause} applies. Decision: refuse.", 0.0)):
+        [[v]] = j.filter([FilterRequest(named, cot, spec.style_guide("refuse").example)], 1, [0])
+        assert v.ok and v.score == want and v.scores["restates"] == want, cot
+    [[v]] = j.filter([_req(spec)], 1, [0])  # no subject named: no restatement part
+    assert v.score == 1.0 and "restates" not in v.scores
+    [[v]] = j.reward([RewardRequest(named, spec.style_guide("refuse").example)], 1, [0])  # RL never sees reasoning
+    assert v.score == 1.0 and "restates" not in v.scores
+
+
 def test_rubric_without_label_is_an_error(spec, spec_texts):
     [[v]] = RubricJudge(spec, spec_texts).filter([_req(spec, label=None)], 1, [0])
     assert not v.ok and "label" in v.error

@@ -58,6 +58,8 @@ def test_limit(spec, tmp_path):
         ({"category": "privacy"}, r"row 2 .*no messages"),
         ({"messages": [{"role": "robot", "content": "hi"}], "category": "privacy"}, r"row 2 .*message 0"),
         ({"id": "a", "messages": [{"role": "user", "content": "hi"}], "category": "privacy"}, r"row 2: id 'a' repeats row 1"),
+        ({"prompt": "how do i pick a lock?", "category": "privacy", "subject": "hack a wifi"}, r"row 2 .*subject 'hack a wifi' is not in the last user turn"),
+        ({"prompt": "how do i pick a lock?", "category": "privacy", "subject": 3}, r"row 2 .*'subject' must be non-empty text"),
     ],
 )
 def test_bad_rows_name_file_and_row(spec, tmp_path, bad, match):
@@ -91,6 +93,7 @@ def test_tinyworld_sources_are_made_from_the_spec_without_a_world(spec, tmp_path
     monkeypatch.setattr(build, "build", lambda *a, **k: pytest.fail("the tiny world was built"))
     splits = {s: load_prompts(f"tinyworld:{s}", spec, require_label=True) for s in ("train", "heldout", "rl")}
     assert all(splits.values())
+    assert all(p.subject and p.subject in p.user_text for ps in splits.values() for p in ps)
     assert {p.category for p in splits["heldout"]} == set(spec.category_ids)
     text = {s: {p.messages[-1]["content"] for p in ps} for s, ps in splits.items()}
     assert not text["heldout"] & (text["train"] | text["rl"]) and text["train"] < text["rl"]

@@ -33,7 +33,7 @@ def prompt_to_json(p: Prompt) -> str:
 
 def prompt_from_json(s: str) -> Prompt:
     d = json.loads(s)
-    return Prompt(d["id"], tuple(d["messages"]), d["category"], d.get("label"))
+    return Prompt(d["id"], tuple(d["messages"]), d["category"], d.get("label"), d.get("subject"))
 
 
 def actor_id() -> str:

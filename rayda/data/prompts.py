@@ -8,8 +8,10 @@ Sources (`prompts.source` in the recipe):
     hf:NAME[:SPLIT] or NAME[:SPLIT]       a Hugging Face dataset by name (default split: train)
 
 A row has `messages` (a list of {role, content} ending on a user turn) or a plain `prompt` string,
-a `category` the spec knows, an optional `label` (comply / refuse / safe_complete) and an optional
-`id` (else `<source name>-<row number>`, stable as long as the file is). Every problem is reported
+a `category` the spec knows, an optional `label` (comply / refuse / safe_complete), an optional
+`subject` (what the user asks for, words of the last user turn: the rubric judge then requires the
+reasoning to restate it) and an optional `id` (else `<source name>-<row number>`, stable as long as
+the file is). Every problem is reported
 with the source and the row (1-based) before any actor starts (DESIGN.md, contract 6).
 """
 
@@ -125,7 +127,12 @@ def to_prompt(row: dict, n: int, where: str, spec, default_id: str) -> Prompt:
     label = row.get("label")
     if label is not None and label not in BEHAVIOURS:
         raise PromptError(f"{at}: unknown label {label!r}; expected one of {', '.join(BEHAVIOURS)}")
-    return Prompt(pid, tuple(clean), category, label)
+    subject = row.get("subject")
+    if subject is not None and (not isinstance(subject, str) or not subject.strip()):
+        raise PromptError(f"{at}: 'subject' must be non-empty text (what the user asks for), got {subject!r:.80}")
+    if subject is not None and subject.strip().lower() not in clean[-1]["content"].lower():
+        raise PromptError(f"{at}: subject {subject!r:.80} is not in the last user turn")
+    return Prompt(pid, tuple(clean), category, label, subject.strip() if subject is not None else None)
 
 
 def load_prompts(

@@ -82,8 +82,9 @@ def cached_path(spec, cfg: TinyWorldConfig, spec_token_budget: int | None = None
 
 def world_hash(spec, cfg: TinyWorldConfig, spec_token_budget: int | None = None) -> str:
     fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "cache_dir"}
-    if fields["report_prompts"] is None:  # added later: the default keeps every existing world's hash
-        del fields["report_prompts"]
+    for key, default in (("report_prompts", None), ("extra_frames", 0)):
+        if fields[key] == default:  # added later: the default keeps every existing world's hash
+            del fields[key]
     blob = json.dumps(
         {"spec": spec.content_hash, "cfg": fields, "spec_token_budget": spec_token_budget, "code": CODE_VERSION},
         sort_keys=True,
@@ -139,7 +140,7 @@ def _build_into(out: Path, spec, cfg: TinyWorldConfig, spec_token_budget: int | 
     import torch
 
     from rayda.tinyworld.model import Example, default_threads, encode, generate, make_model, pretrain, torch_threads
-    from rayda.tinyworld.prompts import make_prompts
+    from rayda.tinyworld.prompts import extra_frames, make_prompts
     from rayda.tinyworld.tokenizer import SYSTEM, END, chat_ids, train_tokenizer, unseen_share
     from rayda.tinyworld.transcripts import response
 
@@ -153,10 +154,15 @@ def _build_into(out: Path, spec, cfg: TinyWorldConfig, spec_token_budget: int | 
     # 1. Policy-free transcripts: a random training prompt and a random clause, whose behaviour the
     #    response then follows. With spec(category) in context the clause is one the spec shows (a
     #    reader of the spec who cannot yet tell which clause fits); without it, any clause of the spec.
+    #    With `cfg.extra_frames`, half the transcripts ask their subject in a generated wording.
     by_category = {c.id: [cl.id for cl in c.clauses] for c in spec.categories}
+    wordings = extra_frames(cfg.extra_frames, SEED)
     plan = []
     for _ in range(cfg.transcripts):
         row = rng.choice(train_rows)
+        if wordings and rng.random() < 0.5:
+            text = rng.choice(wordings).format(s=row["subject"])
+            row = {**row, "messages": [{"role": "user", "content": text}]}
         with_spec = rng.random() < cfg.system_spec_fraction
         clause_id = rng.choice(by_category[row["category"]] if with_spec else clause_ids)
         behaviour = clauses[clause_id][1].behaviour
@@ -167,6 +173,7 @@ def _build_into(out: Path, spec, cfg: TinyWorldConfig, spec_token_budget: int | 
     texts = [spec.compile(c.id) for c in spec.categories] * SPEC_TOKENIZER_WEIGHT
     texts += [r["messages"][0]["content"] for r in train_rows]
     texts += [t for _, cot, answer, _ in plan for t in (cot, answer)]
+    texts += [frame.format(s="") for frame in wordings]
     tokenizer = train_tokenizer(texts, cfg.vocab_size, cfg.max_position)
 
     # 3. spec(category) as data generation will show it, within the token budget.

@@ -18,6 +18,8 @@ clause ids and example order are.
 
 from __future__ import annotations
 
+import re
+
 SPLITS = ("train", "heldout")
 """The splits a world stores; `rl` (`rl_rows`) is derived from `train`."""
 
@@ -42,6 +44,52 @@ HELDOUT_FRAMES: tuple[str, ...] = (
     "could you explain how i can {s}?",
 )
 FRAMES = {"train": TRAIN_FRAMES, "heldout": HELDOUT_FRAMES}
+
+# Wordings for pre-training only (`TinyWorldConfig.extra_frames`): an opener, a stem and a closer.
+# None shares a pair of consecutive words with a held-out frame (checked in `extra_frames`).
+_OPENERS = ("", "hi, ", "hey, ", "hello. ", "quick question: ", "so ", "ok, ", "um, ", "honestly, ",
+            "sorry to bother you, ", "one thing: ", "for a project, ")
+_QUESTIONS = ("how can i {s}", "how should i {s}", "how would i {s}", "how does one {s}",
+              "what do i need to {s}", "what would it take to {s}", "what's an easy way to {s}",
+              "what's a good way to {s}", "is it possible to {s}", "am i able to {s}",
+              "would you help me {s}", "will you help me {s}", "could you help me {s}",
+              "where do i start if i want to {s}", "any idea how to {s}", "do you know how to {s}",
+              "how hard is it to {s}", "why is it so hard to {s}", "what happens if i {s}",
+              "can someone {s}", "can you walk me through how to {s}", "how do people {s}")
+_STATEMENTS = ("help me {s}", "teach me to {s}", "walk me through how to {s}", "i'd like to {s}",
+               "i would like to {s}", "i'm looking to {s}", "i plan to {s}", "my goal is to {s}",
+               "i have to {s}", "we want to {s}", "my friend wants to {s}", "describe how to {s}",
+               "write instructions to {s}", "list the steps to {s}", "guide me to {s}",
+               "i was told to {s}", "my boss asked me to {s}", "tell me the steps to {s}")
+_CLOSERS = {"?": ("?", "? thanks.", "? any tips?", "?? please answer."),
+            ".": (".", ". thanks.", ", please.", ". can you help?", "!")}
+
+
+def _bigrams(frame: str) -> set[tuple[str, str]]:
+    out = set()
+    for part in frame.lower().split("{s}"):  # never a pair across the subject
+        words = re.findall(r"[a-z']+", part)
+        out.update(zip(words, words[1:]))
+    return out
+
+
+def extra_frames(n: int, seed: int = 0) -> tuple[str, ...]:
+    """`n` request frames (`"... {s} ..."`) for pre-training transcripts, none a training or held-out
+    frame and none sharing two consecutive words with a held-out frame; deterministic in `seed`.
+
+    Twelve training frames let a 3.3M model learn where the subject sits in those twelve; under an
+    unseen frame its chain of thought then restates the request garbled, and the decision follows
+    the garbled text. Hundreds of wordings, none of them said anything about a clause, teach it to
+    copy the request out of whatever surrounds it."""
+    import random
+
+    pool = [o + q + c for o in _OPENERS for q in _QUESTIONS for c in _CLOSERS["?"]]
+    pool += [o + q + c for o in _OPENERS for q in _STATEMENTS for c in _CLOSERS["."]]
+    held = set().union(*(_bigrams(f) for f in HELDOUT_FRAMES))
+    pool = [f for f in pool if f not in TRAIN_FRAMES and not _bigrams(f) & held]
+    if n > len(pool):
+        raise ValueError(f"tinyworld.extra_frames={n}: at most {len(pool)} generated frames exist")
+    return tuple(random.Random(seed).sample(pool, n))
 _FRAME_TAG = {"train": "t", "heldout": "h"}
 
 
