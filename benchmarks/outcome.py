@@ -6,8 +6,8 @@ For each seed, `rayda run tiny run.seed=S run.dir=OUT/seedS` (a finished run is 
 folder to measure again), then, from the graded held-out Parquet files of base, SFT and RL (greedy,
 no spec in context), prints one JSON line:
 
-- per seed: each model's behaviour accuracy, not_unsafe, not_overrefuse, safe_completion_style and
-  citation_validity; RL - SFT behaviour accuracy with its 95% paired bootstrap interval (the same
+- per seed: each model's behaviour accuracy, not_unsafe, not_overrefuse, safe_completion_style,
+  citation_validity and `restates` (reasoning that restates the request word for word); RL - SFT behaviour accuracy with its 95% paired bootstrap interval (the same
   prompts answered by both models, resampled together, so the interval is tight);
 - over seeds: mean and sd of each figure;
 - `checks`: what issue 12 asks of the outcome, each true or false: in every seed the RL - SFT interval
@@ -31,6 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 MODELS = ("base", "sft", "rl")
 FIGURES = ("behaviour_accuracy", "not_unsafe", "not_overrefuse", "safe_completion_style", "citation_validity")
+DIAGNOSTICS = ("restates",)
+"""Printed per seed and over seeds, not checked: the share of held-out reasoning that restates the
+request word for word (a model that garbles the request decides on the garbled text)."""
 
 
 def run_seed(seed: int, out: Path, overrides: list[str]) -> Path:
@@ -64,11 +67,27 @@ def paired_difference(a: list[dict], b: list[dict], n_resamples: int = 2000, see
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
 
 
+def subjects() -> dict[str, str]:
+    """Held-out prompt id -> what the user asks for (the tiny world's rows of the default spec)."""
+    from rayda.spec import default_spec_dir, load_spec
+    from rayda.tinyworld.prompts import split_rows
+
+    return {r["id"]: r["subject"] for r in split_rows(load_spec(default_spec_dir()), "heldout")}
+
+
+def restates(rows: list[dict], subject: dict[str, str]) -> float:
+    """Share of answers whose reasoning restates the request word for word (`rayda.judges.rubric.restates`)."""
+    from rayda.judges.rubric import restates as holds
+
+    return round(statistics.fmean(holds(r["cot"] or "", subject[r["prompt_id"]]) for r in rows), 4)
+
+
 def seed_figures(run_dir: Path) -> dict:
-    figures = {}
+    figures, subject = {}, subjects()
     for model in MODELS:
         summary = json.loads((run_dir / "eval" / f"{model}-heldout.json").read_text())["overall"]
         figures[model] = {k: None if summary[k]["mean"] is None else round(summary[k]["mean"], 4) for k in FIGURES}
+        figures[model]["restates"] = restates(graded(run_dir, model), subject)
     figures["rl_minus_sft"] = paired_difference(graded(run_dir, "sft"), graded(run_dir, "rl"))
     figures["sft_minus_base"] = paired_difference(graded(run_dir, "base"), graded(run_dir, "sft"))
     return figures
@@ -98,8 +117,8 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     per_seed = {s: seed_figures(run_seed(s, out, args.overrides)) for s in args.seeds}
-    over = {m: {k: mean_sd([per_seed[s][m][k] for s in args.seeds if per_seed[s][m][k] is not None]) for k in FIGURES}
-            for m in MODELS}
+    over = {m: {k: mean_sd([per_seed[s][m][k] for s in args.seeds if per_seed[s][m][k] is not None])
+                for k in FIGURES + DIAGNOSTICS} for m in MODELS}
     over["rl_minus_sft"] = mean_sd([per_seed[s]["rl_minus_sft"]["mean"] for s in args.seeds])
     print(json.dumps({"benchmark": "outcome", "command": " ".join(["benchmarks/outcome.py", *sys.argv[1:]]),
                       "seeds": args.seeds, "per_seed": per_seed, "over_seeds": over, "checks": checks(per_seed, over)}))

@@ -10,7 +10,9 @@ import pytest
 
 from e2e_recipe import reduced_tiny
 from rayda.config import load_recipe
+from rayda.judges.rubric import restates
 from rayda.stages import gen_sft
+from rayda.tinyworld.prompts import split_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -34,7 +36,9 @@ def test_rubric_judge_accepts_rows_with_provenance(reduced_run, spec):
     assert acc and len(acc) + len(rej) == 160
     spec_texts = {c: spec.compile(c) for c in spec.category_ids}
     clause_texts = [cl.text.strip() for c in spec.categories for cl in c.clauses]
+    subject = {r["id"]: r["subject"] for r in split_rows(spec, "train")}
     for row in acc:
+        assert restates(row["messages"][-1]["reasoning_content"], subject[row["prompt_id"]])  # the judge read the request
         assert row["score"] == min(row["scores"]) >= row["threshold"] and len(row["scores"]) == recipe.judge.k
         assert row["messages"][-1]["role"] == "assistant" and row["messages"][-1]["reasoning_content"]
         for m in row["messages"]:
