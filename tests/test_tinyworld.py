@@ -158,8 +158,24 @@ def test_second_build_is_a_cache_hit(spec, small_world):
     assert world_hash(spec, dataclasses.replace(cfg, cache_dir="/elsewhere")) == world.root.name
     assert world_hash(spec, dataclasses.replace(cfg, pretrain_steps=61)) != world.root.name
     assert world_hash(spec, dataclasses.replace(cfg, report_prompts=25)) != world.root.name
+    assert world_hash(spec, dataclasses.replace(cfg, extra_frames=5)) != world.root.name
     assert world.report["eval"]["n"] == world.report["eval_with_spec"]["n"] == 24
     assert not list(world.root.parent.glob(".tmp-*"))
+
+
+def test_extra_frames_are_new_wordings_that_share_nothing_with_held_out_ones():
+    """Pre-training wordings (`tinyworld.extra_frames`): deterministic, none a training frame, none
+    sharing two consecutive words with a held-out frame, so held-out accuracy still measures wording
+    no stage saw."""
+    from rayda.tinyworld.prompts import _bigrams, extra_frames
+
+    frames = extra_frames(300)
+    assert frames == extra_frames(300) and len(set(frames)) == 300 and extra_frames(0) == ()
+    held = set().union(*map(_bigrams, HELDOUT_FRAMES))
+    assert held and all(f.count("{s}") == 1 and f not in TRAIN_FRAMES and not _bigrams(f) & held for f in frames)
+    assert ("best", "way") in held and ("explain", "how") in held
+    with pytest.raises(ValueError, match="tinyworld.extra_frames=100000: at most"):
+        extra_frames(100000)
 
 
 def test_too_small_spec_budget_fails_with_a_clear_message(spec, tmp_path):
