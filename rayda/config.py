@@ -57,7 +57,8 @@ class ModelConfig:
     judge: str = "tinyworld"
     """Model behind the `llm` judge: a Hugging Face path or name, or `tinyworld`."""
     dtype: str = "auto"
-    """`auto` (bf16 where the hardware supports it, else fp32), `bfloat16`, `float16` or `float32`."""
+    """`auto`, `bfloat16`, `float16` or `float32`. `auto`: learners and RL rollouts bf16 on a GPU that supports
+    it, else fp32; other vLLM engines (gen-sft, judges, evaluation) vLLM's own choice on a GPU, fp32 on CPU."""
 
 
 @dataclass(frozen=True)

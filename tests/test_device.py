@@ -144,7 +144,8 @@ def _fake_vllm(monkeypatch) -> dict:
     (False, True, True, "float32"),    # an RL rollout engine on CPU: the learner's fp32
     (True, True, True, "bfloat16"),    # on a bf16 GPU: the learner's bf16
     (True, False, True, "float32"),
-    (False, False, False, "auto"),     # other engines: vLLM's own auto, as before
+    (False, False, False, "float32"),  # other engines on CPU: fp32, not vLLM's auto (bf16, emulated on AVX2)
+    (True, True, False, "auto"),       # other engines on a GPU: vLLM's own auto
 ])
 def test_vllm_engine_resolves_the_dtype_in_its_own_process(monkeypatch, cuda, bf16, learner_dtype, expected):
     from rayda.engines.vllm_engine import EngineConfig, VllmEngine
@@ -154,6 +155,19 @@ def test_vllm_engine_resolves_the_dtype_in_its_own_process(monkeypatch, cuda, bf
     _device(monkeypatch, cuda=cuda, bf16=bf16)
     engine = VllmEngine(EngineConfig(model="unused", dtype="auto", learner_dtype=learner_dtype))
     assert seen["dtype"] == expected == engine.dtype
+
+
+@pytest.mark.parametrize("dtype, follow_learner, cuda, bf16, expected", [
+    ("bfloat16", False, False, False, "bfloat16"),  # explicit: kept, even where it is slow
+    ("float16", True, True, True, "float16"),
+    ("auto", False, False, True, "float32"),
+    ("auto", False, True, False, "auto"),
+    ("auto", True, True, False, "float32"),
+])
+def test_engine_dtype_rule(dtype, follow_learner, cuda, bf16, expected):
+    from rayda.engines.device import engine_dtype
+
+    assert engine_dtype(dtype, follow_learner, cuda, bf16) == expected
 
 
 def test_rl_engine_config_leaves_the_dtype_to_the_engines(tiny_recipe):

@@ -4,7 +4,8 @@ A driver often sits on a CPU head node while its learners and engines run on GPU
 driver sees says nothing about them. The learner rank (`rayda.engines.deepspeed_engine`) and the RL
 rollout engines (`rayda.engines.vllm_engine`, `EngineConfig.learner_dtype`) each collect their own
 device facts and apply the one rule, `decide`, so a rollout engine samples in the dtype its learner
-trains in (fp32 on CPU matters: vLLM's own `auto` there differs from the learner's fp32).
+trains in (fp32 on CPU matters: vLLM's own `auto` there differs from the learner's fp32). Every other
+engine on CPU also runs in fp32 (`engine_dtype`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,24 @@ def decide(cuda_available: bool, bf16_supported: bool, dtype: str = "auto") -> D
     if cuda_available:
         return Decision("cuda", "nccl", dtype)
     return Decision("cpu", "gloo", dtype)
+
+
+def engine_dtype(dtype: str, follow_learner: bool, cuda_available: bool, bf16_supported: bool) -> str:
+    """The dtype a vLLM engine starts with, a pure function of its process's device facts.
+
+    - An explicit dtype is kept.
+    - `auto` for an engine that samples for a learner (RL rollouts): the learner's rule, `decide`.
+    - `auto` for any other engine: vLLM's own `auto` on CUDA, float32 on CPU. On CPU vLLM's `auto` runs
+      an fp32 checkpoint in bfloat16, and a CPU without native bf16 (AVX2: no AVX512-BF16 or AMX)
+      computes its GEMMs through an emulated bf16 dot product: measured on 2 AVX2 cores, fp32 makes
+      2.9x the tokens/s with the spec in context, 4.1x without (benchmarks/engine_dtype.py).
+      fp32 is also the precision the CPU learner trains in, so an evaluation reads the model it trained.
+    """
+    if dtype != "auto":
+        return dtype
+    if follow_learner or not cuda_available:
+        return decide(cuda_available, bf16_supported, dtype).dtype
+    return dtype
 
 
 def local_facts(dtype: str = "auto") -> tuple[bool, bool]:

@@ -51,7 +51,8 @@ class EngineConfig:
     model: str
     seed: int = 0
     dtype: str = "auto"
-    """Passed to vLLM as it is (vLLM's own `auto`), unless `learner_dtype`."""
+    """Resolved in the engine's own process by `rayda.engines.device.engine_dtype`: an explicit dtype as it
+    is; `auto` is float32 on CPU, vLLM's own `auto` on CUDA (the learner's rule with `learner_dtype`)."""
     learner_dtype: bool = False
     """Resolve `dtype` with the learner's rule (`rayda.engines.device.decide`) in the engine's own process:
     RL rollouts sample in the dtype the learner trains in, decided where each of them runs."""
@@ -79,11 +80,11 @@ class VllmEngine:
         set_log_level(cfg.verbose)
         from vllm import LLM
 
-        self.dtype = cfg.dtype
-        if cfg.learner_dtype:  # this process's device facts, not the driver's
-            from rayda.engines.device import local_decision
+        from rayda.engines.device import engine_dtype, local_facts
 
-            self.dtype = local_decision(cfg.dtype).dtype
+        # This process's device facts, not the driver's; bf16 support is asked only where it decides.
+        facts = local_facts(cfg.dtype if cfg.learner_dtype else "float32")
+        self.dtype = engine_dtype(cfg.dtype, cfg.learner_dtype, *facts)
         kwargs = dict(
             model=cfg.model,
             seed=cfg.seed,
