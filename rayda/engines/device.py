@@ -51,7 +51,7 @@ def engine_dtype(dtype: str, follow_learner: bool, cuda_available: bool, bf16_su
     - `auto` for any other engine: vLLM's own `auto` on CUDA, float32 on CPU. On CPU vLLM's `auto` runs
       an fp32 checkpoint in bfloat16, and a CPU without native bf16 (AVX2: no AVX512-BF16 or AMX)
       computes its GEMMs through an emulated bf16 dot product: measured on 2 AVX2 cores, fp32 makes
-      2.9x the tokens/s with the spec in context, 4.1x without (benchmarks/engine_dtype.py).
+      2.9x-3.1x the tokens/s with the spec in context, 4.1x-4.2x without (benchmarks/engine_dtype.py).
       fp32 is also the precision the CPU learner trains in, so an evaluation reads the model it trained.
     """
     if dtype != "auto":
