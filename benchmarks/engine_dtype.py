@@ -4,9 +4,9 @@
 
 On CPU, vLLM's own `auto` runs an fp32 checkpoint in bfloat16; rayda's `auto` there is float32
 (`rayda.engines.device.engine_dtype`). This measures what that choice is worth, in one process, on
-gen-sft's requests: N of the tiny world's training prompts, spread over its categories, with the spec in context, `gen_sft` sampling
-(n samples per prompt, its temperature and max_tokens), and on the same prompts without the spec
-(RL's and evaluation's requests). Each engine runs every batch once to warm up, then once timed.
+gen-sft's requests (N of the tiny world's training prompts, spread over its categories, with the spec
+in context; `gen_sft`'s samples per prompt, temperature and max_tokens), and on the same prompts
+without the spec (RL's and evaluation's requests). Each engine runs every batch once to warm up, then once timed.
 
 Prints one JSON line: per dtype and request kind, tokens/s, and `auto_over_bfloat16` for each kind.
 Exits with an error, printing no figures, when any timed sample came back empty.
