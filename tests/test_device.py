@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import os
 import sys
 import types
 
@@ -168,6 +169,29 @@ def test_engine_dtype_rule(dtype, follow_learner, cuda, bf16, expected):
     from rayda.engines.device import engine_dtype
 
     assert engine_dtype(dtype, follow_learner, cuda, bf16) == expected
+
+
+@pytest.mark.parametrize("cuda, env, expected", [
+    (False, {}, True),                                        # CPU: the engine core in this process
+    (True, {}, False),                                        # CUDA: vLLM's own engine-core process
+    (False, {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}, False),  # the user's choice is kept
+])
+def test_engine_in_process_rule(cuda, env, expected):
+    from rayda.engines.device import engine_in_process
+
+    assert engine_in_process(cuda, env) is expected
+
+
+@pytest.mark.parametrize("cuda, mp", [(False, "0"), (True, None)])
+def test_vllm_engine_on_cpu_starts_its_core_in_process(monkeypatch, cuda, mp):
+    from rayda.engines.vllm_engine import EngineConfig, VllmEngine
+
+    _fake_vllm(monkeypatch)
+    monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)  # the engine may set it: undone afterwards
+    _device(monkeypatch, cuda=cuda, bf16=True)
+    VllmEngine(EngineConfig(model="unused"))
+    assert os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == mp
 
 
 def test_rl_engine_config_leaves_the_dtype_to_the_engines(tiny_recipe):

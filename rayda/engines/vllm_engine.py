@@ -8,8 +8,9 @@ What the adapter adds is small and deliberate:
 - results come back as plain `Sample`s (text, token ids, per-token log-probs), nothing vLLM-typed;
 - a prompt too long for the context is reported per prompt instead of failing the whole batch.
 
-CPU facts this relies on (STACK.md): the engine starts worker processes with spawn, so build it inside
-a function or an actor, never at import; `gpu_memory_utilization` means a fraction of CPU memory and
+CPU facts this relies on (STACK.md): on CPU the engine runs in the calling process
+(`rayda.engines.device.engine_in_process`); where it starts worker processes it spawns them, so build it
+inside a function or an actor, never at import; `gpu_memory_utilization` means a fraction of CPU memory and
 must stay small (about 0.2); structured outputs need the engine-level xgrammar config with
 `disable_any_whitespace`, or a tiny model pads the JSON with whitespace until `max_tokens`.
 """
@@ -80,11 +81,15 @@ class VllmEngine:
         set_log_level(cfg.verbose)
         from vllm import LLM
 
-        from rayda.engines.device import engine_dtype, local_facts
+        from rayda.engines.device import engine_dtype, engine_in_process, local_facts
 
         # This process's device facts, not the driver's; bf16 support is asked only where it decides.
         facts = local_facts(cfg.dtype if cfg.learner_dtype else "float32")
         self.dtype = engine_dtype(cfg.dtype, cfg.learner_dtype, *facts)
+        if engine_in_process(facts[0], os.environ):
+            # vLLM reads this when the engine starts and, once an engine core has started in this
+            # process, freezes its environment variables: every later engine here runs in process too.
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         kwargs = dict(
             model=cfg.model,
             seed=cfg.seed,
