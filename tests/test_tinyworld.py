@@ -247,3 +247,24 @@ def test_rl_split_asks_every_training_subject_in_every_training_frame(spec, prom
         assert by_id[r["id"]] == r
     heldout_texts = {r["messages"][0]["content"] for r in prompts["heldout"]}
     assert not heldout_texts & {r["messages"][0]["content"] for r in rl}
+
+
+def test_rl_wide_adds_new_wordings_per_subject_and_none_of_the_held_out_ones(spec, prompts):
+    from rayda.data.prompts import read_rows
+    from rayda.tinyworld.prompts import HELDOUT_FRAMES, RL_WIDE_EXTRA, _bigrams, rl_rows
+
+    rl, wide = rl_rows(prompts["train"]), read_rows("tinyworld:rl_wide", spec)[1]
+    assert len(wide) == len(rl) // len(TRAIN_FRAMES) * (len(TRAIN_FRAMES) + RL_WIDE_EXTRA)
+    assert [r for r in wide if r["frame"].startswith("t")] == rl and len({r["id"] for r in wide}) == len(wide)
+    extra = [r for r in wide if r["frame"].startswith("x")]
+    texts = {r["messages"][0]["content"] for r in extra}
+    assert len(texts) == len(extra)  # each subject's wordings differ
+    held = set().union(*(_bigrams(f) for f in HELDOUT_FRAMES))
+    for r in extra:
+        wording = r["messages"][0]["content"].replace(r["subject"], "{s}", 1)
+        assert "{s}" in wording and wording not in TRAIN_FRAMES and not _bigrams(wording) & held, wording
+    per_subject = {}
+    for r in extra:
+        per_subject.setdefault(r["id"].rsplit("/", 1)[0], set()).add(r["messages"][0]["content"].replace(r["subject"], "{s}", 1))
+    assert len({frozenset(v) for v in per_subject.values()}) > 1  # a different draw per subject
+    assert read_rows("tinyworld:rl_wide", spec)[1] == wide  # deterministic

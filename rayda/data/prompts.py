@@ -1,7 +1,7 @@
 """Reading prompt sets into validated `Prompt`s.
 
 Sources (`prompts.source` in the recipe):
-    tinyworld:train | tinyworld:heldout | tinyworld:rl   the tiny world's labelled prompts, made from the
+    tinyworld:train | heldout | rl | rl_wide   the tiny world's labelled prompts, made from the
                                           spec's clause examples (no model is built to read them)
     path/to/file.jsonl | .json | .parquet one row per prompt
     path/to/folder                        a `datasets.save_to_disk` folder, or a folder of .parquet/.jsonl files
@@ -33,12 +33,13 @@ class PromptError(ValueError):
 def read_rows(source: str, spec=None) -> tuple[str, list[dict]]:
     """(a name for messages and ids, raw rows) of a prompt source."""
     if source.startswith("tinyworld:"):
+        from rayda.tinyworld.prompts import PROMPT_SPLITS, split_rows
+
         split = source.split(":", 1)[1]
-        if split not in ("train", "heldout", "rl"):
-            raise PromptError(f"prompts.source {source!r}: the tiny world has splits 'train', 'heldout' and 'rl'")
+        if split not in PROMPT_SPLITS:
+            raise PromptError(f"prompts.source {source!r}: the tiny world has splits {', '.join(map(repr, PROMPT_SPLITS))}")
         if spec is None:
             raise PromptError(f"prompts.source {source!r} is made from a spec, and none was given")
-        from rayda.tinyworld.prompts import split_rows
 
         return source, split_rows(spec, split)
     p = Path(source).expanduser()

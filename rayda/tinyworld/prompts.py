@@ -124,26 +124,44 @@ def make_prompts(spec) -> dict[str, list[dict]]:
     return out
 
 
-def rl_rows(train_rows: list[dict]) -> list[dict]:
+def rl_rows(train_rows: list[dict], extra: int = 0) -> list[dict]:
     """The `rl` split: every training subject in every training frame (the four it has in `train`
     and the eight it has not), for RL to sample from. SFT learns each subject in four wordings; RL then
     meets the same requests in wordings SFT never paired with them, which is the skill held-out
-    prompts test, while the held-out frames stay unseen by every stage."""
+    prompts test, while the held-out frames stay unseen by every stage.
+
+    With `extra` (the `rl_wide` split), each subject is also asked in that many generated wordings
+    (`extra_frames`, a different draw per subject, none sharing a word pair with a held-out frame)."""
+    import zlib
+
     out, seen = [], set()
     for r in train_rows:
         key = r["id"].rsplit("/", 1)[0]  # "IB.1/e0": clause and example
         if key in seen:
             continue
         seen.add(key)
-        for f, frame in enumerate(TRAIN_FRAMES):
-            out.append({**r, "id": f"{key}/t{f}", "frame": f"t{f}",
+        frames = [(f"t{f}", frame) for f, frame in enumerate(TRAIN_FRAMES)]
+        if extra:
+            frames += [(f"x{f}", frame) for f, frame in enumerate(extra_frames(extra, zlib.crc32(key.encode())))]
+        for tag, frame in frames:
+            out.append({**r, "id": f"{key}/{tag}", "frame": tag,
                         "messages": [{"role": "user", "content": frame.format(s=r["subject"])}]})
     return out
 
 
+RL_WIDE_EXTRA = 12
+"""Generated wordings per subject in the `rl_wide` split."""
+
+
+PROMPT_SPLITS = (*SPLITS, "rl", "rl_wide")
+"""The prompt sets `tinyworld:SPLIT` names."""
+
+
 def split_rows(spec, split: str) -> list[dict]:
-    """The rows of one split: `train`, `heldout`, or `rl` (`rl_rows` of `train`)."""
-    if split not in (*SPLITS, "rl"):
-        raise ValueError(f"unknown tiny-world split {split!r}; expected 'train', 'heldout' or 'rl'")
+    """The rows of one split: `train`, `heldout`, `rl` or `rl_wide` (`rl_rows` of `train`)."""
+    if split not in PROMPT_SPLITS:
+        raise ValueError(f"unknown tiny-world split {split!r}; expected one of {', '.join(PROMPT_SPLITS)}")
     rows = make_prompts(spec)
-    return rl_rows(rows["train"]) if split == "rl" else rows[split]
+    if split.startswith("rl"):
+        return rl_rows(rows["train"], RL_WIDE_EXTRA if split == "rl_wide" else 0)
+    return rows[split]
