@@ -28,6 +28,8 @@ HEADLINES = {
                   "with_spec_citation_valid", "vllm_over_hf"],
     "learner": ["tokens_per_s", "ratio_deepspeed_1_vs_torch", "scaling_2_vs_1_rank", "mfu"],
     "engine_dtype": ["auto_over_bfloat16_with_spec", "auto_over_bfloat16_without_spec", "tokens_per_s_auto_with_spec"],
+    "engine_process": ["start_multiprocess_over_in_process", "tokens_per_s_in_process_over_multiprocess",
+                       "in_process.start_s", "multiprocess.start_s"],
     "gen_sft": ["judge_separate_over_batched", "busy_fraction_1", "busy_fraction_2", "rows_per_s_after_start_1",
                 "speedup_2_over_1"],
     "classifier": ["pooled.n", "pooled.rayda", "pooled.prefix", "pooled.error_ratio"],

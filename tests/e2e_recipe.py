@@ -148,8 +148,9 @@ def run_killed_during_sft(root: Path) -> dict:
 
         first = submit(run_dir, root / "first.log", env)
         try:
+            # `latest` is written once a checkpoint is whole; a `step*` folder appears when its save starts.
             follow(first, root / "first.log", 900, until=lambda: (run_dir / "sft_data" / "_SUCCESS").exists()
-                   and any((run_dir / "checkpoints" / "sft_state").glob("step*")))
+                   and (run_dir / "checkpoints" / "sft_state" / "latest").exists())
             alive_at_kill = first.poll() is None and kill_driver(run_dir)
             first.wait(timeout=120)  # the job fails with its driver; --follow returns
         finally:
