@@ -54,6 +54,8 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="model path (default: the tiny world's)")
     ap.add_argument("--mode", choices=list(MODES), default=None, help=argparse.SUPPRESS)  # a child: one mode
     args = ap.parse_args()
+    from run import last_json_object
+
     if args.mode:
         print(json.dumps(measure(args.prompts, args.model)))
         return 0
@@ -66,10 +68,7 @@ def main() -> int:
         cmd = [sys.executable, __file__, "--mode", mode, "--prompts", str(args.prompts)]
         cmd += ["--model", args.model] if args.model else []
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        try:
-            child = json.loads(r.stdout.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            child = None
+        child = last_json_object(r.stdout)  # vLLM's engine processes also write to stdout as they shut down
         if r.returncode or child is None:
             sys.exit(f"engine_process: the {mode} engine failed (exit {r.returncode}); no figures\n{r.stderr[-2000:]}")
         if child["empty"] or not child["tokens"]:
