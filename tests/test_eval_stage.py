@@ -149,3 +149,62 @@ def test_judge_grader_with_samples_on_the_tiny_model(ray_local, tiny_world, tmp_
     assert summary["meta"]["grader_model"] == str(tiny_world.model_dir)
     stamp = report.stat().st_mtime_ns
     assert evaluate.run(recipe, progress=False) == report and report.stat().st_mtime_ns == stamp  # not redone
+
+
+# ---- several models in one engine ----------------------------------------------------------------
+
+
+def _copy_with_noise(src, dst, scale: float):
+    """`src`'s checkpoint with every weight tensor perturbed: the same family, other weights."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    weights = load_file(dst / "model.safetensors")
+    g = torch.Generator().manual_seed(1)
+    save_file({k: v + scale * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in weights.items()},
+              dst / "model.safetensors", metadata={"format": "pt"})
+    return dst
+
+
+def test_same_family_means_only_the_weights_differ(tiny_world, tmp_path):
+    from rayda.engines.checkpoints import same_family
+
+    base = tiny_world.model_dir
+    other = _copy_with_noise(base, tmp_path / "other", 0.01)
+    config = json.loads((other / "tokenizer_config.json").read_text())
+    (other / "tokenizer_config.json").write_text(json.dumps({**config, "is_local": True}))  # what saving adds
+    assert same_family(str(base), str(other)) and same_family(str(other), str(base))
+
+    def changed(name, edit):
+        d = _copy_with_noise(base, tmp_path / name, 0.0)
+        edit(d)
+        return same_family(str(base), str(d))
+
+    assert not changed("wider", lambda d: (d / "config.json").write_text(json.dumps(
+        {**json.loads((d / "config.json").read_text()), "hidden_size": 999})))
+    assert not changed("vocab", lambda d: (d / "tokenizer.json").write_text((d / "tokenizer.json").read_text().replace("think", "thonk")))
+    assert not changed("template", lambda d: (d / "chat_template.jinja").write_text("{{ messages }}"))
+    assert not changed("adapter", lambda d: (d / "adapter_config.json").write_text("{}"))
+    assert not changed("no-weights", lambda d: (d / "model.safetensors").unlink())
+    assert not same_family(str(base), "Qwen/Qwen2.5-0.5B-Instruct") and not same_family(str(base), str(tmp_path / "none"))
+
+
+@pytest.mark.slow
+def test_models_evaluated_in_one_engine_answer_as_in_their_own(ray_local, tiny_world, tmp_path):
+    """`run_many`: base, another checkpoint of its family and base again, sampled in one pipeline (the
+    engine loads each next model's weights in place), give what each model gives in an engine of its
+    own: the same completions, sample for sample."""
+    other = _copy_with_noise(tiny_world.model_dir, tmp_path / "other", 0.02)
+    recipe = load_recipe("tiny", [f"run.dir={tmp_path / 'run'}", "eval.limit=8", "eval.samples_per_prompt=2",
+                                  "eval.temperature=1.0", "eval.n_resamples=50"])
+    jobs = [evaluate.Job(recipe, "base"), evaluate.Job(recipe, str(other)), evaluate.Job(recipe, "base", name="base-again")]
+    shared = evaluate.run_many(jobs, progress=False)
+    alone = evaluate.run(recipe.with_overrides([f"run.dir={tmp_path / 'alone'}"]), str(other), progress=False)
+    text = {p.stem: [r["completion"] for r in pq.read_table(p.with_suffix(".parquet")).to_pylist()] for p in shared}
+    assert [p.stem for p in shared] == ["base-heldout-n2", "other-heldout-n2", "base-again"]
+    assert len(text["other-heldout-n2"]) == 16 and text["other-heldout-n2"] != text["base-heldout-n2"]  # the weights changed
+    assert text["other-heldout-n2"] == [r["completion"] for r in pq.read_table(alone.with_suffix(".parquet")).to_pylist()]
+    assert text["base-again"] == text["base-heldout-n2"]  # and came back

@@ -203,13 +203,12 @@ def evaluate_arm(recipe: Recipe, arm: str, progress: bool = True) -> Path:
     from rayda.stages.run import _timed
 
     out = Path(recipe.run.dir) / COMPARE_DIR
-    r = recipe.with_overrides((f"run.dir={out}", *ARMS[arm].eval_overrides), "rayda compare")
     report = out / "eval" / f"{arm}.json"
 
     def evaluate_or_copy():
         done = run_eval_of(recipe, arm)
         if done is None:
-            return evaluate.run(r, model=model_of(recipe, arm), name=arm, progress=progress)
+            return evaluate.run(eval_recipe(recipe, arm), model=model_of(recipe, arm), name=arm, progress=progress)
         print(f"compare: {arm} is the model {done} evaluated; copying that evaluation")
         with io.atomic_path(report.with_suffix(".parquet")) as tmp:
             shutil.copyfile(done.with_suffix(".parquet"), tmp)
@@ -217,6 +216,29 @@ def evaluate_arm(recipe: Recipe, arm: str, progress: bool = True) -> Path:
 
     _timed(out, f"eval_{arm}", report, evaluate_or_copy)
     return report
+
+
+def evaluate_arms(recipe: Recipe, arms, progress: bool = True) -> list[Path]:
+    """Every arm's evaluation by `evaluate_arm`'s rules, except that those still to make share one
+    pipeline and one engine (`evaluate.run_many`), with one entry in `timings.json`."""
+    from rayda.stages import evaluate
+    from rayda.stages.run import _timed
+
+    out = Path(recipe.run.dir) / COMPARE_DIR
+    reports = {a: out / "eval" / f"{a}.json" for a in arms}
+    todo = [a for a in arms if not reports[a].exists() and run_eval_of(recipe, a) is None]
+    for arm in arms:
+        if arm not in todo:
+            evaluate_arm(recipe, arm, progress)  # found finished, or copied from `rayda run`'s
+    if todo:
+        jobs = [evaluate.Job(eval_recipe(recipe, a), model_of(recipe, a), name=a) for a in todo]
+        _timed(out, "eval_" + "+".join(todo), reports[todo[-1]], lambda: evaluate.run_many(jobs, progress))
+    return [reports[a] for a in arms]
+
+
+def eval_recipe(recipe: Recipe, arm: str) -> Recipe:
+    """The recipe `arm` is evaluated with: its own eval settings, its reports under `compare/`."""
+    return recipe.with_overrides((f"run.dir={Path(recipe.run.dir) / COMPARE_DIR}", *ARMS[arm].eval_overrides), "rayda compare")
 
 
 def run(recipe: Recipe, arms=None, progress: bool = True) -> Path:
@@ -231,8 +253,7 @@ def run(recipe: Recipe, arms=None, progress: bool = True) -> Path:
     check(recipe, arms=arms).raise_if_errors()  # every step's own recipe too, before the first stage
     for key in steps_of(arms):
         run_step(recipe, key, progress)
-    for arm in arms:
-        evaluate_arm(recipe, arm, progress)
+    evaluate_arms(recipe, arms, progress)
     run_dir = Path(recipe.run.dir)
     info = {a: {"doc": ARMS[a].doc, "model": model_of(recipe, a),
                 "steps": [(STEPS[s].stage, run_dir / STEPS[s].folder) for s in ARMS[a].steps]} for a in arms}

@@ -63,9 +63,10 @@ def load_eval_prompts(ctx, source: str) -> list[EvalPrompt]:
     return items[:limit] if limit else items
 
 
-def generate(recipe: Recipe, model: str, items: list[EvalPrompt], progress: bool = True) -> list[str]:
-    """`eval.samples_per_prompt` completions per prompt from the rollout pool: prompt i's sample j at
-    i * samples + j (each with its own seed, the run's seed plus that position)."""
+def generate(recipe: Recipe, jobs: list[tuple[str, list[EvalPrompt]]], progress: bool = True) -> list[list[str]]:
+    """`eval.samples_per_prompt` completions per prompt of each `(model, items)`, from the rollout pool
+    in one Ray Data pipeline (`actors/answerer.py` moves its engine from model to model): in each job,
+    prompt i's sample j at i * samples + j, with the seed the run's seed plus that position."""
     import ray.data
 
     from rayda.actors.answerer import Answerer
@@ -76,10 +77,12 @@ def generate(recipe: Recipe, model: str, items: list[EvalPrompt], progress: bool
     init_ray(recipe.run)
     pool = recipe.pools.rollout
     plan({"rollout": pool}, ray.cluster_resources())
-    cfg = EngineConfig(model, seed=recipe.run.seed, dtype=recipe.model.dtype,
+    cfg = EngineConfig(jobs[0][0], seed=recipe.run.seed, dtype=recipe.model.dtype,
                        gpu_memory_utilization=recipe.eval.gpu_memory_utilization, verbose=recipe.run.verbose)
     n = recipe.eval.samples_per_prompt
-    rows = [{"index": i * n + j, "messages": json.dumps(list(it.prompt.messages))} for i, it in enumerate(items) for j in range(n)]
+    rows = [{"model": model, "sample": i * n + j, "messages": json.dumps(list(it.prompt.messages))}
+            for model, items in jobs for i, it in enumerate(items) for j in range(n)]
+    rows = [{"index": k, **r} for k, r in enumerate(rows)]
     ds = ray.data.from_items(rows).map_batches(
         Answerer,
         fn_constructor_args=(cfg, recipe.eval.max_tokens, recipe.eval.temperature, recipe.run.seed),
@@ -88,9 +91,13 @@ def generate(recipe: Recipe, model: str, items: list[EvalPrompt], progress: bool
     from tqdm import tqdm
 
     out: list[str | None] = [None] * len(rows)
-    for row in tqdm(ds.iter_rows(), total=len(rows), desc=f"eval {Path(model).name}", disable=not progress):
+    desc = "eval " + ", ".join(Path(model).name for model, _ in jobs)
+    for row in tqdm(ds.iter_rows(), total=len(rows), desc=desc, disable=not progress):
         out[row["index"]] = row["completion"]
-    return out  # type: ignore[return-value]
+    starts = [0]
+    for _, items in jobs:
+        starts.append(starts[-1] + len(items) * n)
+    return [out[a:b] for a, b in zip(starts, starts[1:])]  # type: ignore[misc]
 
 
 def grade(spec, items: list[EvalPrompt], completions: list[str], judge=None, grades: list | None = None,
@@ -174,32 +181,89 @@ def _write(out_dir: Path, name: str, rows: list[dict], summary: dict) -> Path:
     return out_dir / f"{name}.json"
 
 
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One evaluation: `model` on `source` (default: `eval.prompts`) under `recipe`, reported as `name`."""
+
+    recipe: Recipe
+    model: str = "base"
+    source: str | None = None
+    name: str | None = None
+
+
+@dataclasses.dataclass
+class _Prepared:
+    job: Job
+    report: Path
+    ctx: object = None
+    path: str = ""
+    items: list | None = None
+    """The prompts; None when the report exists (nothing to do)."""
+    seen: list | None = None
+    """The prompts as the model sees them (with the spec, under `eval.spec_in_context`)."""
+
+
 def run(recipe: Recipe, model: str = "base", source: str | None = None, name: str | None = None,
         progress: bool = True) -> Path:
     """Evaluate `model` on `source` (default: `eval.prompts`); returns the path of the JSON report."""
+    return run_many([Job(recipe, model, source, name)], progress)[0]
+
+
+def run_many(jobs: list[Job], progress: bool = True) -> list[Path]:
+    """Several evaluations, the report path of each. Those whose generation settings agree
+    (`_generation_key`) share one pipeline and one engine, which loads each next model's weights in
+    place when only the weights differ; each report is then written as `run` writes it, in turn. A
+    report that exists is not redone. Every job's inputs are checked before Ray starts."""
+    prepared = [_prepare(job) for job in jobs]
+    groups: dict[tuple, list[_Prepared]] = {}
+    for p in prepared:
+        if p.items is not None:
+            groups.setdefault(_generation_key(p.job.recipe), []).append(p)
+    for group in groups.values():
+        t0 = time.time()
+        recipe = group[0].job.recipe
+        completions = generate(recipe, [(p.path, p.seen) for p in group], progress)
+        for p, texts in zip(group, completions):
+            _finish(p, texts, t0, progress)
+    return [p.report for p in prepared]
+
+
+def _generation_key(recipe: Recipe) -> tuple:
+    """What `generate` reads from a recipe: jobs that agree on it can share a pipeline."""
+    r, e = recipe.run, recipe.eval
+    return (repr(r), repr(recipe.pools.rollout), recipe.model.dtype, e.samples_per_prompt, e.max_tokens, e.temperature,
+            e.batch_size, e.gpu_memory_utilization)
+
+
+def _prepare(job: Job) -> _Prepared:
     from rayda.check import require_sizes
     from rayda.context import RunContext
 
-    source = source or recipe.eval.prompts
-    default_name = name is None
-    name = name or f"{Path(model).name if model not in ('base', 'sft', 'rl') else model}-{Path(source.split(':')[-1]).stem}" + ("-spec" * recipe.eval.spec_in_context)
-    name = name + grader.name_suffix(recipe.eval) if default_name else name
-    out_dir = Path(recipe.run.dir) / "eval"
-    if (out_dir / f"{name}.json").exists():
-        _same_variant(out_dir / f"{name}.json", recipe)
-        print(f"eval: {out_dir / name}.json exists; skipping")
-        return out_dir / f"{name}.json"
-    t0 = time.time()
+    recipe, model = job.recipe, job.model
+    source = job.source or recipe.eval.prompts
+    name = job.name or f"{Path(model).name if model not in ('base', 'sft', 'rl') else model}-{Path(source.split(':')[-1]).stem}" + ("-spec" * recipe.eval.spec_in_context)
+    name = name + grader.name_suffix(recipe.eval) if job.name is None else name
+    report = Path(recipe.run.dir) / "eval" / f"{name}.json"
+    if report.exists():
+        _same_variant(report, recipe)
+        print(f"eval: {report} exists; skipping")
+        return _Prepared(job, report)
     require_sizes(recipe, "model", "eval")
     ctx = RunContext(recipe)
     path = model_path(ctx, model)  # every input check before Ray starts
     items = load_eval_prompts(ctx, source)
     if recipe.judge.kind != "rubric":
         ctx.check_judge()
-    completions = generate(recipe, path, with_spec(ctx, items, path) if recipe.eval.spec_in_context else items, progress)
+    seen = with_spec(ctx, items, path) if recipe.eval.spec_in_context else items
+    return _Prepared(dataclasses.replace(job, source=source, name=name), report, ctx, path, items, seen)
+
+
+def _finish(p: _Prepared, completions: list[str], t0: float, progress: bool) -> None:
+    """Grade one job's completions and write its report (its `seconds`: since its pipeline started)."""
+    recipe, ctx = p.job.recipe, p.ctx
     n = recipe.eval.samples_per_prompt
-    samples = [j for _ in items for j in range(n)]
-    items = [it for it in items for _ in range(n)]  # in generate's order: prompt i's sample j at i * n + j
+    samples = [j for _ in p.items for j in range(n)]
+    items = [it for it in p.items for _ in range(n)]  # in generate's order: prompt i's sample j at i * n + j
     if recipe.eval.grader == "judge":
         requests = [(it.prompt.messages, *_answer_cot(text)) for it, text in zip(items, completions)]
         graded, rows = grade(ctx.spec, items, completions, grades=model_grades(recipe, ctx, requests, progress),
@@ -208,12 +272,12 @@ def run(recipe: Recipe, model: str = "base", source: str | None = None, name: st
         with _judge_pool(ctx, items) as judge:
             graded, rows = grade(ctx.spec, items, completions, judge, samples=samples)
     summary = summarise(graded, n_resamples=recipe.eval.n_resamples, seed=recipe.run.seed)
-    summary["meta"] = {"model": model, "model_path": path, "prompts": source, "judge": recipe.judge.kind,
-                       "temperature": recipe.eval.temperature, "spec_in_context": recipe.eval.spec_in_context, "seconds": round(time.time() - t0, 1)}
+    summary["meta"] = {"model": p.job.model, "model_path": p.path, "prompts": p.job.source, "judge": recipe.judge.kind,
+                       "temperature": recipe.eval.temperature, "spec_in_context": recipe.eval.spec_in_context,
+                       "seconds": round(time.time() - t0, 1)}
     summary["meta"].update(_grading_meta(ctx, recipe))
-    report = _write(out_dir, name, rows, summary)
-    print(f"eval {name}: {_headline(summary)} -> {report}")
-    return report
+    _write(p.report.parent, p.job.name, rows, summary)
+    print(f"eval {p.job.name}: {_headline(summary)} -> {p.report}")
 
 
 def _answer_cot(completion: str) -> tuple[str, str]:
