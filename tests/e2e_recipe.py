@@ -34,17 +34,17 @@ REDUCED_TINY = (
     "gen_sft.samples_per_prompt=8",
     "sft.max_steps=48",
     "sft.save_every=4",
-    "rl.steps=6",
+    "rl.steps=4",
     "rl.prompts_per_step=8",
     "rl.grad_accum=2",
-    "rl.save_every=3",
-    "rl.eval_every=6",
+    "rl.save_every=2",
+    "rl.eval_every=4",
     "eval.limit=80",
     "eval.n_resamples=200",
 )
-"""Overrides on top of the packaged `tiny` recipe; RL makes 6 steps of one update of 8 prompts (the
-recipe makes 20 of two updates of 16): the runs exercise every part of RL, what RL learns is
-`benchmarks/outcome.py`'s to measure. The first 160 training prompts and the first 80 held-out
+"""Overrides on top of the packaged `tiny` recipe; RL makes 4 steps of two updates of 4 prompts (the
+recipe makes 20 of two updates of 8): the runs exercise every part of RL (saves, the watch before and
+after), what RL learns is `benchmarks/outcome.py`'s to measure. The first 160 training prompts and the first 80 held-out
 ones are those of the first two categories (harassment_hate, illicit_behaviour): the held-out set
 asks about the subjects the run trains on, in phrasings it never saw. (With 96 and 96, a third of the
 held-out prompts were about subjects no stage saw, whose answers any update reshuffles by chance.)"""
