@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rayda.behaviour import classify
 from rayda.config import TinyWorldConfig, cache_root
-from rayda.io import SUCCESS, atomic_write_json, is_done, mark_success, read_jsonl, write_jsonl
+from rayda.io import atomic_write_json, is_done, mark_success, read_jsonl, write_jsonl
 from rayda.reasoning import split
 from rayda.spec import BEHAVIOURS
 
@@ -141,7 +141,7 @@ def _build_into(out: Path, spec, cfg: TinyWorldConfig, spec_token_budget: int | 
 
     from rayda.tinyworld.model import Example, default_threads, encode, generate, make_model, pretrain, torch_threads
     from rayda.tinyworld.prompts import extra_frames, make_prompts
-    from rayda.tinyworld.tokenizer import SYSTEM, END, chat_ids, train_tokenizer, unseen_share
+    from rayda.tinyworld.tokenizer import SYSTEM, chat_ids, train_tokenizer, unseen_share
     from rayda.tinyworld.transcripts import response
 
     t0 = time.time()
