@@ -41,3 +41,34 @@ def test_a_run_pinned_by_an_older_rayda_resumes(tmp_path):
     path.write_text(yaml.safe_dump({**older, "rl": {**older["rl"], "retired_key": 1}}, sort_keys=False))
     with pytest.raises(ConfigError, match="holds a different recipe"):
         _pin_recipe(load_recipe("tiny", [f"run.dir={tmp_path}"]), tmp_path)
+
+
+def test_a_resumed_run_evaluates_only_the_models_left_in_one_pipeline(tmp_path, monkeypatch, capsys, tiny_world):
+    """Killed after base's evaluation: the restart skips the stages and base, and evaluates SFT and RL
+    together (`evaluate.run_many`, one engine), timed as one entry."""
+    import json
+
+    from rayda import io
+    from rayda.stages import evaluate, run
+
+    recipe = load_recipe("tiny", [f"run.dir={tmp_path}"])
+    for done in ("sft_data", "checkpoints/sft", "checkpoints/rl"):
+        io.mark_success(tmp_path / done)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "base-heldout.json").write_text("{}")
+    calls = []
+
+    def run_many(jobs, progress=True):
+        calls.append([(j.model, j.name) for j in jobs])
+        for j in jobs:
+            (tmp_path / "eval" / f"{j.name}.json").write_text("{}")
+
+    monkeypatch.setattr(evaluate, "run_many", run_many)
+    monkeypatch.setattr("rayda.report.write_report", lambda d: d / "report.md")
+    run.run(recipe, progress=False)
+    assert calls == [[("sft", "sft-heldout"), ("rl", "rl-heldout")]]
+    out = capsys.readouterr().out
+    assert f"run: eval_base finished earlier ({tmp_path / 'eval' / 'base-heldout.json'}); skipping" in out
+    assert "eval_sft finished earlier" not in out
+    assert list(json.loads((tmp_path / "timings.json").read_text())) == ["eval_sft+rl"]
+    assert io.is_done(tmp_path / "eval")
