@@ -149,6 +149,11 @@ def _rl(recipe: Recipe) -> list[str]:
         out.append("rl.kl_coef must be >= 0, and rl.clip and rl.clip_high > 0")
     if recipe.reward.kind not in ("judge", "pm"):
         out.append(f"reward.kind must be 'judge' or 'pm', got {recipe.reward.kind!r}")
+    if c.select not in ("last", "best"):
+        out.append(f"rl.select must be 'last' or 'best', got {c.select!r}")
+    elif c.select == "best" and not (c.select_prompts and c.eval_every and c.select_n >= 1):
+        out.append("rl.select=best measures each checkpoint on a validation set: set rl.select_prompts, "
+                   "rl.eval_every >= 1 and rl.select_n >= 1")
     return out + zero_problems(c.zero_stage, section="rl")
 
 
@@ -310,6 +315,8 @@ def _prompts(recipe: Recipe, ctx, report: Report) -> None:
     sources = [("prompts.source", recipe.prompts.source)]
     if recipe.rl.prompts:
         sources.append(("rl.prompts", recipe.rl.prompts))
+    if recipe.rl.select == "best" and recipe.rl.select_prompts:
+        sources.append(("rl.select_prompts", recipe.rl.select_prompts))
     for where, source in sources:
         if _remote(source):
             report.add("note", where, f"{source!r} is a hub dataset name: not checked offline")

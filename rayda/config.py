@@ -355,6 +355,16 @@ class RlConfig:
     rollout engines (no spec in context); 0: never."""
     eval_prompts: int = 64
     """Prompts in each of the two fixed samples that `eval_every` measures."""
+    select: str = "last"
+    """Which weights RL exports: `last`, the final step's; or `best`, early stopping on a validation
+    set: of the checkpoints that `eval_every` measures after training, the one whose greedy behaviour
+    accuracy on `select_prompts` is highest (the earliest on a tie). Each new best is exported to
+    `<run.dir>/checkpoints/rl_best` as it is found."""
+    select_prompts: str | None = None
+    """`select=best`'s validation prompts, in any form `prompts.source` takes; labelled, in the training
+    prompts' categories, and sharing no prompt with `rl.prompts` (e.g. `tinyworld:valid`)."""
+    select_n: int = 240
+    """Validation prompts measured at each checkpoint (a fixed seeded sample; all if fewer)."""
     log_samples: int = 4
     """Completions per step written to `<run.dir>/rl_samples.jsonl` (prompt id, version, reasoning,
     answer, reward) for reading what the policy writes; 0: none."""

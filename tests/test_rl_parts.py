@@ -274,3 +274,45 @@ def test_rl_step_prompts_follow_rl_stratify():
     plain_counts = [sum(q.label == "comply" for q in step_prompts(prompts, s, plain, 0)) for s in range(8)]
     assert plain_counts != [2] * 8  # a plain shuffle does not (seed 0)
     assert step_prompts(prompts, 3, plain, 0) == step_prompts(prompts, 3, plain, 0)
+
+
+def test_rl_select_best_needs_a_validation_set_apart_from_the_training_prompts(tmp_path, tiny_world):
+    from rayda.config import load_recipe
+    from rayda.stages.rl import prepare
+
+    recipe = lambda *o: load_recipe("tiny", [f"run.dir={tmp_path}", "rl.init=base", "rl.select=best", *o])  # noqa: E731
+    with pytest.raises(ValueError, match="set rl.select_prompts"):
+        prepare(recipe())
+    with pytest.raises(ValueError, match="rl.select must be 'last' or 'best'"):
+        prepare(load_recipe("tiny", [f"run.dir={tmp_path}", "rl.init=base", "rl.select=final"]))
+    with pytest.raises(ValueError, match=r"shares 480 prompts with RL's training prompts \(e.g. 'IB.1/e0/t0'\)"):
+        prepare(recipe("rl.select_prompts=tinyworld:train"))
+    plan = prepare(recipe("rl.select_prompts=tinyworld:valid", "rl.select_n=100", "prompts.limit=160"))
+    valid, trained = plan.watch["valid"], {q.category for q in plan.prompts}
+    assert len(valid) == 100 and {q.category for q in valid} == trained and all(q.id.rsplit("/", 1)[1].startswith("x") for q in valid)
+
+
+def test_rl_best_keeps_the_first_highest_validation_checkpoint(tmp_path):
+    """`_keep_if_best` exports through the learner group only on a strict improvement; the folder
+    always holds the weights of the step its selection.json names."""
+    import json
+    from pathlib import Path
+
+    from rayda.stages.rl import _keep_if_best, selected
+
+    class Learners:  # the learner group's export: writes the step it was called at
+        step = 0
+
+        def run_all(self, method, path):
+            assert method == "export_hf"
+            Path(path).mkdir(parents=True)
+            (Path(path) / "model.safetensors").write_text(str(self.step))
+
+    learners, folder, best = Learners(), tmp_path / "rl_best", None
+    for step, accuracy in ((5, 0.80), (10, 0.85), (15, 0.85), (20, 0.70)):
+        learners.step = step
+        best = _keep_if_best(learners, folder, {"step": step, "valid": {"accuracy": accuracy, "n": 240}}, best)
+    assert best == selected(folder) == {"step": 10, "accuracy": 0.85, "n": 240}
+    assert (folder / "model.safetensors").read_text() == "10"
+    assert json.loads((folder / "selection.json").read_text())["step"] == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rl_best"]  # no temporary folder left

@@ -266,3 +266,15 @@ def test_rl_wide_adds_new_wordings_per_subject_and_none_of_the_held_out_ones(spe
     assert all(len(v) == RL_WIDE_EXTRA for v in per_subject.values())  # no wording twice for one subject
     assert len({frozenset(v) for v in per_subject.values()}) > 1  # a different draw per subject
     assert read_rows("tinyworld:rl_wide", spec)[1] == wide  # deterministic
+
+
+def test_valid_split_is_the_generated_wordings_of_training_subjects_and_nothing_any_stage_trains_or_evaluates_on(spec, prompts):
+    from rayda.data.prompts import read_rows
+
+    valid = read_rows("tinyworld:valid", spec)[1]
+    wide = read_rows("tinyworld:rl_wide", spec)[1]
+    assert valid == [r for r in wide if r["frame"].startswith("x")] and valid
+    text = lambda rows: {r["messages"][0]["content"] for r in rows}  # noqa: E731
+    for split in ("train", "rl", "heldout"):
+        assert not text(valid) & text(read_rows(f"tinyworld:{split}", spec)[1]), split
+    assert {r["subject"] for r in valid} == {r["subject"] for r in prompts["train"]}

@@ -66,7 +66,8 @@ class Plan:
     judge_model: str | None
     updates_per_step: int
     watch: dict
-    """`rl.eval_every`'s fixed prompt samples: {"train": [Prompt], "heldout": [Prompt]} (labelled only)."""
+    """`rl.eval_every`'s fixed prompt samples: {"train": [Prompt], "heldout": [Prompt]} (labelled only),
+    and with `rl.select=best` "valid": the validation sample the exported checkpoint is chosen on."""
     ctx: object = None
     """The resolved run (`rayda.context.RunContext`)."""
 
@@ -76,6 +77,7 @@ def paths(recipe: Recipe) -> dict[str, Path]:
     return {
         "sft": run / "checkpoints" / "sft",
         "out": run / "checkpoints" / "rl",
+        "best": run / "checkpoints" / "rl_best",
         "state": run / "checkpoints" / "rl_state",
         "sync": Path(recipe.rl.sync_dir) if recipe.rl.sync_dir else run / "checkpoints" / "rl_sync",
         "metrics": run / "metrics.jsonl",
@@ -115,7 +117,29 @@ def _watch_prompts(ctx, prompts: list) -> dict:
     n, seed, source = recipe.rl.eval_prompts, recipe.run.seed, recipe.eval.prompts
     heldout = [it.prompt for it in load_eval_prompts(ctx, source)
                if it.prompt.label and it.prompt.category in set(spec.category_ids)]
-    return {"train": fixed_sample(prompts, n, seed), "heldout": fixed_sample(heldout, n, seed)}
+    watch = {"train": fixed_sample(prompts, n, seed), "heldout": fixed_sample(heldout, n, seed)}
+    if recipe.rl.select == "best":
+        watch["valid"] = _validation(recipe.rl, spec, prompts, seed)
+    return watch
+
+
+def _validation(c, spec, prompts: list, seed: int) -> list:
+    """`rl.select=best`'s validation sample: labelled prompts of `rl.select_prompts` in the training
+    prompts' categories (`prompts.limit` does not apply), none of them a training prompt."""
+    from rayda.data.prompts import load_prompts
+    from rayda.rl.watch import fixed_sample
+
+    text = lambda q: repr(q.messages)  # noqa: E731
+    categories, trained = {q.category for q in prompts}, {text(q) for q in prompts}
+    candidates = [q for q in load_prompts(c.select_prompts, spec) if q.label and q.category in categories]
+    shared = [q.id for q in candidates if text(q) in trained]
+    if shared:
+        raise ValueError(f"rl.select_prompts {c.select_prompts!r} shares {len(shared)} prompts with RL's training "
+                         f"prompts (e.g. {shared[0]!r}): a validation set must not be trained on")
+    if not candidates:
+        raise ValueError(f"rl.select_prompts {c.select_prompts!r} has no labelled prompt in the training prompts' "
+                         f"categories ({', '.join(sorted(categories))})")
+    return fixed_sample(candidates, c.select_n, seed)
 
 
 def step_prompts(prompts: list, step: int, c, seed: int) -> list:
@@ -245,6 +269,9 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                 rollout.check(_probe(learners, probe_row, 0, c.probe_tolerance))
             if c.eval_every and not start:
                 _watch(rollout, plan, watch_ids, p["metrics"], dashboard, 0, c, sampled=True)
+            if not start:  # a choice left by an earlier run in this folder is not this run's
+                shutil.rmtree(p["best"], ignore_errors=True)
+            best = selected(p["best"]) if c.select == "best" else None
 
             def produce(step: int) -> dict:
                 """Steps 1-3 for `step`: rollouts (no spec), stamped with the policy version that drew
@@ -355,7 +382,9 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
 
                 done = step + 1
                 if c.eval_every and (done % c.eval_every == 0 or done == c.steps):
-                    _watch(rollout, plan, watch_ids, p["metrics"], dashboard, done, c, sampled=done == c.steps)
+                    watched = _watch(rollout, plan, watch_ids, p["metrics"], dashboard, done, c, sampled=done == c.steps)
+                    if c.select == "best":
+                        best = _keep_if_best(learners, p["best"], watched, best)
                 if c.save_every and done % c.save_every == 0 and done < c.steps:
                     save_ahead(p["state"], done, pending)  # first: DeepSpeed's `latest` names the tag last
                     learners.run_all("save_checkpoint", str(p["state"]), f"step{done}", {"step": done})
@@ -364,9 +393,13 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     on_step(done, record)
             bar.close()
             with atomic_path(p["out"]) as tmp:
-                learners.run_all("export_hf", str(tmp))
+                if best is not None:  # rl.select=best: the checkpoint chosen on the validation set
+                    shutil.copytree(p["best"], tmp)
+                    (tmp / SELECTION).unlink()
+                else:
+                    learners.run_all("export_hf", str(tmp))
                 report = {"steps": c.steps, "resumed_from": start, "model": plan.sft_path, "ranks": learners.world_size,
-                          "policy_version": rollout.version, "first_sync": first}
+                          "policy_version": rollout.version, "first_sync": first, "selected": best}
                 atomic_write_json(tmp / "train_report.json", report)
     finally:
         if ahead_pool is not None:
@@ -414,6 +447,34 @@ def _watch(rollout, plan: Plan, watch_ids: dict, metrics_path: Path, dashboard, 
     tracking.log(metrics_path.parent, record)  # metrics_path is <run.dir>/metrics.jsonl
     dashboard.publish(record)
     return record
+
+
+SELECTION = "selection.json"
+"""In `checkpoints/rl_best`: the step whose weights the folder holds and their validation figures."""
+
+
+def selected(folder: Path) -> dict | None:
+    """`rl.select=best`'s choice so far ({"step", "accuracy", "n"}), None before the first measurement.
+    A resumed run keeps it even when it is newer than the checkpoint it resumes from: its weights
+    were measured, and the replayed steps reach the same ones again."""
+    import json
+
+    path = Path(folder) / SELECTION
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _keep_if_best(learners, folder: Path, record: dict, best: dict | None) -> dict | None:
+    """Export the policy to `folder` if its validation accuracy in the watch `record` beats `best`
+    (ties keep the earlier checkpoint: less drift from SFT for the same score). Returns the choice."""
+    figures = record["valid"]
+    if best is not None and figures["accuracy"] <= best["accuracy"]:
+        return best
+    choice = {"step": record["step"], "accuracy": figures["accuracy"], "n": figures["n"]}
+    with atomic_path(folder) as tmp:
+        learners.run_all("export_hf", str(tmp))
+        atomic_write_json(tmp / SELECTION, choice)
+    print(f"rl: step {record['step']}: validation accuracy {figures['accuracy']:.3f}, the best so far; exported to {folder}")
+    return choice
 
 
 def _learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids: dict, kl_kind: str = "k3",

@@ -153,15 +153,19 @@ RL_WIDE_EXTRA = 12
 """Generated wordings per subject in the `rl_wide` split."""
 
 
-PROMPT_SPLITS = (*SPLITS, "rl", "rl_wide")
+PROMPT_SPLITS = (*SPLITS, "rl", "rl_wide", "valid")
 """The prompt sets `tinyworld:SPLIT` names."""
 
 
 def split_rows(spec, split: str) -> list[dict]:
-    """The rows of one split: `train`, `heldout`, `rl` or `rl_wide` (`rl_rows` of `train`)."""
+    """The rows of one split: `train`, `heldout`, `rl` or `rl_wide` (`rl_rows` of `train`), or `valid`:
+    `rl_wide`'s generated wordings alone (`x*` frames), the training subjects asked as neither SFT, RL
+    on `train` or `rl`, nor the held-out set asks them; RL's checkpoint selection reads it (`rl.select`)."""
     if split not in PROMPT_SPLITS:
         raise ValueError(f"unknown tiny-world split {split!r}; expected one of {', '.join(PROMPT_SPLITS)}")
     rows = make_prompts(spec)
+    if split == "valid":
+        return [r for r in rl_rows(rows["train"], RL_WIDE_EXTRA) if r["frame"].startswith("x")]
     if split.startswith("rl"):
         return rl_rows(rows["train"], RL_WIDE_EXTRA if split == "rl_wide" else 0)
     return rows[split]
