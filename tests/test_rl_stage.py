@@ -89,7 +89,11 @@ def interrupted_run(ray_local, tiny_world, policy, tmp_path_factory):
     root = tmp_path_factory.mktemp("rl-run")
     # With a reference group of its own (pools.reference; the sampled-token KL, since the exact one needs
     # the reference on the learner): the first step's KL of 0 shows that it holds the SFT weights.
-    recipe = new_run(policy, tiny_world, root, steps=3, extra=["rl.log_samples=1000", "pools.reference.actors=1", "rl.kl_kind=k3"])
+    # rl.select=best, measured after every step: the export is the checkpoint chosen on 8 validation
+    # prompts among steps 1 and 2 (first run) and 3 (the resumed one).
+    recipe = new_run(policy, tiny_world, root, steps=3, extra=["rl.log_samples=1000", "pools.reference.actors=1", "rl.kl_kind=k3",
+                                                               "rl.eval_every=1", "rl.select=best",
+                                                               "rl.select_prompts=tinyworld:valid", "rl.select_n=8"])
     judge = recording_judge(str(root / "judge_inputs.jsonl"))
     killed = []
 
@@ -168,12 +172,22 @@ def test_metrics_and_export(interrupted_run):
             assert key in m
     assert metrics[0]["kl"] == pytest.approx(0.0, abs=1e-6) and metrics[-1]["kl"] > 0  # the policy moved off the reference
     assert (out / "_SUCCESS").exists() and (out / "config.json").exists() and (out / "model.safetensors").exists()
-    # rl.eval_every: before the first step (first run) and after the last (the resumed run), greedy
-    # figures on the fixed samples and the sampled training figure, 4 samples of each of the 8 prompts
-    watch = interrupted_run["watch"]
-    assert [w["step"] for w in watch] == [0, 3] and [w["policy_version"] for w in watch] == [0, 3]
+    # rl.select=best: the first step with the highest validation accuracy, across the stop and resume;
+    # the export holds its weights.
+    best, watch = out.parent / "rl_best", interrupted_run["watch"]
+    chosen = json.loads((best / "selection.json").read_text())
+    top = max(w["valid"]["accuracy"] for w in watch if w["step"])
+    assert chosen["step"] == next(w["step"] for w in watch if w["step"] and w["valid"]["accuracy"] == top)
+    assert json.loads((out / "train_report.json").read_text())["selected"] == chosen
+    assert (out / "model.safetensors").read_bytes() == (best / "model.safetensors").read_bytes()
+    print(f"validation accuracy by step: {[(w['step'], w['valid']['accuracy']) for w in watch]}; chosen {chosen}")
+    # rl.eval_every=1: before the first step and after each (the last in the resumed run), greedy
+    # figures on the fixed samples; before the first and after the last, also the sampled training
+    # figure, 4 samples of each of the 8 prompts
+    assert [w["step"] for w in watch] == [0, 1, 2, 3] and [w["policy_version"] for w in watch] == [0, 1, 2, 3]
+    assert [w["step"] for w in watch if "train_sampled" in w] == [0, 3]
     for w in watch:
-        assert w["train"]["n"] == w["heldout"]["n"] == 8 and w["train_sampled"]["n"] == 32
+        assert w["train"]["n"] == w["heldout"]["n"] == w["valid"]["n"] == 8 and w.get("train_sampled", {"n": 32})["n"] == 32
         shares = sum(w["train"][f"share_{b}"] for b in ("refuse", "safe_complete", "comply")) + w["train"]["malformed"]
         assert shares == pytest.approx(1.0)
 
