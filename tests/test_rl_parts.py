@@ -316,3 +316,15 @@ def test_rl_best_keeps_the_first_highest_validation_checkpoint(tmp_path):
     assert (folder / "model.safetensors").read_text() == "10"
     assert json.loads((folder / "selection.json").read_text())["step"] == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rl_best"]  # no temporary folder left
+
+
+def test_label_stats_count_groups_signal_and_reward_per_label():
+    from rayda.algo.grpo import group_signal
+    from rayda.rl.rewards import label_stats
+
+    rewards = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 0.5], [1.0, 0.0]])
+    valid = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    stats = label_stats(["comply", "comply", "refuse", None], rewards, valid, group_signal(rewards, valid))
+    assert stats == {"None": {"groups": 1, "signal": 1, "reward": 0.5},
+                     "comply": {"groups": 2, "signal": 1, "reward": 0.75},
+                     "refuse": {"groups": 1, "signal": 0, "reward": 0.0}}  # one valid sample: no signal; 0.5 excluded

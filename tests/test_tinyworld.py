@@ -275,6 +275,6 @@ def test_valid_split_is_the_generated_wordings_of_training_subjects_and_nothing_
     wide = read_rows("tinyworld:rl_wide", spec)[1]
     assert valid == [r for r in wide if r["frame"].startswith("x")] and valid
     text = lambda rows: {r["messages"][0]["content"] for r in rows}  # noqa: E731
-    for split in ("train", "rl", "heldout"):
-        assert not text(valid) & text(read_rows(f"tinyworld:{split}", spec)[1]), split
+    for name in ("train", "rl", "heldout"):
+        assert not text(valid) & text(read_rows(f"tinyworld:{name}", spec)[1]), name
     assert {r["subject"] for r in valid} == {r["subject"] for r in prompts["train"]}

@@ -102,3 +102,17 @@ def step_stats(completions: list[Completion], scored: list[Scored], spec, classi
         "citation_rate": cited / max(well_formed, 1),
         "citation_validity": good / cites if cites else None,
     }
+
+
+def label_stats(labels: list, rewards, valid, signal: list[bool]) -> dict:
+    """Per label of a step's prompts (one per group): groups drawn, groups with signal (GRPO learns
+    only from groups whose rewards differ, and with std-normalised advantages each weighs about the
+    same) and the mean valid reward. Shows whether one behaviour carries most of a step's update."""
+    out: dict = {}
+    for label, r, v, s in zip(labels, rewards.tolist(), valid.tolist(), signal):
+        e = out.setdefault(str(label), {"groups": 0, "signal": 0, "rewards": []})
+        e["groups"] += 1
+        e["signal"] += int(s)
+        e["rewards"] += [x for x, ok in zip(r, v) if ok]
+    return {k: {"groups": e["groups"], "signal": e["signal"],
+                "reward": sum(e["rewards"]) / len(e["rewards"]) if e["rewards"] else None} for k, e in sorted(out.items())}

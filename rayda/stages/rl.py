@@ -364,6 +364,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                           "rollout_resyncs": rollout.restarts_seen,
                           **R.step_stats(completions, scored, plan.spec, classify),
                           "groups_with_signal": sum(group_signal(rewards, valid)), "groups_trained": len(groups),
+                          "by_label": R.label_stats([q.label for q in batch], rewards, valid, group_signal(rewards, valid)),
                           **_learner_stats(parts, rows, trained, prompt_ids, c.kl_kind, recompute),
                           "tokens_generated": sum(len(x.token_ids) for x in completions),  # `rayda compare`'s cost
                           "learner_tokens": int(sum(r["tokens"] for r in parts)),
