@@ -32,6 +32,8 @@ from the sampler's as the train/inference mismatch.
 
 Writes:
     <run.dir>/checkpoints/rl/         Hugging Face folder, `train_report.json`, then `_SUCCESS`
+    <run.dir>/checkpoints/rl_best/    with rl.select=best: the best checkpoint on the validation set so far
+                                      (`selection.json`); checkpoints/rl is a copy of it at the end
     <run.dir>/checkpoints/rl_state/   DeepSpeed checkpoints `step{N}` + `latest` (resume points)
     <run.dir>/checkpoints/rl_sync/    with rl.sync=files: the current weight snapshot the engines load
     <run.dir>/metrics.jsonl           one line per step, {"stage": "rl", ...}; also Ray dashboard gauges
