@@ -67,9 +67,12 @@ def test_every_field_has_a_docstring():
     import inspect
 
     import rayda.config as config
+    import rayda.config_cai as config_cai
+    import rayda.config_pm as config_pm
+    import rayda.config_rl as config_rl
 
-    tree = ast.parse(inspect.getsource(config))
-    for cls in [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith("Config") or getattr(n, "name", "") == "Recipe"]:
+    tree = [n for m in (config, config_cai, config_pm, config_rl) for n in ast.parse(inspect.getsource(m)).body]
+    for cls in [n for n in tree if isinstance(n, ast.ClassDef) and n.name.endswith("Config") or getattr(n, "name", "") == "Recipe"]:
         body = cls.body
         for i, node in enumerate(body):
             if isinstance(node, ast.AnnAssign):

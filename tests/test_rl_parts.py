@@ -293,12 +293,12 @@ def test_rl_select_best_needs_a_validation_set_apart_from_the_training_prompts(t
 
 
 def test_rl_best_keeps_the_first_highest_validation_checkpoint(tmp_path):
-    """`_keep_if_best` exports through the learner group only on a strict improvement; the folder
+    """`keep_if_best` exports through the learner group only on a strict improvement; the folder
     always holds the weights of the step its selection.json names."""
     import json
     from pathlib import Path
 
-    from rayda.stages.rl import _keep_if_best, selected
+    from rayda.rl.select import keep_if_best, selected
 
     class Learners:  # the learner group's export: writes the step it was called at
         step = 0
@@ -311,7 +311,7 @@ def test_rl_best_keeps_the_first_highest_validation_checkpoint(tmp_path):
     learners, folder, best = Learners(), tmp_path / "rl_best", None
     for step, accuracy in ((5, 0.80), (10, 0.85), (15, 0.85), (20, 0.70)):
         learners.step = step
-        best = _keep_if_best(learners, folder, {"step": step, "valid": {"accuracy": accuracy, "n": 240}}, best)
+        best = keep_if_best(learners, folder, {"step": step, "valid": {"accuracy": accuracy, "n": 240}}, best)
     assert best == selected(folder) == {"step": 10, "accuracy": 0.85, "n": 240}
     assert (folder / "model.safetensors").read_text() == "10"
     assert json.loads((folder / "selection.json").read_text())["step"] == 10

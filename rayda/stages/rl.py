@@ -112,6 +112,7 @@ def prepare(recipe: Recipe) -> Plan:
 
 def _watch_prompts(ctx, prompts: list) -> dict:
     """The fixed samples `rl.eval_every` measures: training prompts, and labelled in-spec `eval.prompts`."""
+    from rayda.rl.select import validation_sample
     from rayda.rl.watch import fixed_sample
     from rayda.stages.evaluate import load_eval_prompts
 
@@ -121,27 +122,8 @@ def _watch_prompts(ctx, prompts: list) -> dict:
                if it.prompt.label and it.prompt.category in set(spec.category_ids)]
     watch = {"train": fixed_sample(prompts, n, seed), "heldout": fixed_sample(heldout, n, seed)}
     if recipe.rl.select == "best":
-        watch["valid"] = _validation(recipe.rl, spec, prompts, seed)
+        watch["valid"] = validation_sample(recipe.rl, spec, prompts, seed)
     return watch
-
-
-def _validation(c, spec, prompts: list, seed: int) -> list:
-    """`rl.select=best`'s validation sample: labelled prompts of `rl.select_prompts` in the training
-    prompts' categories (`prompts.limit` does not apply), none of them a training prompt."""
-    from rayda.data.prompts import load_prompts
-    from rayda.rl.watch import fixed_sample
-
-    text = lambda q: repr(q.messages)  # noqa: E731
-    categories, trained = {q.category for q in prompts}, {text(q) for q in prompts}
-    candidates = [q for q in load_prompts(c.select_prompts, spec) if q.label and q.category in categories]
-    shared = [q.id for q in candidates if text(q) in trained]
-    if shared:
-        raise ValueError(f"rl.select_prompts {c.select_prompts!r} shares {len(shared)} prompts with RL's training "
-                         f"prompts (e.g. {shared[0]!r}): a validation set must not be trained on")
-    if not candidates:
-        raise ValueError(f"rl.select_prompts {c.select_prompts!r} has no labelled prompt in the training prompts' "
-                         f"categories ({', '.join(sorted(categories))})")
-    return fixed_sample(candidates, c.select_n, seed)
 
 
 def step_prompts(prompts: list, step: int, c, seed: int) -> list:
@@ -225,6 +207,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.rl.pools import JudgePool, RolloutPool
     from rayda.rl.report import Dashboard
     from rayda.rl.rows import behaviour_logprobs, policy_row, with_logprobs
+    from rayda.rl.select import SELECTION, keep_if_best, selected
     from rayda.rl.sync import learner_logprobs, probe_example, sync, transport
     from rayda.types import Completion
 
@@ -387,7 +370,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                 if c.eval_every and (done % c.eval_every == 0 or done == c.steps):
                     watched = _watch(rollout, plan, watch_ids, p["metrics"], dashboard, done, c, sampled=done == c.steps)
                     if c.select == "best":
-                        best = _keep_if_best(learners, p["best"], watched, best)
+                        best = keep_if_best(learners, p["best"], watched, best)
                 if c.save_every and done % c.save_every == 0 and done < c.steps:
                     save_ahead(p["state"], done, pending)  # first: DeepSpeed's `latest` names the tag last
                     learners.run_all("save_checkpoint", str(p["state"]), f"step{done}", {"step": done})
@@ -450,34 +433,6 @@ def _watch(rollout, plan: Plan, watch_ids: dict, metrics_path: Path, dashboard, 
     tracking.log(metrics_path.parent, record)  # metrics_path is <run.dir>/metrics.jsonl
     dashboard.publish(record)
     return record
-
-
-SELECTION = "selection.json"
-"""In `checkpoints/rl_best`: the step whose weights the folder holds and their validation figures."""
-
-
-def selected(folder: Path) -> dict | None:
-    """`rl.select=best`'s choice so far ({"step", "accuracy", "n"}), None before the first measurement.
-    A resumed run keeps it even when it is newer than the checkpoint it resumes from: its weights
-    were measured, and the replayed steps reach the same ones again."""
-    import json
-
-    path = Path(folder) / SELECTION
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _keep_if_best(learners, folder: Path, record: dict, best: dict | None) -> dict | None:
-    """Export the policy to `folder` if its validation accuracy in the watch `record` beats `best`
-    (ties keep the earlier checkpoint: less drift from SFT for the same score). Returns the choice."""
-    figures = record["valid"]
-    if best is not None and figures["accuracy"] <= best["accuracy"]:
-        return best
-    choice = {"step": record["step"], "accuracy": figures["accuracy"], "n": figures["n"]}
-    with atomic_path(folder) as tmp:
-        learners.run_all("export_hf", str(tmp))
-        atomic_write_json(tmp / SELECTION, choice)
-    print(f"rl: step {record['step']}: validation accuracy {figures['accuracy']:.3f}, the best so far; exported to {folder}")
-    return choice
 
 
 def _learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids: dict, kl_kind: str = "k3",
