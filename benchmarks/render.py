@@ -4,8 +4,10 @@
     .venv/bin/python benchmarks/render.py --write README.md   (replace the lines between the markers)
 
 One row per result: its headline figures (HEADLINES; the whole result, compactly, for a benchmark not
-listed there), the commit, the UTC date and the machine's cores. A result measured at a commit other
-than HEAD is marked "(from abc1234, older)"; one measured with uncommitted changes carries "+dirty".
+listed there), the commit, the UTC date and the machine's cores. A result measured at a commit whose
+code differs from HEAD's is marked "(from abc1234, older)"; one whose commit differs from HEAD only in
+documentation (*.md) and results shows "abc1234, same code"; one measured with uncommitted changes
+carries "+dirty".
 """
 
 from __future__ import annotations
@@ -50,6 +52,16 @@ def head_commit(root: Path = ROOT) -> str | None:
         return None
 
 
+def same_code(commit: str, root: Path = ROOT) -> bool:
+    """Whether `commit` and HEAD differ in documentation (*.md) and benchmark results only; False when
+    git cannot tell (no checkout, an unknown commit)."""
+    try:
+        return subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", ".", ":(exclude)*.md",
+                               ":(exclude)benchmarks/results"], cwd=root, capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
 def _compact(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
@@ -70,20 +82,22 @@ def figures(name: str, result: dict) -> str:
     return "; ".join(shown)
 
 
-def commit_cell(rec: dict, head: str | None) -> str:
+def commit_cell(rec: dict, head: str | None, root: Path = ROOT) -> str:
     commit = rec.get("commit") or "unknown"
     text = commit + ("+dirty" if rec.get("dirty") else "")
     same = head is not None and (head.startswith(commit) or commit.startswith(head))  # short hashes may grow
-    return text if same or head is None else f"(from {text}, older)"
+    if same or head is None:
+        return text
+    return f"{text}, same code" if same_code(commit, root) else f"(from {text}, older)"
 
 
-def table(records: list[dict], head: str | None) -> str:
+def table(records: list[dict], head: str | None, root: Path = ROOT) -> str:
     order = list(HEADLINES)
     records = sorted(records, key=lambda r: (order.index(r["benchmark"]) if r["benchmark"] in order else len(order),
                                               r["benchmark"]))
     lines = ["| benchmark | figures | commit | date | cores |", "|---|---|---|---|---|"]
     for r in records:
-        cells = [f"`benchmarks/{r['benchmark']}.py`", figures(r["benchmark"], r["result"]), commit_cell(r, head),
+        cells = [f"`benchmarks/{r['benchmark']}.py`", figures(r["benchmark"], r["result"]), commit_cell(r, head, root),
                  str(r.get("date", ""))[:10], str(r.get("cores", ""))]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     if not records:
@@ -108,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default=str(RESULTS))
     ap.add_argument("--write", metavar="FILE", help="replace the table between the marker lines of FILE")
+    ap.add_argument("--root", default=str(ROOT), help="the git checkout whose HEAD the results are dated against")
     a = ap.parse_args(argv)
-    block = table(load(Path(a.results)), head_commit())
+    block = table(load(Path(a.results)), head_commit(Path(a.root)), Path(a.root))
     if not a.write:
         print(block)
         return 0

@@ -101,6 +101,37 @@ def test_the_table_shows_headlines_and_marks_older_commits(tmp_path, head):
     ]
 
 
+def test_a_result_older_than_head_by_documentation_only_is_not_marked_older(tmp_path):
+    """The mark says whether the measured code changed since, not whether any commit came after: a
+    README edit keeps the figures current, a change to a .py file makes them older."""
+    repo, results = tmp_path / "repo", tmp_path / "results"
+    repo.mkdir()
+    results.mkdir()
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+
+    def commit(path, text):
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(text)
+        git("add", "-A")
+        git("commit", "-qm", path)
+        return git("rev-parse", "--short", "HEAD")
+
+    measured = commit("rayda/x.py", "a = 1\n")
+    (results / "rl_step.json").write_text(json.dumps(_record("rl_step", {"step_s": 2.8}, measured)))
+    cell = lambda: render("--results", str(results), "--root", str(repo)).stdout.splitlines()[2].split(" | ")[2]  # noqa: E731
+    assert cell() == measured
+    commit("README.md", "figures\n")
+    commit("benchmarks/results/other.json", "{}\n")
+    assert cell() == f"{measured}, same code"
+    commit("rayda/x.py", "a = 2\n")
+    assert cell() == f"(from {measured}, older)"
+
+
 def test_write_replaces_only_the_block_between_the_markers(tmp_path, head):
     results = tmp_path / "results"
     results.mkdir()
