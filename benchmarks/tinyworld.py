@@ -1,6 +1,7 @@
 """Tiny-world figures, printed as ONE JSON line.
 
-Builds (or loads from the cache) the default tiny world and reports its build time, size and the base
+Builds (or loads from the cache) the tiny recipe's world, the one `make demo` and the tests use (its
+`tinyworld:` section and `spec.token_budget`), and reports its build time, size and the base
 model's held-out figures from the build report (sampled at temperature 1.0, without the spec); then
 measures generation throughput on the same held-out prompts and the same number of new tokens through
 vLLM and through transformers `generate`, in this run, and their ratio. It exits with an error, printing
@@ -75,23 +76,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--spec-token-budget", type=int, default=None)
-    ap.add_argument("--pretrain-steps", type=int, default=None, help="override the default config's")
+    ap.add_argument("--spec-token-budget", type=int, default=None, help="override the tiny recipe's spec.token_budget")
+    ap.add_argument("--pretrain-steps", type=int, default=None, help="override the tiny recipe's tinyworld.pretrain_steps")
     ap.add_argument("--cache-dir", default=None, help="override where worlds are cached")
     ap.add_argument("--no-vllm", action="store_true")
     ap.add_argument("--min-well-formed", type=float, default=0.9, help="below this the world is broken: no figures")
     args = ap.parse_args()
 
-    from rayda.config import TinyWorldConfig
+    from rayda.config import load_recipe
     from rayda.spec import default_spec_dir, load_spec
     from rayda.tinyworld.build import build
 
-    spec = load_spec(default_spec_dir())
+    spec, recipe = load_spec(default_spec_dir()), load_recipe("tiny")
     t = time.time()
-    cfg = TinyWorldConfig(cache_dir=args.cache_dir)
+    cfg = dataclasses.replace(recipe.tinyworld, cache_dir=args.cache_dir or recipe.tinyworld.cache_dir)
     if args.pretrain_steps is not None:
         cfg = dataclasses.replace(cfg, pretrain_steps=args.pretrain_steps)
-    world = build(spec, cfg, spec_token_budget=args.spec_token_budget, progress=False)
+    budget = recipe.spec.token_budget if args.spec_token_budget is None else args.spec_token_budget
+    world = build(spec, cfg, spec_token_budget=budget, progress=False)
     call_seconds = time.time() - t
     r = world.report
     if not r["eval"]["well_formed"] >= args.min_well_formed:
