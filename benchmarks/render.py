@@ -6,8 +6,8 @@
 One row per result: its headline figures (HEADLINES; the whole result, compactly, for a benchmark not
 listed there), the commit, the UTC date and the machine's cores. A result measured at a commit whose
 code differs from HEAD's is marked "(from abc1234, older)"; one whose commit differs from HEAD only in
-documentation (*.md) and results shows "abc1234, same code"; one measured with uncommitted changes
-carries "+dirty".
+what cannot change its figures (documentation, tests, results, other benchmarks' scripts) shows
+"abc1234, same code"; one measured with uncommitted changes carries "+dirty".
 """
 
 from __future__ import annotations
@@ -52,12 +52,17 @@ def head_commit(root: Path = ROOT) -> str | None:
         return None
 
 
-def same_code(commit: str, root: Path = ROOT) -> bool:
-    """Whether `commit` and HEAD differ in documentation (*.md) and benchmark results only; False when
-    git cannot tell (no checkout, an unknown commit)."""
+def same_code(name: str, commit: str, root: Path = ROOT) -> bool:
+    """Whether benchmark `name`'s code is the same at `commit` and HEAD: they differ at most in
+    documentation (*.md), tests, results and other benchmarks' scripts. False when git cannot tell (no
+    checkout, an unknown commit)."""
+    def unchanged(*paths: str) -> bool:
+        return subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", *paths], cwd=root,
+                              capture_output=True).returncode == 0
+
     try:
-        return subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", ".", ":(exclude)*.md",
-                               ":(exclude)benchmarks/results"], cwd=root, capture_output=True).returncode == 0
+        return unchanged(".", ":(exclude)*.md", ":(exclude)tests", ":(exclude)benchmarks") and \
+            unchanged(f"benchmarks/{name}.py")
     except OSError:
         return False
 
@@ -88,7 +93,7 @@ def commit_cell(rec: dict, head: str | None, root: Path = ROOT) -> str:
     same = head is not None and (head.startswith(commit) or commit.startswith(head))  # short hashes may grow
     if same or head is None:
         return text
-    return f"{text}, same code" if same_code(commit, root) else f"(from {text}, older)"
+    return f"{text}, same code" if same_code(rec["benchmark"], commit, root) else f"(from {text}, older)"
 
 
 def table(records: list[dict], head: str | None, root: Path = ROOT) -> str:

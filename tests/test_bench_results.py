@@ -103,7 +103,8 @@ def test_the_table_shows_headlines_and_marks_older_commits(tmp_path, head):
 
 def test_a_result_older_than_head_by_documentation_only_is_not_marked_older(tmp_path):
     """The mark says whether the measured code changed since, not whether any commit came after: a
-    README edit keeps the figures current, a change to a .py file makes them older."""
+    README, test or other benchmark's edit keeps the figures current; a change to the benchmark's own
+    script (or to rayda) makes them older."""
     repo, results = tmp_path / "repo", tmp_path / "results"
     repo.mkdir()
     results.mkdir()
@@ -125,10 +126,10 @@ def test_a_result_older_than_head_by_documentation_only_is_not_marked_older(tmp_
     (results / "rl_step.json").write_text(json.dumps(_record("rl_step", {"step_s": 2.8}, measured)))
     cell = lambda: render("--results", str(results), "--root", str(repo)).stdout.splitlines()[2].split(" | ")[2]  # noqa: E731
     assert cell() == measured
-    commit("README.md", "figures\n")
-    commit("benchmarks/results/other.json", "{}\n")
+    for path in ("README.md", "benchmarks/results/other.json", "tests/test_x.py", "benchmarks/other.py"):
+        commit(path, "x\n")
     assert cell() == f"{measured}, same code"
-    commit("rayda/x.py", "a = 2\n")
+    commit("benchmarks/rl_step.py", "x\n")  # the benchmark's own script
     assert cell() == f"(from {measured}, older)"
 
 
