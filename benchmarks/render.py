@@ -40,8 +40,14 @@ HEADLINES = {
                 "over_seeds.rl_minus_sft.mean"],
     "compare_arms": ["over_runs.da.behaviour_accuracy.mean", "over_runs.cai.behaviour_accuracy.mean",
                      "over_runs.cai_sft_only.behaviour_accuracy.mean", "ratios.cai.not_overrefuse"],
+    "prompts_import": ["pair_recall", "pair_precision", "groups_reproduced", "exact_over_lsh", "large_texts_per_s"],
+    "weight_sync": ["sizes.0.bytes", "sizes.0.collective_s_per_100mb", "sizes.0.files_over_collective",
+                    "sizes.2.bytes", "sizes.2.collective_s_per_100mb", "sizes.2.files_over_collective",
+                    "sizes.2.collective_over_memcpy", "rl_step_files_over_collective.step"],
+    "async_rl": ["async_over_sync_steps_per_s", "sync.step_s", "async.step_s", "async.split_s.wait", "judge_latency_s"],
 }
-"""Per benchmark, the keys shown (a dotted key reaches into nested objects), in this order."""
+"""Per benchmark, the keys shown (a dotted key reaches into nested objects; a number, into a list), in
+this order."""
 
 
 def head_commit(root: Path = ROOT) -> str | None:
@@ -73,9 +79,12 @@ def _compact(value) -> str:
 
 def _get(result: dict, dotted: str):
     for part in dotted.split("."):
-        if not isinstance(result, dict) or part not in result:
+        if isinstance(result, list) and part.isdigit() and int(part) < len(result):
+            result = result[int(part)]
+        elif isinstance(result, dict) and part in result:
+            result = result[part]
+        else:
             return None
-        result = result[part]
     return result
 
 

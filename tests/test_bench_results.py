@@ -85,9 +85,11 @@ def test_the_table_shows_headlines_and_marks_older_commits(tmp_path, head):
     results = tmp_path / "results"
     results.mkdir()
     rl_step = {"benchmark": "rl_step", "step_s": 2.8, "split_s": {"generate": 1.1}, "steps_timed": 3}
+    sync = {"benchmark": "weight_sync", "sizes": [{"bytes": 10, "collective_s_per_100mb": 0.6}, {"bytes": 20}]}
     records = [_record("rl_step", rl_step, head),
                _record("learner", {"benchmark": "learner", "scaling_2_vs_1_rank": 1.92}, "abc1234"),
-               _record("newbench", {"benchmark": "newbench", "a": 1, "b": [1, 2]}, head, dirty=True)]
+               _record("newbench", {"benchmark": "newbench", "a": 1, "b": [1, 2]}, head, dirty=True),
+               _record("weight_sync", sync, head)]
     for r in records:
         (results / f"{r['benchmark']}.json").write_text(json.dumps(r))
     p = render("--results", str(results))
@@ -97,6 +99,7 @@ def test_the_table_shows_headlines_and_marks_older_commits(tmp_path, head):
     assert rows[2:] == [
         "| `benchmarks/learner.py` | scaling_2_vs_1_rank 1.92 | (from abc1234, older) | 2026-01-02 | 2 |",
         f'| `benchmarks/rl_step.py` | step_s 2.8; split_s {{"generate":1.1}} | {head} | 2026-01-02 | 2 |',
+        f"| `benchmarks/weight_sync.py` | sizes.0.bytes 10; sizes.0.collective_s_per_100mb 0.6 | {head} | 2026-01-02 | 2 |",
         f'| `benchmarks/newbench.py` | {{"a":1,"b":[1,2]}} | {head}+dirty | 2026-01-02 | 2 |',
     ]
 
