@@ -20,6 +20,10 @@ import sys
 import time
 
 
+KV_BYTES = 1 << 30
+"""Each engine's KV cache: the same for both dtypes' engines, and more than 16 prompts x 8 samples need."""
+
+
 def requests(recipe, n_prompts: int, model: str) -> dict[str, list[list[dict]]]:
     from rayda import templates
     from rayda.context import RunContext
@@ -58,7 +62,9 @@ def main() -> int:
     chats = requests(recipe, args.prompts, model)
     line: dict = {"benchmark": "engine_dtype", "prompts": args.prompts, "samples_per_prompt": recipe.gen_sft.samples_per_prompt}
     for dtype in ("auto", "bfloat16"):
-        engine = VllmEngine(EngineConfig(model, dtype=dtype, seed=0))
+        # An explicit KV cache: with the engine core in this process, vLLM-CPU would size it as the
+        # memory fraction minus this process's RSS, which still holds the first engine's cache.
+        engine = VllmEngine(EngineConfig(model, dtype=dtype, seed=0, extra={"kv_cache_memory_bytes": KV_BYTES}))
         line[f"resolved_{dtype}"] = engine.dtype
         for kind, batch in chats.items():
             timed(engine, batch, recipe.gen_sft)

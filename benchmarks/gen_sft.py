@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 
+JUDGE_MAX_MODEL_LEN = 2048
+
+
 def pipeline(model: str, n_prompts: int, n_gen: int, root: Path, extra: list[str]) -> dict:
     from rayda.config import load_recipe
     from rayda.stages import gen_sft
@@ -46,7 +49,11 @@ def judge_cost(model: str, k: int, n_requests: int, token_budget) -> dict:
     ctx = RunContext(load_recipe("tiny", [f"spec.token_budget={'null' if token_budget is None else token_budget}"]))
     spec = ctx.spec
     texts = ctx.spec_texts(spec.category_ids, model)
-    engine = VllmEngine(EngineConfig(model, structured_outputs=True))
+    # The judge's prompt holds spec(category), the request, the reasoning and the answer: more than the
+    # tiny model's 1024 positions, so the judge's context is 2048 (as tests/test_gen_sft_tinyworld.py's
+    # llm judge), and its KV cache explicit (a memory fraction is sized minus this process's RSS on CPU).
+    engine = VllmEngine(EngineConfig(model, structured_outputs=True, max_model_len=JUDGE_MAX_MODEL_LEN,
+                                     extra={"kv_cache_memory_bytes": 1 << 30}))
     reqs = []
     for i in range(n_requests):
         cat = spec.category_ids[i % len(spec.category_ids)]
@@ -56,7 +63,8 @@ def judge_cost(model: str, k: int, n_requests: int, token_budget) -> dict:
                                   spec.style_guide(clause.behaviour).example))
     out = {}
     for batched in (True, False, True, False):  # each twice, interleaved: the first pair warms up
-        judge = LLMJudge(spec, texts, model, JudgeConfig(kind="llm", k=k, batched_k=batched), engine=engine)
+        judge = LLMJudge(spec, texts, model, JudgeConfig(kind="llm", k=k, batched_k=batched, max_model_len=JUDGE_MAX_MODEL_LEN),
+                         engine=engine)
         t0 = time.perf_counter()
         verdicts = judge.filter(reqs, k, list(range(len(reqs))))
         out[batched] = (time.perf_counter() - t0, [v.error for vs in verdicts for v in vs if not v.ok])

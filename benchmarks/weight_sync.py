@@ -59,7 +59,10 @@ def one_size(root: Path, hidden: int, layers: int, reps: int) -> dict:
     model = root / name
     make_model(model, hidden, layers)
     tok = AutoTokenizer.from_pretrained(model)
-    cfg = EngineConfig(model=str(model), dtype="float32", gpu_memory_utilization=0.05, max_model_len=256, weight_sync=True)
+    # An explicit KV cache (256 MiB): a memory fraction is sized minus the actor's RSS on vLLM-CPU, and the
+    # actor's imports alone exceed 5% of this machine's memory.
+    cfg = EngineConfig(model=str(model), dtype="float32", max_model_len=256, weight_sync=True,
+                       extra={"kv_cache_memory_bytes": 256 << 20})
     pool = RolloutPool(Generator, cfg, PoolConfig(actors=1, cpus_per_actor=1), f"bench-rollout-{name}")
     learners = None
     try:
