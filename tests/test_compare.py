@@ -110,6 +110,14 @@ def test_outcome_benchmark_uses_the_shared_pairing():
     a, b = [x.as_row() for x in _graded([1, 0, 0, 1, 0])], [x.as_row() for x in _graded([1, 1, 0, 1, 1])]
     d = paired_difference(a, b, "behaviour_accuracy", 2000, 0)
     assert outcome.paired_difference(a, b) == {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
+    # Per held-out wording (the id's last part): RL fixes every h0 prompt and breaks every h1 one.
+    sft = [Graded(f"IB.{i}/e0/h{w}", "illicit_behaviour", "refuse", "refuse" if w else "comply").as_row()
+           for i in range(6) for w in (0, 1)]
+    rl = [Graded(r["prompt_id"], "illicit_behaviour", "refuse", "comply" if r["behaviour"] == "refuse" else "refuse").as_row()
+          for r in sft]
+    split = outcome.by_wording(sft, rl)
+    assert list(split) == ["h0", "h1"] and (split["h0"]["mean"], split["h1"]["mean"]) == (1.0, -1.0)
+    assert split["h0"]["n"] == split["h1"]["n"] == 6 and outcome.paired_difference(sft, rl)["mean"] == 0.0
 
 
 # ---- cost per stage (pure) -----------------------------------------------------------------------
