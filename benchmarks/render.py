@@ -6,7 +6,8 @@
 One row per result: its headline figures (HEADLINES; the whole result, compactly, for a benchmark not
 listed there), the commit, the UTC date and the machine's cores. A result measured at a commit whose
 code differs from HEAD's is marked "(from abc1234, older)"; one whose commit differs from HEAD only in
-what cannot change its figures (documentation, tests, results, other benchmarks' scripts) shows
+what cannot change its figures (documentation, tests, results, the scripts of benchmarks it does not
+import) shows
 "abc1234, same code"; one measured with uncommitted changes carries "+dirty".
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,17 +60,32 @@ def head_commit(root: Path = ROOT) -> str | None:
         return None
 
 
+def scripts_of(name: str, root: Path = ROOT) -> list[str]:
+    """benchmarks/NAME.py and the benchmark scripts it imports from (`from engine_dtype import ...`,
+    `from benchmarks.rl_step import ...`), and theirs, as paths under `root`."""
+    bench = root / "benchmarks"
+    found, todo = [], [name]
+    while todo:
+        stem = todo.pop()
+        path = bench / f"{stem}.py"
+        if stem in found or not path.exists():
+            continue
+        found.append(stem)
+        todo += re.findall(r"^\s*from (?:benchmarks\.)?(\w+) import", path.read_text(), re.M)
+    return [f"benchmarks/{stem}.py" for stem in [name, *sorted(set(found) - {name})]]
+
+
 def same_code(name: str, commit: str, root: Path = ROOT) -> bool:
     """Whether benchmark `name`'s code is the same at `commit` and HEAD: they differ at most in
-    documentation (*.md), tests, results and other benchmarks' scripts. False when git cannot tell (no
-    checkout, an unknown commit)."""
+    documentation (*.md), tests, results and the scripts of benchmarks it does not import. False when
+    git cannot tell (no checkout, an unknown commit)."""
     def unchanged(*paths: str) -> bool:
         return subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", *paths], cwd=root,
                               capture_output=True).returncode == 0
 
     try:
         return unchanged(".", ":(exclude)*.md", ":(exclude)tests", ":(exclude)benchmarks") and \
-            unchanged(f"benchmarks/{name}.py")
+            unchanged(*scripts_of(name, root))
     except OSError:
         return False
 

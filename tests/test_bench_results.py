@@ -107,7 +107,7 @@ def test_the_table_shows_headlines_and_marks_older_commits(tmp_path, head):
 def test_a_result_older_than_head_by_documentation_only_is_not_marked_older(tmp_path):
     """The mark says whether the measured code changed since, not whether any commit came after: a
     README, test or other benchmark's edit keeps the figures current; a change to the benchmark's own
-    script (or to rayda) makes them older."""
+    script, to a script it imports from, or to rayda makes them older."""
     repo, results = tmp_path / "repo", tmp_path / "results"
     repo.mkdir()
     results.mkdir()
@@ -132,8 +132,11 @@ def test_a_result_older_than_head_by_documentation_only_is_not_marked_older(tmp_
     for path in ("README.md", "benchmarks/results/other.json", "tests/test_x.py", "benchmarks/other.py"):
         commit(path, "x\n")
     assert cell() == f"{measured}, same code"
-    commit("benchmarks/rl_step.py", "x\n")  # the benchmark's own script
+    commit("benchmarks/rl_step.py", "from benchmarks.helper import f\n")  # the benchmark's own script
     assert cell() == f"(from {measured}, older)"
+    (results / "rl_step.json").write_text(json.dumps(_record("rl_step", {"step_s": 2.8}, git("rev-parse", "--short", "HEAD"))))
+    commit("benchmarks/helper.py", "f = 1\n")  # a script it imports from
+    assert cell().endswith("older)")
 
 
 def test_write_replaces_only_the_block_between_the_markers(tmp_path, head):
