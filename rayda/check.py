@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rayda.config import Recipe
+from rayda.spec import BEHAVIOURS
 
 SHAPE = re.compile(r"^(\d+)x(?:(\d+)gpu)?(?:[,:+]?(\d+)cpu)?$")
 CPUS_PER_GPU = 12
@@ -133,6 +134,11 @@ def _rl(recipe: Recipe) -> list[str]:
         out.append(f"rl.temperature must be > 0 (got {c.temperature}): GRPO needs samples that differ")
     if c.adv_scale not in ("std", "none"):
         out.append(f"rl.adv_scale must be 'std' or 'none', got {c.adv_scale!r}")
+    for label, weight in c.label_weights.items():
+        if label not in BEHAVIOURS:
+            out.append(f"rl.label_weights: unknown label {label!r}; labels: {', '.join(BEHAVIOURS)}")
+        elif isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+            out.append(f"rl.label_weights.{label} must be a number > 0, got {weight!r}")
     if c.max_staleness not in (0, 1):
         out.append(f"rl.max_staleness must be 0 (on-policy) or 1 (the next step samples while this one trains), got {c.max_staleness}")
     if c.sync not in ("collective", "files"):

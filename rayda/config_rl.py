@@ -73,6 +73,11 @@ class RlConfig:
     """Upper ratio bound (DAPO's clip-higher); None: the same as `clip`."""
     adv_scale: str = "std"
     """Advantages are reward - group mean, divided by the group's std (`std`, GRPO) or not (`none`, Dr. GRPO)."""
+    label_weights: dict = field(default_factory=dict)
+    """Advantage multipliers per prompt label (`{refuse: 2.0}`; a label not named: 1): how hard the groups
+    of each behaviour push. Group normalisation gives every group the same weight whatever the cost of
+    its mistakes; with a weight above 1 on `refuse`, a step's push towards refusing harmful requests
+    outweighs its push towards complying, where the two meet on wordings RL never sampled."""
     kl_coef: float = 0.05
     """Weight of the KL penalty to the frozen SFT reference in the loss."""
     kl_kind: str = "k3"

@@ -45,6 +45,14 @@ def test_every_problem_is_reported_at_once_with_its_key(tmp_path):
     assert len(errors) == 6 and all("\n" not in e for e in errors)
 
 
+def test_rl_label_weights_name_a_behaviour_and_are_positive():
+    errors = _errors(load_recipe("tiny", ["rl.label_weights={refuze: 2, comply: 0, safe_complete: yes}"]))
+    assert errors == ["sizes: rl.label_weights: unknown label 'refuze'; labels: comply, refuse, safe_complete",
+                      "sizes: rl.label_weights.comply must be a number > 0, got 0",
+                      "sizes: rl.label_weights.safe_complete must be a number > 0, got True"]
+    assert _errors(load_recipe("tiny", ["rl.label_weights={refuse: 2.0, comply: 1}"])) == []
+
+
 def test_weight_transport_and_reference_pool_settings():
     errors = _errors(load_recipe("tiny", ["rl.sync=nccl", "rl.sync_timeout_s=0"]))
     assert any("rl.sync must be 'collective' or 'files', got 'nccl'" in e for e in errors)

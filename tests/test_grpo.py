@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rayda.algo.grpo import clipped_pg_loss, full_kl, group_advantages, grpo_loss, kl_estimate
+from rayda.algo.grpo import clipped_pg_loss, full_kl, group_advantages, grpo_loss, kl_estimate, label_weighted
 
 
 def test_group_advantages_hand_computed():
@@ -25,6 +25,13 @@ def test_group_advantages_ignore_invalid_samples():
     a = group_advantages(r, valid, eps=0.0)
     s = math.sqrt(0.5)  # std of [1, 0] with n-1
     assert torch.allclose(a, torch.tensor([[0.5 / s, -0.5 / s, 0.0]]))
+
+
+def test_label_weights_scale_each_groups_advantages_by_its_prompts_label():
+    adv = group_advantages(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))
+    out = label_weighted(adv, ["refuse", "comply", None], {"refuse": 2.0})
+    assert torch.equal(out[0], 2 * adv[0]) and torch.equal(out[1:], adv[1:])  # unnamed labels and no label: 1
+    assert torch.equal(label_weighted(adv, ["refuse"] * 3, {}), adv)
 
 
 def test_kl_estimators():

@@ -35,6 +35,13 @@ def group_advantages(rewards: torch.Tensor, valid: torch.Tensor | None = None, e
     return adv * valid
 
 
+def label_weighted(advantages: torch.Tensor, labels: list[str | None], weights: dict[str, float]) -> torch.Tensor:
+    """Each group's advantages ([G, n]) times its prompt label's weight (`rl.label_weights`; 1 for a label
+    not named or a prompt without one)."""
+    scale = torch.tensor([float(weights.get(label, 1.0)) for label in labels], dtype=advantages.dtype)
+    return advantages * scale[:, None]
+
+
 def group_signal(rewards: torch.Tensor, valid: torch.Tensor | None = None) -> list[bool]:
     """For each of the G groups ([G, n] rewards): do its valid rewards differ? Only then does it carry signal."""
     valid = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid.bool()

@@ -198,7 +198,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.actors.judge import JudgeWorker
     from rayda.actors.learner import Learner
     from rayda.actors.rollout import Generator
-    from rayda.algo.grpo import group_advantages, group_signal, informative_groups
+    from rayda.algo.grpo import group_advantages, group_signal, informative_groups, label_weighted
     from rayda.behaviour import classify
     from rayda.data.gen_rows import stable_seed
     from rayda.judges.base import min_of_k
@@ -313,7 +313,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     valid = torch.tensor([s.valid for s in scored], dtype=torch.float32).view(shape)
                     # Dynamic sampling: of the drawn groups, train on prompts_per_step, those with signal first.
                     groups = informative_groups(rewards, valid, c.prompts_per_step)
-                    advantages = group_advantages(rewards[groups], valid[groups], scale=c.adv_scale).flatten().tolist()
+                    advantages = label_weighted(group_advantages(rewards[groups], valid[groups], scale=c.adv_scale),
+                                                [batch[g].label for g in groups], c.label_weights).flatten().tolist()
                     picked = [g * c.samples_per_prompt + i for g in groups for i in range(c.samples_per_prompt)]
                     trained, trained_scores = [completions[i] for i in picked], [scored[i] for i in picked]
                     rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid) for x, s in zip(trained, trained_scores)]
