@@ -5,7 +5,8 @@
 Runs the script with this Python, passing its output through, and takes the last line of its stdout
 that parses as a JSON object. Writes (atomically: a temporary file, then a rename)
 {"benchmark", "result", "commit", "dirty", "date", "cores", "command"}: the short commit of HEAD and
-whether tracked files differ from it, the UTC date, `os.cpu_count()` and the command as run.
+whether tracked files that can change a figure differ from it (documentation, tests and results
+cannot), the UTC date, `os.cpu_count()` and the command as run.
 Exits non-zero and writes nothing when the script fails or prints no JSON object. A result of the form
 {"skipped": why} (an optional input is missing) is reported and not written; the exit status is 0.
 """
@@ -27,13 +28,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def git_state(root: Path) -> tuple[str, bool | None]:
-    """HEAD's short hash and whether tracked files (results aside) differ from it; ("unknown", None) outside git."""
+    """HEAD's short hash and whether tracked files (documentation, tests and results aside) differ from it;
+    ("unknown", None) outside git."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
         commit = git("rev-parse", "--short", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"))
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!*.md",
+                         ":!tests"))
     except (OSError, subprocess.CalledProcessError):
         return "unknown", None
     return commit, dirty

@@ -56,6 +56,31 @@ def test_the_last_json_line_is_written_with_commit_date_cores_and_command(tmp_pa
     assert datetime.fromisoformat(rec["date"]).utcoffset() == timedelta(0)
 
 
+def test_dirty_means_uncommitted_code_not_an_open_readme(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    (repo / "benchmarks" / "run.py").write_text(RUN.read_text())
+    (repo / "benchmarks" / "fake.py").write_text(PRINTS_JSON)
+    (repo / "README.md").write_text("figures\n")
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+
+    def dirty():
+        p = subprocess.run([sys.executable, str(repo / "benchmarks" / "run.py"), "fake"], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return json.loads((repo / "benchmarks" / "results" / "fake.json").read_text())["dirty"]
+
+    (repo / "README.md").write_text("figures being edited\n")
+    assert dirty() is False
+    (repo / "benchmarks" / "fake.py").write_text(PRINTS_JSON + "\n")
+    assert dirty() is True
+
+
 @pytest.mark.parametrize("body,why", [(FAILS, "failed (exit 1)"), (NO_JSON, "printed no JSON object")])
 def test_a_failed_or_silent_benchmark_writes_nothing(tmp_path, body, why):
     old = tmp_path / "results" / "fake.json"
