@@ -7,8 +7,7 @@ One row per result: its headline figures (HEADLINES; the whole result, compactly
 listed there), the commit, the UTC date and the machine's cores. A result measured at a commit whose
 code differs from HEAD's is marked "(from abc1234, older)"; one whose commit differs from HEAD only in
 what cannot change its figures (documentation, tests, results, the scripts of benchmarks it does not
-import) shows
-"abc1234, same code"; one measured with uncommitted changes carries "+dirty".
+import) shows "abc1234, same code"; one measured with uncommitted changes carries "+dirty".
 """
 
 from __future__ import annotations
