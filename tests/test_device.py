@@ -217,3 +217,45 @@ def test_init_ray_sets_nothing_device_dependent(monkeypatch):
     _device(monkeypatch, cuda=False)
     init_ray(RunConfig(num_cpus=1))
     assert seen["runtime_env"]["env_vars"] == {"TOKENIZERS_PARALLELISM": "false"}
+
+
+def test_kv_cache_bytes_holds_every_sequence_at_full_length_up_to_the_cap():
+    from rayda.engines.vllm_engine import kv_cache_bytes
+
+    # the tiny world's model: 4 layers, 4 KV heads of 64, fp32; 256 sequences of 1,024 tokens: 2 GiB
+    assert kv_cache_bytes(4, 4, 64, 4, 1024, 256, cap=1e12) == 2 << 30
+    assert kv_cache_bytes(4, 4, 64, 2, 1024, 256, cap=1e12) == 1 << 30  # bf16: half
+    assert kv_cache_bytes(4, 4, 64, 4, 1024, 256, cap=5e8) == 500_000_000
+
+
+@pytest.mark.parametrize("cuda, extra, expected", [
+    (False, {}, 2 * 3 * 1 * 64 * 4 * 512 * 256),          # K and V x layers x KV heads x head_dim x fp32 x length x seqs
+    (False, {"max_num_seqs": 8}, 2 * 3 * 1 * 64 * 4 * 512 * 8),
+    (False, {"kv_cache_memory_bytes": 123}, 123),          # the user's own size is kept
+    (True, {}, None),                                      # CUDA: vLLM's fraction of the GPU
+])
+def test_vllm_engine_on_cpu_sizes_its_kv_cache_from_the_model(monkeypatch, tmp_path, cuda, extra, expected):
+    from transformers import LlamaConfig
+
+    from rayda.engines.vllm_engine import EngineConfig, VllmEngine
+
+    LlamaConfig(hidden_size=128, num_attention_heads=2, num_key_value_heads=1, num_hidden_layers=3,
+                max_position_embeddings=512).save_pretrained(tmp_path)
+    seen = _fake_vllm(monkeypatch)
+    monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    _device(monkeypatch, cuda=cuda, bf16=False)
+    VllmEngine(EngineConfig(model=str(tmp_path), extra=extra))
+    assert seen.get("kv_cache_memory_bytes") == expected
+    assert seen["gpu_memory_utilization"] == 0.2
+
+
+def test_vllm_engine_without_a_readable_config_leaves_the_kv_cache_to_vllm(monkeypatch):
+    from rayda.engines.vllm_engine import EngineConfig, VllmEngine
+
+    seen = _fake_vllm(monkeypatch)
+    monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    _device(monkeypatch, cuda=False, bf16=False)
+    VllmEngine(EngineConfig(model="not-a-local-model-or-a-cached-name"))
+    assert "kv_cache_memory_bytes" not in seen

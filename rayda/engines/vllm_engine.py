@@ -11,7 +11,8 @@ What the adapter adds is small and deliberate:
 CPU facts this relies on (STACK.md): on CPU the engine runs in the calling process
 (`rayda.engines.device.engine_in_process`); where it starts worker processes it spawns them, so build it
 inside a function or an actor, never at import; `gpu_memory_utilization` means a fraction of CPU memory and
-must stay small (about 0.2); structured outputs need the engine-level xgrammar config with
+must stay small (about 0.2), so on CPU the adapter sizes the KV cache from the model instead, with the
+fraction as its ceiling (`kv_cache_bytes`); structured outputs need the engine-level xgrammar config with
 `disable_any_whitespace`, or a tiny model pads the JSON with whitespace until `max_tokens`.
 """
 
@@ -115,6 +116,10 @@ class VllmEngine:
             kwargs.update(enable_lora=True, max_lora_rank=cfg.lora_rank, max_loras=1)
         self.adapter = None
         """The `LoRARequest` every request runs with (None: the weights alone)."""
+        if not facts[0] and "kv_cache_memory_bytes" not in cfg.extra:
+            kv = _cpu_kv_bytes(cfg, self.dtype)
+            if kv:
+                kwargs["kv_cache_memory_bytes"] = kv
         kwargs.update(cfg.extra)
         self.cfg = cfg
         self.llm = LLM(**kwargs)
@@ -245,6 +250,45 @@ class VllmEngine:
     def _need_extension(self, what: str) -> None:
         if not self.cfg.weight_sync:
             raise RuntimeError(f"{what} needs an engine started with EngineConfig(weight_sync=True)")
+
+
+CPU_MAX_NUM_SEQS = 256
+"""vLLM's default `max_num_seqs` for the `LLM` class on CPU (one worker)."""
+
+
+def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, dtype_bytes: int, max_model_len: int,
+                   max_num_seqs: int, cap: float) -> int:
+    """KV cache bytes for `max_num_seqs` sequences of `max_model_len` tokens (K and V of every layer),
+    at most `cap`: all that the scheduler can ever hold at once, and no more.
+
+    On CPU vLLM reads `gpu_memory_utilization` as a fraction of the node's memory, whatever the model:
+    0.2 of 24 GiB gave the 3.3M-parameter tiny model 4 GiB of KV (524,544 tokens, twice what 256
+    sequences of 1,024 tokens can use), and several engines in one machine add up to a memory kill.
+    The fraction stays the ceiling (`cap`)."""
+    need = 2 * layers * kv_heads * head_dim * dtype_bytes * max_model_len * max_num_seqs
+    return int(min(need, cap))
+
+
+def _cpu_kv_bytes(cfg: EngineConfig, dtype: str) -> int | None:
+    """`kv_cache_bytes` for a CPU engine of `cfg`, capped by `gpu_memory_utilization` of this machine's
+    memory; None (vLLM's own fraction) when the model's config does not give the attention shape."""
+    import psutil
+    import torch
+    from transformers import AutoConfig
+
+    try:
+        hf = AutoConfig.from_pretrained(cfg.model, local_files_only=True).get_text_config()
+        heads = hf.num_attention_heads
+        kv_heads = getattr(hf, "num_key_value_heads", None) or heads
+        head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // heads
+        length = cfg.max_model_len or hf.max_position_embeddings
+        dtype_bytes = getattr(torch, dtype).itemsize if dtype not in ("auto", None) else 4
+        layers = hf.num_hidden_layers
+    except (OSError, AttributeError, ValueError, TypeError):
+        return None
+    seqs = cfg.extra.get("max_num_seqs", CPU_MAX_NUM_SEQS)
+    return kv_cache_bytes(layers, kv_heads, head_dim, dtype_bytes, length, seqs,
+                          cfg.gpu_memory_utilization * psutil.virtual_memory().total)
 
 
 def _trained_length(model: str) -> int | None:
