@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml scripts/install.sh
 demo: install
 	$(BIN)/rayda run tiny
 
+# Two pytest-xdist workers; a test module is the unit of work, and the modules that read one shared
+# session fixture (the reduced run, the vLLM server) are one unit (tests/conftest.py). WORKERS=0: serial.
+WORKERS ?= 2
+
 test: install
-	$(BIN)/python -m pytest -q --durations=20 -m "not rehearsal"
+	$(BIN)/python -m pytest -q --durations=20 -m "not rehearsal" -n $(WORKERS) --dist loadscope
 
 # `rayda run qwen-gpu` on CPU with tiny-world models and 8 logical GPUs (tests/test_gpu_rehearsal.py).
 rehearse: install

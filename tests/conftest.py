@@ -5,10 +5,55 @@ on a two-node cluster) that the end-to-end tests read."""
 from __future__ import annotations
 
 import os
+from functools import lru_cache
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED = ("reduced_run", "vllm_server")
+"""Session fixtures that must start once however many pytest-xdist workers run (`make test` runs two):
+every module that reads one goes to the worker that holds it."""
+
+
+@lru_cache(maxsize=None)
+def _unit(module: str) -> str:
+    """The unit of work of a test module under `pytest -n N --dist loadscope`: the first `SHARED` fixture
+    its source names, else the module itself (its module fixtures, a learner group, an engine, an
+    interrupted RL run, are then built once, as in a serial run)."""
+    path = Path(module)
+    text = path.read_text() if path.is_file() else ""
+    return next((name for name in SHARED if name in text), module)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's `loadscope` with `_unit` as the scope. (`loadgroup`'s `xdist_group` marks do nothing
+    under pytest 9: xdist 3.8 renames `item._nodeid`, which pytest 9 no longer reads.)"""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(str(config.rootpath / nodeid.split("::")[0]))
+
+    config.option.loadscopereorder = False  # keep the order the workers collected (below)
+    return ModuleUnits(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """On an xdist worker, order the collection so that the longest units are handed out first: the
+    shared fixtures' modules, then modules with slow tests, then the rest (each in its usual order)."""
+    if not hasattr(config, "workerinput"):
+        return
+    slow = {_unit(str(item.path)) for item in items if item.get_closest_marker("slow")}
+
+    def rank(item) -> int:
+        unit = _unit(str(item.path))
+        return 0 if unit in SHARED else 1 if unit in slow else 2
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +155,4 @@ def vllm_server(tmp_path_factory, spec_texts):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
