@@ -153,6 +153,7 @@ def test_vllm_engine_resolves_the_dtype_in_its_own_process(monkeypatch, cuda, bf
 
     seen = _fake_vllm(monkeypatch)
     monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)  # the engine may set it: undone afterwards
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     _device(monkeypatch, cuda=cuda, bf16=bf16)
     engine = VllmEngine(EngineConfig(model="unused", dtype="auto", learner_dtype=learner_dtype))
     assert seen["dtype"] == expected == engine.dtype
@@ -182,16 +183,21 @@ def test_engine_in_process_rule(cuda, env, expected):
     assert engine_in_process(cuda, env) is expected
 
 
-@pytest.mark.parametrize("cuda, mp", [(False, "0"), (True, None)])
-def test_vllm_engine_on_cpu_starts_its_core_in_process(monkeypatch, cuda, mp):
+@pytest.mark.parametrize("cuda, mp, bind", [(False, "0", "nobind"), (True, None, None)])
+def test_vllm_engine_on_cpu_starts_its_core_in_process_unbound(monkeypatch, cuda, mp, bind):
     from rayda.engines.vllm_engine import EngineConfig, VllmEngine
 
     _fake_vllm(monkeypatch)
     monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
-    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)  # the engine may set it: undone afterwards
+    for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND"):  # the engine may set them: undone afterwards
+        monkeypatch.delenv(name, raising=False)
     _device(monkeypatch, cuda=cuda, bf16=True)
     VllmEngine(EngineConfig(model="unused"))
     assert os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == mp
+    assert os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == bind
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")  # the user's own binding is kept
+    VllmEngine(EngineConfig(model="unused"))
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0"
 
 
 def test_rl_engine_config_leaves_the_dtype_to_the_engines(tiny_recipe):
@@ -244,6 +250,7 @@ def test_vllm_engine_on_cpu_sizes_its_kv_cache_from_the_model(monkeypatch, tmp_p
     seen = _fake_vllm(monkeypatch)
     monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
     monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     _device(monkeypatch, cuda=cuda, bf16=False)
     VllmEngine(EngineConfig(model=str(tmp_path), extra=extra))
     assert seen.get("kv_cache_memory_bytes") == expected
@@ -256,6 +263,7 @@ def test_vllm_engine_without_a_readable_config_leaves_the_kv_cache_to_vllm(monke
     seen = _fake_vllm(monkeypatch)
     monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
     monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     _device(monkeypatch, cuda=False, bf16=False)
     VllmEngine(EngineConfig(model="not-a-local-model-or-a-cached-name"))
     assert "kv_cache_memory_bytes" not in seen
