@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml scripts/install.sh
 demo: install
 	$(BIN)/rayda run tiny
 
-# Two pytest-xdist workers; a test module is the unit of work, and the modules that read one shared
-# session fixture (the reduced run, the vLLM server) are one unit (tests/conftest.py). WORKERS=0: serial.
-WORKERS ?= 2
+# WORKERS=N: N pytest-xdist workers, a test module per unit of work and the modules that read one shared
+# session fixture (the reduced run, the vLLM server) as one unit (tests/conftest.py). Serial by default:
+# on 2 cores two workers took 26.7 min against 25.2 serially (README, "The suite's time").
+WORKERS ?= 0
 
 test: install
 	$(BIN)/python -m pytest -q --durations=20 -m "not rehearsal" -n $(WORKERS) --dist loadscope
