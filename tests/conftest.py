@@ -27,13 +27,12 @@ def _unit(module: str) -> str:
     return next((name for name in SHARED if name in text), module)
 
 
-
 def pytest_configure(config):
     """On an xdist worker, one OpenMP thread per process (torch, DeepSpeed, vLLM; Ray's actors and the
     clusters the tests start inherit it). Measured on 2 cores with two workers: with each learner
     taking as many threads as its actor has CPUs, the two workers' threads oversubscribed the cores,
-    `test_sft_tinyworld` took 610 s against 87 s alone and the suite 28.5 min; with one thread, 279 s
-    and 26.7 min."""
+    `test_sft_tinyworld` took 610 s against 87 s alone and the suite 28.5 min; with one thread (and the
+    engines unbound), 279 s and 26.7 min."""
     if hasattr(config, "workerinput"):
         os.environ.setdefault("OMP_NUM_THREADS", "1")
 
