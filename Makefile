@@ -19,7 +19,7 @@ demo: install
 
 # WORKERS=N: N pytest-xdist workers, a test module per unit of work and the modules that read one shared
 # session fixture (the reduced run, the vLLM server) as one unit (tests/conftest.py). Serial by default:
-# on 2 cores two workers took 26.7 min against 25.2 serially (README, "The suite's time").
+# on 2 cores two workers took 26.7 min, serial runs 25.2 and 29.5 in other hours (README, "The suite's time").
 WORKERS ?= 0
 
 test: install

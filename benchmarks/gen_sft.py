@@ -51,9 +51,8 @@ def judge_cost(model: str, k: int, n_requests: int, token_budget) -> dict:
     texts = ctx.spec_texts(spec.category_ids, model)
     # The judge's prompt holds spec(category), the request, the reasoning and the answer: more than the
     # tiny model's 1024 positions, so the judge's context is 2048 (as tests/test_gen_sft_tinyworld.py's
-    # llm judge), and its KV cache explicit (a memory fraction is sized minus this process's RSS on CPU).
-    engine = VllmEngine(EngineConfig(model, structured_outputs=True, max_model_len=JUDGE_MAX_MODEL_LEN,
-                                     extra={"kv_cache_memory_bytes": 1 << 30}))
+    # llm judge).
+    engine = VllmEngine(EngineConfig(model, structured_outputs=True, max_model_len=JUDGE_MAX_MODEL_LEN))
     reqs = []
     for i in range(n_requests):
         cat = spec.category_ids[i % len(spec.category_ids)]

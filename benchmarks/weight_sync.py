@@ -59,10 +59,7 @@ def one_size(root: Path, hidden: int, layers: int, reps: int) -> dict:
     model = root / name
     make_model(model, hidden, layers)
     tok = AutoTokenizer.from_pretrained(model)
-    # An explicit KV cache (256 MiB): a memory fraction is sized minus the actor's RSS on vLLM-CPU, and the
-    # actor's imports alone exceed 5% of this machine's memory.
-    cfg = EngineConfig(model=str(model), dtype="float32", max_model_len=256, weight_sync=True,
-                       extra={"kv_cache_memory_bytes": 256 << 20})
+    cfg = EngineConfig(model=str(model), dtype="float32", max_model_len=256, weight_sync=True)
     pool = RolloutPool(Generator, cfg, PoolConfig(actors=1, cpus_per_actor=1), f"bench-rollout-{name}")
     learners = None
     try:

@@ -165,4 +165,3 @@ def vllm_server(tmp_path_factory, spec_texts):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-

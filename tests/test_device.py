@@ -126,7 +126,10 @@ def test_learner_rank_decides_before_importing_deepspeed(monkeypatch, cuda, acce
 
 
 def _fake_vllm(monkeypatch) -> dict:
-    """A `vllm` module whose LLM records its keyword arguments."""
+    """A `vllm` module whose LLM records its keyword arguments; the environment variables a `VllmEngine`
+    sets are cleared now and restored after the test."""
+    for name in ("VLLM_LOGGING_LEVEL", "VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND"):
+        monkeypatch.delenv(name, raising=False)
     seen: dict = {}
 
     class LLM:
@@ -152,8 +155,6 @@ def test_vllm_engine_resolves_the_dtype_in_its_own_process(monkeypatch, cuda, bf
     from rayda.engines.vllm_engine import EngineConfig, VllmEngine
 
     seen = _fake_vllm(monkeypatch)
-    monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)  # the engine may set it: undone afterwards
-    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     _device(monkeypatch, cuda=cuda, bf16=bf16)
     engine = VllmEngine(EngineConfig(model="unused", dtype="auto", learner_dtype=learner_dtype))
     assert seen["dtype"] == expected == engine.dtype
@@ -188,9 +189,6 @@ def test_vllm_engine_on_cpu_starts_its_core_in_process_unbound(monkeypatch, cuda
     from rayda.engines.vllm_engine import EngineConfig, VllmEngine
 
     _fake_vllm(monkeypatch)
-    monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
-    for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND"):  # the engine may set them: undone afterwards
-        monkeypatch.delenv(name, raising=False)
     _device(monkeypatch, cuda=cuda, bf16=True)
     VllmEngine(EngineConfig(model="unused"))
     assert os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == mp
@@ -248,9 +246,6 @@ def test_vllm_engine_on_cpu_sizes_its_kv_cache_from_the_model(monkeypatch, tmp_p
     LlamaConfig(hidden_size=128, num_attention_heads=2, num_key_value_heads=1, num_hidden_layers=3,
                 max_position_embeddings=512).save_pretrained(tmp_path)
     seen = _fake_vllm(monkeypatch)
-    monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
-    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
-    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     _device(monkeypatch, cuda=cuda, bf16=False)
     VllmEngine(EngineConfig(model=str(tmp_path), extra=extra))
     assert seen.get("kv_cache_memory_bytes") == expected
@@ -261,9 +256,6 @@ def test_vllm_engine_without_a_readable_config_leaves_the_kv_cache_to_vllm(monke
     from rayda.engines.vllm_engine import EngineConfig, VllmEngine
 
     seen = _fake_vllm(monkeypatch)
-    monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
-    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
-    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     _device(monkeypatch, cuda=False, bf16=False)
     VllmEngine(EngineConfig(model="not-a-local-model-or-a-cached-name"))
     assert "kv_cache_memory_bytes" not in seen

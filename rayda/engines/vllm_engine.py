@@ -287,7 +287,7 @@ def _cpu_kv_bytes(cfg: EngineConfig, dtype: str) -> int | None:
         kv_heads = getattr(hf, "num_key_value_heads", None) or heads
         head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // heads
         length = cfg.max_model_len or hf.max_position_embeddings
-        dtype_bytes = getattr(torch, dtype).itemsize if dtype not in ("auto", None) else 4
+        dtype_bytes = getattr(torch, dtype).itemsize  # explicit on CPU: `engine_dtype` resolves auto
         layers = hf.num_hidden_layers
     except (OSError, AttributeError, ValueError, TypeError):
         return None
