@@ -41,10 +41,13 @@ REDUCED_TINY = (
     "rl.eval_every=4",
     "eval.limit=80",
     "eval.n_resamples=200",
+    "cai.rounds=2",
+    "pm.epochs=1",
 )
 """Overrides on top of the packaged `tiny` recipe; RL makes 4 steps of two updates of 4 prompts (the
 recipe makes 20 of two updates of 8): the runs exercise every part of RL (saves, the watch before and
-after), what RL learns is `benchmarks/outcome.py`'s to measure. The first 160 training prompts and the first 80 held-out
+after), what RL learns is `benchmarks/outcome.py`'s to measure. `rayda compare`'s cai arm revises in 2
+rounds (the recipe: 4) and trains its preference model for 1 epoch (3): every part runs, in less time. The first 160 training prompts and the first 80 held-out
 ones are those of the first two categories (harassment_hate, illicit_behaviour): the held-out set
 asks about the subjects the run trains on, in phrasings it never saw. (With 96 and 96, a third of the
 held-out prompts were about subjects no stage saw, whose answers any update reshuffles by chance.)"""

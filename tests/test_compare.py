@@ -4,10 +4,7 @@ share, RL from the base, the spec in context at evaluation, and (slow) the whole
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -377,34 +374,20 @@ def check_cai(cai: Path, n_prompts: int) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(3000)  # RL from the base, CAI's three steps, four evaluations, after the shared reduced run
-def test_compare_after_rayda_run_on_the_tiny_world(reduced_run, tiny_world, tmp_path):
+def test_compare_after_rayda_run_on_the_tiny_world(reduced_run, tiny_world, ray_local, tmp_path, capsys):
     """`rayda compare` in the folder of the session's reduced `rayda run` (tests/e2e_recipe.py), as a user
     runs it after `rayda run`: da and sft_only are that run's models and evaluations, reused; rl_only
     trains from the base in compare/rl_only; cai runs cai-sft, pm and RL against the preference model in
-    compare/cai; prompting evaluates the base with the spec in context."""
-    from e2e_recipe import RAYDA, reduced_tiny
+    compare/cai; prompting evaluates the base with the spec in context. The CLI's `main` runs in this
+    process on the session's Ray (its own process would start Ray and import the stack again)."""
+    from e2e_recipe import reduced_tiny
+
+    from rayda.cli import main
 
     run_dir = reduced_run["run_dir"]
     assert reduced_run["rc"] == 0, reduced_run["log"][-4000:]
-    cmd = [*RAYDA, "compare", "tiny", *reduced_tiny(run_dir)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": ""}
-
-    def compare_run(log: Path) -> str:
-        with log.open("w") as f:
-            rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=2400, start_new_session=True).returncode
-        assert rc == 0, f"exit {rc}; the end of {log}:\n" + log.read_text()[-6000:]
-        return log.read_text()
-
     run_lines = io.read_jsonl(run_dir / "metrics.jsonl")
-    check_compare(run_dir, str(tiny_world.model_dir), run_lines, compare_run(tmp_path / "first.log"))
-
-    # Started again, the compare finds everything finished: nothing is trained or evaluated twice.
-    marks = {p: p.stat().st_mtime_ns for p in run_dir.rglob("_SUCCESS")} | \
-            {p: p.stat().st_mtime_ns for p in (run_dir / "compare" / "eval").glob("*.parquet")}
-    t0 = time.time()
-    again = compare_run(tmp_path / "again.log")
-    assert {p: p.stat().st_mtime_ns for p in marks} == marks
-    assert io.read_jsonl(run_dir / "metrics.jsonl") == run_lines
-    skipped = [x for x in again.splitlines() if x.startswith("run: ") and x.endswith("; skipping")]
-    assert len(skipped) == 13, again  # gen_sft, sft, rl, rl from the base, cai's three steps, six evaluations
-    print(f"compare started again: {time.time() - t0:.0f} s, nothing redone")
+    rc = main(["compare", "tiny", *reduced_tiny(run_dir)])
+    out = capsys.readouterr()
+    assert rc == 0, f"exit {rc}:\n{out.err[-4000:]}\n{out.out[-4000:]}"
+    check_compare(run_dir, str(tiny_world.model_dir), run_lines, out.out)
