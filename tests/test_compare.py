@@ -379,7 +379,9 @@ def test_compare_after_rayda_run_on_the_tiny_world(reduced_run, tiny_world, ray_
     runs it after `rayda run`: da and sft_only are that run's models and evaluations, reused; rl_only
     trains from the base in compare/rl_only; cai runs cai-sft, pm and RL against the preference model in
     compare/cai; prompting evaluates the base with the spec in context. The CLI's `main` runs in this
-    process on the session's Ray (its own process would start Ray and import the stack again)."""
+    process on the session's Ray (its own process would start Ray and import the stack again), with
+    `rl.eval_every=0`: RL's watch only measures (`rl.select: last`), so the run's folder still takes the
+    recipe, and its two RL arms skip the watch's 2 x 640 answers (the run's own watch is test_run_e2e's)."""
     from e2e_recipe import reduced_tiny
 
     from rayda.cli import main
@@ -387,7 +389,7 @@ def test_compare_after_rayda_run_on_the_tiny_world(reduced_run, tiny_world, ray_
     run_dir = reduced_run["run_dir"]
     assert reduced_run["rc"] == 0, reduced_run["log"][-4000:]
     run_lines = io.read_jsonl(run_dir / "metrics.jsonl")
-    rc = main(["compare", "tiny", *reduced_tiny(run_dir)])
+    rc = main(["compare", "tiny", *reduced_tiny(run_dir), "rl.eval_every=0"])
     out = capsys.readouterr()
     assert rc == 0, f"exit {rc}:\n{out.err[-4000:]}\n{out.out[-4000:]}"
     check_compare(run_dir, str(tiny_world.model_dir), run_lines, out.out)

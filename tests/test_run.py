@@ -18,6 +18,20 @@ def test_resume_may_change_placement_but_not_the_computation(tmp_path):
         _pin_recipe(load_recipe("tiny", [f"run.dir={tmp_path}", "sft.lr=5e-4"]), tmp_path)
 
 
+def test_rl_watch_may_change_unless_it_chooses_the_export(tmp_path):
+    """`rl.eval_every` and `rl.eval_prompts` only measure with `rl.select=last`; with `best` they decide
+    which checkpoint RL exports, so they pin."""
+    last, best = tmp_path / "last", tmp_path / "best"
+    _pin_recipe(load_recipe("tiny", [f"run.dir={last}"]), last)
+    _pin_recipe(load_recipe("tiny", [f"run.dir={last}", "rl.eval_every=0", "rl.eval_prompts=8"]), last)
+    with pytest.raises(ConfigError, match="holds a different recipe"):
+        _pin_recipe(load_recipe("tiny", [f"run.dir={last}", "rl.eval_every=0", "rl.samples_per_prompt=4"]), last)
+    chooses = ["rl.select=best", "rl.select_prompts=tinyworld:valid"]
+    _pin_recipe(load_recipe("tiny", [f"run.dir={best}", *chooses]), best)
+    with pytest.raises(ConfigError, match="holds a different recipe"):
+        _pin_recipe(load_recipe("tiny", [f"run.dir={best}", *chooses, "rl.eval_every=2"]), best)
+
+
 def test_a_run_pinned_by_an_older_rayda_resumes(tmp_path):
     """A key added after the run was pinned takes its default; a value that changed still stops it."""
     import yaml

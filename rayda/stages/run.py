@@ -8,7 +8,8 @@ Each stage skips itself when its `_SUCCESS` (or its eval JSON) exists and resume
 so a killed run started again redoes nothing that finished. The resolved recipe is written to
 `<run.dir>/recipe.yaml`; a later run in the same folder whose recipe computes something different is
 an error rather than a silent mix of two configurations (where it runs, `pools`, the Ray address, the
-CPU and GPU counts and `run.verbose`, may change).
+CPU and GPU counts and `run.verbose`, may change; so may RL's watch, `rl.eval_every` and `rl.eval_prompts`,
+unless `rl.select=best` chooses from it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ MODELS = ("base", "sft", "rl")
 """The models `rayda run` evaluates on the held-out prompts; `eval/_SUCCESS` marks all three done."""
 PLACEMENT_ONLY = {"run": ("ray_address", "num_cpus", "num_gpus", "verbose"), "pools": None}
 """Keys that say where (and how loudly) a run happens, not what it computes: they may change between resumes."""
+RL_WATCH = ("eval_every", "eval_prompts")
+"""RL's watch (greedy figures on fixed samples every `rl.eval_every` steps) only measures, unless
+`rl.select=best` chooses the export from it: with `select: last` these may change between resumes too,
+and `rayda compare` may run its RL arms with `rl.eval_every=0` after a `rayda run` that watched."""
 
 
 def _what_it_computes(recipe_dict: dict) -> dict:
@@ -38,6 +43,9 @@ def _what_it_computes(recipe_dict: dict) -> dict:
         else:
             for k in keys:
                 out.get(section, {}).pop(k, None)
+    if out.get("rl", {}).get("select", "last") != "best":
+        for k in RL_WATCH:
+            out["rl"].pop(k, None)
     return out
 
 
