@@ -99,7 +99,7 @@ class RolloutPool:
         return len(behind)
 
     def _versions(self, timeout_s: float = 300.0) -> list[int]:
-        """Each actor's policy version; waits while one restarts (its engine takes ~30 s on CPU)."""
+        """Each actor's policy version; waits while one restarts (an actor and its engine take 10-20 s on CPU)."""
         import time
 
         import ray

@@ -233,7 +233,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.placement import plan as plan_pools
 
     plan_pools(recipe.pools.named(), init_ray(recipe.run).cluster_resources())  # every pool at once: fails before any actor starts
-    # The rollout engines start (about 30 s on CPU) while the learner group sets up.
+    # The rollout engines start (about 10-20 s on CPU: vLLM's import, then the engine) while the learner group sets up.
     rollout = RolloutPool(Generator, engine_config(recipe, plan), recipe.pools.rollout, "rollout",
                           c.rollout_restarts, c.rollout_retries)
     judges = JudgePool(judge_cls or JudgeWorker, recipe.pools.judge, plan.ctx.reward_args(plan.spec_texts))
@@ -344,13 +344,14 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     probe = probe_row if (step + 1) % c.probe_every == 0 else None
                     synced = sync(learners, rollout, version + 1, probe, c.probe_tolerance)
 
+                signal = group_signal(rewards, valid)
                 record = {"stage": STAGE, "step": step + 1, "policy_version": version + 1,
                           "sampled_versions": sorted({x.policy_version for x in completions}), "staleness": stale,
                           "prompts": [q.id for q in batch], "rollout_retries": retries,
                           "rollout_resyncs": rollout.restarts_seen,
                           **R.step_stats(completions, scored, plan.spec, classify),
-                          "groups_with_signal": sum(group_signal(rewards, valid)), "groups_trained": len(groups),
-                          "by_label": R.label_stats([q.label for q in batch], rewards, valid, group_signal(rewards, valid)),
+                          "groups_with_signal": sum(signal), "groups_trained": len(groups),
+                          "by_label": R.label_stats([q.label for q in batch], rewards, valid, signal),
                           **_learner_stats(parts, rows, trained, prompt_ids, c.kl_kind, recompute),
                           "tokens_generated": sum(len(x.token_ids) for x in completions),  # `rayda compare`'s cost
                           "learner_tokens": int(sum(r["tokens"] for r in parts)),
