@@ -1,10 +1,14 @@
 """Does the pipeline pay, on any seed? The tiny recipe end to end for several seeds, held-out figures.
 
     .venv/bin/python benchmarks/outcome.py [--seeds 0 1 2] [--out runs/outcome] [key=value ...]
+    .venv/bin/python benchmarks/outcome.py --from-sft runs/outcome --out runs/kl02 rl.kl_coef=0.2
 
 For each seed, `rayda run tiny run.seed=S run.dir=OUT/seedS` (a finished run is reused: delete its
 folder to measure again), then, from the graded held-out Parquet files of base, SFT and RL (greedy,
-no spec in context), prints one JSON line:
+no spec in context), prints one JSON line. With `--from-sft DIR`, an RL variant from the SFT models an
+earlier call made: per seed, `rayda rl` from `DIR/seedS/checkpoints/sft` (`rl.init`) and `rayda eval
+--model rl` in OUT/seedS with the overrides, and base and SFT read from DIR/seedS's evaluations, so
+RL - SFT pairs the variant's RL with the very SFT model it started from. The line holds:
 
 - per seed: each model's behaviour accuracy, not_unsafe, not_overrefuse, safe_completion_style,
   citation_validity and `restates` (reasoning that restates the request word for word); RL - SFT behaviour accuracy with its 95% paired bootstrap interval (the same
@@ -40,23 +44,42 @@ DIAGNOSTICS = ("restates",)
 request word for word (a model that garbles the request decides on the garbled text)."""
 
 
-def run_seed(seed: int, out: Path, overrides: list[str]) -> Path:
+def rayda(seed: int, out: Path, *args: str) -> None:
+    """`rayda ARGS...` in a subprocess on a local Ray of its own, appending to OUT/seedS.log."""
+    log = out / f"seed{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as f:
+        rc = subprocess.call([sys.executable, "-m", "rayda.cli", *args], stdout=f, stderr=subprocess.STDOUT,
+                             cwd=ROOT, env={**os.environ, "RAY_ADDRESS": ""})
+    if rc != 0:
+        sys.exit(f"outcome: seed {seed}: `rayda {args[0]}` failed (exit {rc}); see {log}")
+
+
+def run_seed(seed: int, out: Path, overrides: list[str]) -> dict[str, Path]:
+    """`rayda run` for one seed (reused when finished); the folder each model's evaluation is in."""
     run_dir = out / f"seed{seed}"
     if not (run_dir / "eval" / "_SUCCESS").exists():
-        cmd = [sys.executable, "-m", "rayda.cli", "run", "tiny", f"run.seed={seed}", f"run.dir={run_dir}", *overrides]
-        log = out / f"seed{seed}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as f:
-            rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "RAY_ADDRESS": ""})
-        if rc != 0:
-            sys.exit(f"outcome: seed {seed} failed (exit {rc}); see {log}")
-    return run_dir
+        rayda(seed, out, "run", "tiny", f"run.seed={seed}", f"run.dir={run_dir}", *overrides)
+    return {m: run_dir for m in MODELS}
 
 
-def graded(run_dir: Path, model: str) -> list[dict]:
+def rl_from_sft(seed: int, sft_runs: Path, out: Path, overrides: list[str]) -> dict[str, Path]:
+    """RL and its evaluation in OUT/seedS from `sft_runs`/seedS's SFT checkpoint (reused when evaluated)."""
+    source, run_dir = sft_runs / f"seed{seed}", out / f"seed{seed}"
+    if not (source / "checkpoints" / "sft" / "_SUCCESS").exists():
+        sys.exit(f"outcome: --from-sft: {source / 'checkpoints' / 'sft'} is not a finished SFT checkpoint")
+    if not (run_dir / "eval" / "rl-heldout.json").exists():
+        common = [f"run.seed={seed}", f"run.dir={run_dir}", f"rl.init={(source / 'checkpoints' / 'sft').resolve()}",
+                  *overrides]
+        rayda(seed, out, "rl", "tiny", *common)
+        rayda(seed, out, "eval", "tiny", "--model", "rl", "--name", "rl-heldout", *common)
+    return {"base": source, "sft": source, "rl": run_dir}
+
+
+def graded(dirs: dict[str, Path], model: str) -> list[dict]:
     import pyarrow.parquet as pq
 
-    path = run_dir / "eval" / f"{model}-heldout.parquet"
+    path = dirs[model] / "eval" / f"{model}-heldout.parquet"
     if not path.exists():
         sys.exit(f"outcome: {path} is missing")
     return pq.read_table(path).to_pylist()
@@ -93,15 +116,16 @@ def restates(rows: list[dict], subject: dict[str, str]) -> float:
     return round(statistics.fmean(holds(r["cot"] or "", subject[r["prompt_id"]]) for r in rows), 4)
 
 
-def seed_figures(run_dir: Path) -> dict:
+def seed_figures(dirs: dict[str, Path]) -> dict:
+    """One seed's figures; `dirs`: the run folder whose `eval/` holds each model's held-out evaluation."""
     figures, subject = {}, subjects()
     for model in MODELS:
-        summary = json.loads((run_dir / "eval" / f"{model}-heldout.json").read_text())["overall"]
+        summary = json.loads((dirs[model] / "eval" / f"{model}-heldout.json").read_text())["overall"]
         figures[model] = {k: None if summary[k]["mean"] is None else round(summary[k]["mean"], 4) for k in FIGURES}
-        figures[model]["restates"] = restates(graded(run_dir, model), subject)
-    figures["rl_minus_sft"] = paired_difference(graded(run_dir, "sft"), graded(run_dir, "rl"))
-    figures["rl_minus_sft_by_wording"] = by_wording(graded(run_dir, "sft"), graded(run_dir, "rl"))
-    figures["sft_minus_base"] = paired_difference(graded(run_dir, "base"), graded(run_dir, "sft"))
+        figures[model]["restates"] = restates(graded(dirs, model), subject)
+    figures["rl_minus_sft"] = paired_difference(graded(dirs, "sft"), graded(dirs, "rl"))
+    figures["rl_minus_sft_by_wording"] = by_wording(graded(dirs, "sft"), graded(dirs, "rl"))
+    figures["sft_minus_base"] = paired_difference(graded(dirs, "base"), graded(dirs, "sft"))
     return figures
 
 
@@ -125,10 +149,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=str(ROOT / "runs" / "outcome"))
+    ap.add_argument("--from-sft", default=None, metavar="DIR",
+                    help="RL only, from the SFT checkpoints of an earlier --out DIR (its base and SFT figures)")
     ap.add_argument("overrides", nargs="*", help="recipe overrides, as for `rayda run`")
     args = ap.parse_args()
     out = Path(args.out)
-    per_seed = {s: seed_figures(run_seed(s, out, args.overrides)) for s in args.seeds}
+    if args.from_sft and Path(args.from_sft).resolve() == out.resolve():
+        sys.exit("outcome: --from-sft and --out must be different folders")
+    runs = {s: rl_from_sft(s, Path(args.from_sft), out, args.overrides) if args.from_sft else
+            run_seed(s, out, args.overrides) for s in args.seeds}
+    per_seed = {s: seed_figures(runs[s]) for s in args.seeds}
     over = {m: {k: mean_sd([per_seed[s][m][k] for s in args.seeds if per_seed[s][m][k] is not None])
                 for k in FIGURES + DIAGNOSTICS} for m in MODELS}
     over["rl_minus_sft"] = mean_sd([per_seed[s]["rl_minus_sft"]["mean"] for s in args.seeds])

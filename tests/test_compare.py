@@ -117,6 +117,30 @@ def test_outcome_benchmark_uses_the_shared_pairing():
     assert split["h0"]["n"] == split["h1"]["n"] == 6 and outcome.paired_difference(sft, rl)["mean"] == 0.0
 
 
+def test_outcome_rl_variant_pairs_its_rl_with_the_sft_it_started_from(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import outcome
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    calls = []
+    monkeypatch.setattr(outcome, "rayda", lambda seed, out, *args: calls.append(args))
+    earlier, out = tmp_path / "earlier", tmp_path / "variant"
+    with pytest.raises(SystemExit, match="not a finished SFT checkpoint"):
+        outcome.rl_from_sft(1, earlier, out, [])
+    (earlier / "seed1" / "checkpoints" / "sft").mkdir(parents=True)
+    (earlier / "seed1" / "checkpoints" / "sft" / "_SUCCESS").write_text("{}")
+    dirs = outcome.rl_from_sft(1, earlier, out, ["rl.kl_coef=0.2"])
+    assert dirs == {"base": earlier / "seed1", "sft": earlier / "seed1", "rl": out / "seed1"}
+    assert [c[0] for c in calls] == ["rl", "eval"] and all("rl.kl_coef=0.2" in c and "run.seed=1" in c for c in calls)
+    assert f"rl.init={(earlier / 'seed1' / 'checkpoints' / 'sft').resolve()}" in calls[0]
+    assert calls[1][:4] == ("eval", "tiny", "--model", "rl")
+    (out / "seed1" / "eval").mkdir(parents=True)
+    (out / "seed1" / "eval" / "rl-heldout.json").write_text("{}")
+    calls.clear()
+    assert outcome.rl_from_sft(1, earlier, out, []) == dirs and calls == []  # evaluated: reused
+
+
 # ---- cost per stage (pure) -----------------------------------------------------------------------
 
 
