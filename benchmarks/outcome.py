@@ -8,7 +8,11 @@ folder to measure again), then, from the graded held-out Parquet files of base, 
 no spec in context), prints one JSON line. With `--from-sft DIR`, an RL variant from the SFT models an
 earlier call made: per seed, `rayda rl` from `DIR/seedS/checkpoints/sft` (`rl.init`) and `rayda eval
 --model rl` in OUT/seedS with the overrides, and base and SFT read from DIR/seedS's evaluations, so
-RL - SFT pairs the variant's RL with the very SFT model it started from. The line holds:
+RL - SFT pairs the variant's RL with the very SFT model it started from. With `--also SET` (e.g.
+`tinyworld:valid`: the training subjects in 12 generated wordings no stage uses), SFT and RL also
+answer that prompt set, each in its run folder with that folder's pinned recipe (`m-valid.json`), and
+the line adds their figures and paired RL - SFT under `also` (a second check on wordings the held-out
+set does not have). The line holds:
 
 - per seed: each model's behaviour accuracy, not_unsafe, not_overrefuse, safe_completion_style,
   citation_validity and `restates` (reasoning that restates the request word for word); RL - SFT behaviour accuracy with its 95% paired bootstrap interval (the same
@@ -76,10 +80,10 @@ def rl_from_sft(seed: int, sft_runs: Path, out: Path, overrides: list[str]) -> d
     return {"base": source, "sft": source, "rl": run_dir}
 
 
-def graded(dirs: dict[str, Path], model: str) -> list[dict]:
+def graded(dirs: dict[str, Path], model: str, name: str = "heldout") -> list[dict]:
     import pyarrow.parquet as pq
 
-    path = dirs[model] / "eval" / f"{model}-heldout.parquet"
+    path = dirs[model] / "eval" / f"{model}-{name}.parquet"
     if not path.exists():
         sys.exit(f"outcome: {path} is missing")
     return pq.read_table(path).to_pylist()
@@ -129,6 +133,26 @@ def seed_figures(dirs: dict[str, Path]) -> dict:
     return figures
 
 
+def set_name(prompts: str) -> str:
+    """The report name's suffix for a prompt set: `tinyworld:valid` -> `valid`, `data/x.jsonl` -> `x`."""
+    return prompts.split(":", 1)[1] if prompts.startswith("tinyworld:") else Path(prompts).stem
+
+
+def also_figures(seed: int, out: Path, dirs: dict[str, Path], prompts: str) -> dict:
+    """SFT's and RL's figures on `prompts` and the paired RL - SFT, evaluating each model where missing."""
+    name = set_name(prompts)
+    for m in ("sft", "rl"):
+        if not (dirs[m] / "eval" / f"{m}-{name}.json").exists():
+            rayda(seed, out, "eval", str(dirs[m] / "recipe.yaml"), "--model", m, "--prompts", prompts,
+                  "--name", f"{m}-{name}", f"run.dir={dirs[m]}")
+    figures = {}
+    for m in ("sft", "rl"):
+        summary = json.loads((dirs[m] / "eval" / f"{m}-{name}.json").read_text())["overall"]
+        figures[m] = {k: None if summary[k]["mean"] is None else round(summary[k]["mean"], 4) for k in FIGURES}
+    figures["rl_minus_sft"] = paired_difference(graded(dirs, "sft", name), graded(dirs, "rl", name))
+    return figures
+
+
 def mean_sd(values: list[float]) -> dict:
     return {"mean": round(statistics.fmean(values), 4), "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
 
@@ -151,6 +175,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs" / "outcome"))
     ap.add_argument("--from-sft", default=None, metavar="DIR",
                     help="RL only, from the SFT checkpoints of an earlier --out DIR (its base and SFT figures)")
+    ap.add_argument("--also", default=None, metavar="SET",
+                    help="also evaluate SFT and RL on this prompt set (e.g. tinyworld:valid)")
     ap.add_argument("overrides", nargs="*", help="recipe overrides, as for `rayda run`")
     args = ap.parse_args()
     out = Path(args.out)
@@ -162,8 +188,15 @@ def main() -> None:
     over = {m: {k: mean_sd([per_seed[s][m][k] for s in args.seeds if per_seed[s][m][k] is not None])
                 for k in FIGURES + DIAGNOSTICS} for m in MODELS}
     over["rl_minus_sft"] = mean_sd([per_seed[s]["rl_minus_sft"]["mean"] for s in args.seeds])
-    print(json.dumps({"benchmark": "outcome", "command": " ".join(["benchmarks/outcome.py", *sys.argv[1:]]),
-                      "seeds": args.seeds, "per_seed": per_seed, "over_seeds": over, "checks": checks(per_seed, over)}))
+    line = {"benchmark": "outcome", "command": " ".join(["benchmarks/outcome.py", *sys.argv[1:]]),
+            "seeds": args.seeds, "per_seed": per_seed, "over_seeds": over, "checks": checks(per_seed, over)}
+    if args.also:
+        also = {s: also_figures(s, out, runs[s], args.also) for s in args.seeds}
+        over_also = {m: {k: mean_sd([also[s][m][k] for s in args.seeds if also[s][m][k] is not None]) for k in FIGURES}
+                     for m in ("sft", "rl")}
+        over_also["rl_minus_sft"] = mean_sd([also[s]["rl_minus_sft"]["mean"] for s in args.seeds])
+        line["also"] = {"prompts": args.also, "per_seed": also, "over_seeds": over_also}
+    print(json.dumps(line))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ HEADLINES = {
     "classifier": ["pooled.n", "pooled.rayda", "pooled.prefix", "pooled.error_ratio"],
     "rl_step": ["step_s", "split_s", "overhead_fraction", "sync_over_memcpy", "probe_max_diff"],
     "outcome": ["over_seeds.sft.behaviour_accuracy.mean", "over_seeds.rl.behaviour_accuracy.mean",
-                "over_seeds.rl_minus_sft.mean"],
+                "over_seeds.rl_minus_sft.mean", "also.prompts", "also.over_seeds.rl_minus_sft.mean"],
     "compare_arms": ["over_runs.da.behaviour_accuracy.mean", "over_runs.cai.behaviour_accuracy.mean",
                      "over_runs.cai_sft_only.behaviour_accuracy.mean", "ratios.cai.not_overrefuse"],
     "prompts_import": ["pair_recall", "pair_precision", "groups_reproduced", "exact_over_lsh", "large_texts_per_s"],

@@ -140,6 +140,32 @@ def test_outcome_rl_variant_pairs_its_rl_with_the_sft_it_started_from(tmp_path, 
     calls.clear()
     assert outcome.rl_from_sft(1, earlier, out, []) == dirs and calls == []  # evaluated: reused
 
+    # --also: each model answers the set in its own folder, with that folder's pinned recipe.
+    assert outcome.set_name("tinyworld:valid") == "valid" and outcome.set_name("data/new.jsonl") == "new"
+    monkeypatch.setattr(outcome, "rayda", lambda seed, out, *args: calls.append(args) or _fake_eval(args))
+    figures = outcome.also_figures(1, out, dirs, "tinyworld:valid")
+    assert [c[:3] for c in calls] == [("eval", str(earlier / "seed1" / "recipe.yaml"), "--model"),
+                                      ("eval", str(out / "seed1" / "recipe.yaml"), "--model")]
+    assert figures["sft"]["behaviour_accuracy"] == 0.5 and figures["rl"]["behaviour_accuracy"] == 1.0
+    assert figures["rl_minus_sft"]["mean"] == 0.5 and figures["rl_minus_sft"]["n"] == 2
+
+
+def _fake_eval(args):
+    """What `rayda eval ... --model M --name NAME run.dir=D` writes, for two prompts: RL right on both, SFT on one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    model, name = args[args.index("--model") + 1], args[args.index("--name") + 1]
+    folder = Path(args[-1].split("=", 1)[1]) / "eval"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [Graded(f"IB.1/e{i}/x0", "illicit_behaviour", "refuse", "refuse" if model == "rl" or i == 0 else "comply").as_row()
+            for i in range(2)]
+    pq.write_table(pa.Table.from_pylist(rows), folder / f"{name}.parquet")
+    acc = sum(r["behaviour"] == r["label"] for r in rows) / 2
+    summary = {k: {"mean": acc if k == "behaviour_accuracy" else None} for k in
+               ("behaviour_accuracy", "not_unsafe", "not_overrefuse", "safe_completion_style", "citation_validity")}
+    (folder / f"{name}.json").write_text(json.dumps({"overall": summary}))
+
 
 # ---- cost per stage (pure) -----------------------------------------------------------------------
 
