@@ -120,12 +120,17 @@ def restates(rows: list[dict], subject: dict[str, str]) -> float:
     return round(statistics.fmean(holds(r["cot"] or "", subject[r["prompt_id"]]) for r in rows), 4)
 
 
+def summary_figures(dirs: dict[str, Path], model: str, name: str = "heldout") -> dict:
+    """The FIGURES of a model's evaluation report `<dir>/eval/<model>-<name>.json`, rounded."""
+    summary = json.loads((dirs[model] / "eval" / f"{model}-{name}.json").read_text())["overall"]
+    return {k: None if summary[k]["mean"] is None else round(summary[k]["mean"], 4) for k in FIGURES}
+
+
 def seed_figures(dirs: dict[str, Path]) -> dict:
     """One seed's figures; `dirs`: the run folder whose `eval/` holds each model's held-out evaluation."""
     figures, subject = {}, subjects()
     for model in MODELS:
-        summary = json.loads((dirs[model] / "eval" / f"{model}-heldout.json").read_text())["overall"]
-        figures[model] = {k: None if summary[k]["mean"] is None else round(summary[k]["mean"], 4) for k in FIGURES}
+        figures[model] = summary_figures(dirs, model)
         figures[model]["restates"] = restates(graded(dirs, model), subject)
     figures["rl_minus_sft"] = paired_difference(graded(dirs, "sft"), graded(dirs, "rl"))
     figures["rl_minus_sft_by_wording"] = by_wording(graded(dirs, "sft"), graded(dirs, "rl"))
@@ -147,8 +152,7 @@ def also_figures(seed: int, out: Path, dirs: dict[str, Path], prompts: str) -> d
                   "--name", f"{m}-{name}", f"run.dir={dirs[m]}")
     figures = {}
     for m in ("sft", "rl"):
-        summary = json.loads((dirs[m] / "eval" / f"{m}-{name}.json").read_text())["overall"]
-        figures[m] = {k: None if summary[k]["mean"] is None else round(summary[k]["mean"], 4) for k in FIGURES}
+        figures[m] = summary_figures(dirs, m, name)
     figures["rl_minus_sft"] = paired_difference(graded(dirs, "sft", name), graded(dirs, "rl", name))
     return figures
 
