@@ -73,11 +73,24 @@ def rl_from_sft(seed: int, sft_runs: Path, out: Path, overrides: list[str]) -> d
     if not (source / "checkpoints" / "sft" / "_SUCCESS").exists():
         sys.exit(f"outcome: --from-sft: {source / 'checkpoints' / 'sft'} is not a finished SFT checkpoint")
     if not (run_dir / "eval" / "rl-heldout.json").exists():
-        common = [f"run.seed={seed}", f"run.dir={run_dir}", f"rl.init={(source / 'checkpoints' / 'sft').resolve()}",
-                  *overrides]
+        common = variant_args(seed, run_dir, source, overrides)
         rayda(seed, out, "rl", "tiny", *common)
         rayda(seed, out, "eval", "tiny", "--model", "rl", "--name", "rl-heldout", *common)
     return {"base": source, "sft": source, "rl": run_dir}
+
+
+def variant_args(seed: int, run_dir: Path, source: Path, overrides: list[str]) -> list[str]:
+    """The overrides an RL variant's folder is made with (`rayda rl` and `rayda eval` there pin no recipe)."""
+    return [f"run.seed={seed}", f"run.dir={run_dir}", f"rl.init={(source / 'checkpoints' / 'sft').resolve()}", *overrides]
+
+
+def recipe_of(seed: int, dirs: dict[str, Path], model: str, overrides: list[str]) -> list[str]:
+    """The recipe and overrides `model`'s folder was made with: the recipe `rayda run` pinned there, or,
+    for a --from-sft variant's RL folder, the tiny recipe with `variant_args`."""
+    pinned = dirs[model] / "recipe.yaml"
+    if pinned.exists():
+        return [str(pinned), f"run.dir={dirs[model]}"]
+    return ["tiny", *variant_args(seed, dirs[model], dirs["sft"], overrides)]
 
 
 def graded(dirs: dict[str, Path], model: str, name: str = "heldout") -> list[dict]:
@@ -143,13 +156,14 @@ def set_name(prompts: str) -> str:
     return prompts.split(":", 1)[1] if prompts.startswith("tinyworld:") else Path(prompts).stem
 
 
-def also_figures(seed: int, out: Path, dirs: dict[str, Path], prompts: str) -> dict:
-    """SFT's and RL's figures on `prompts` and the paired RL - SFT, evaluating each model where missing."""
+def also_figures(seed: int, out: Path, dirs: dict[str, Path], prompts: str, overrides: list[str]) -> dict:
+    """SFT's and RL's figures on `prompts` and the paired RL - SFT, evaluating each model where missing,
+    in its folder with the recipe that folder was made with (`recipe_of`)."""
     name = set_name(prompts)
     for m in ("sft", "rl"):
         if not (dirs[m] / "eval" / f"{m}-{name}.json").exists():
-            rayda(seed, out, "eval", str(dirs[m] / "recipe.yaml"), "--model", m, "--prompts", prompts,
-                  "--name", f"{m}-{name}", f"run.dir={dirs[m]}")
+            recipe, *args = recipe_of(seed, dirs, m, overrides)
+            rayda(seed, out, "eval", recipe, "--model", m, "--prompts", prompts, "--name", f"{m}-{name}", *args)
     figures = {}
     for m in ("sft", "rl"):
         figures[m] = summary_figures(dirs, m, name)
@@ -195,7 +209,7 @@ def main() -> None:
     line = {"benchmark": "outcome", "command": " ".join(["benchmarks/outcome.py", *sys.argv[1:]]),
             "seeds": args.seeds, "per_seed": per_seed, "over_seeds": over, "checks": checks(per_seed, over)}
     if args.also:
-        also = {s: also_figures(s, out, runs[s], args.also) for s in args.seeds}
+        also = {s: also_figures(s, out, runs[s], args.also, args.overrides) for s in args.seeds}
         over_also = {m: {k: mean_sd([also[s][m][k] for s in args.seeds if also[s][m][k] is not None]) for k in FIGURES}
                      for m in ("sft", "rl")}
         over_also["rl_minus_sft"] = mean_sd([also[s]["rl_minus_sft"]["mean"] for s in args.seeds])

@@ -140,12 +140,17 @@ def test_outcome_rl_variant_pairs_its_rl_with_the_sft_it_started_from(tmp_path, 
     calls.clear()
     assert outcome.rl_from_sft(1, earlier, out, []) == dirs and calls == []  # evaluated: reused
 
-    # --also: each model answers the set in its own folder, with that folder's pinned recipe.
+    # --also: each model answers the set in its own folder, with the recipe that folder was made with:
+    # the one `rayda run` pinned in the earlier folder, the variant's overrides in its own (which
+    # `rayda rl` and `rayda eval` leave unpinned).
     assert outcome.set_name("tinyworld:valid") == "valid" and outcome.set_name("data/new.jsonl") == "new"
+    (earlier / "seed1" / "recipe.yaml").write_text("run: {seed: 1}\n")
     monkeypatch.setattr(outcome, "rayda", lambda seed, out, *args: calls.append(args) or _fake_eval(args))
-    figures = outcome.also_figures(1, out, dirs, "tinyworld:valid")
+    figures = outcome.also_figures(1, out, dirs, "tinyworld:valid", ["rl.kl_coef=0.2"])
     assert [c[:3] for c in calls] == [("eval", str(earlier / "seed1" / "recipe.yaml"), "--model"),
-                                      ("eval", str(out / "seed1" / "recipe.yaml"), "--model")]
+                                      ("eval", "tiny", "--model")]
+    assert f"run.dir={earlier / 'seed1'}" in calls[0] and "rl.kl_coef=0.2" not in calls[0]
+    assert {f"run.dir={out / 'seed1'}", "rl.kl_coef=0.2", "run.seed=1"} <= set(calls[1])
     assert figures["sft"]["behaviour_accuracy"] == 0.5 and figures["rl"]["behaviour_accuracy"] == 1.0
     assert figures["rl_minus_sft"]["mean"] == 0.5 and figures["rl_minus_sft"]["n"] == 2
 
@@ -156,7 +161,7 @@ def _fake_eval(args):
     import pyarrow.parquet as pq
 
     model, name = args[args.index("--model") + 1], args[args.index("--name") + 1]
-    folder = Path(args[-1].split("=", 1)[1]) / "eval"
+    folder = Path(next(a for a in args if a.startswith("run.dir=")).split("=", 1)[1]) / "eval"
     folder.mkdir(parents=True, exist_ok=True)
     rows = [Graded(f"IB.1/e{i}/x0", "illicit_behaviour", "refuse", "refuse" if model == "rl" or i == 0 else "comply").as_row()
             for i in range(2)]
