@@ -10,7 +10,8 @@ earlier call made: per seed, `rayda rl` from `DIR/seedS/checkpoints/sft` (`rl.in
 --model rl` in OUT/seedS with the overrides, and base and SFT read from DIR/seedS's evaluations, so
 RL - SFT pairs the variant's RL with the very SFT model it started from. With `--also SET` (e.g.
 `tinyworld:valid`: the training subjects in 12 generated wordings no stage uses), SFT and RL also
-answer that prompt set, each in its run folder with that folder's pinned recipe (`m-valid.json`), and
+answer that prompt set, each in its run folder with the recipe that folder was made with
+(`m-valid.json`; the recipe `rayda run` pinned there, or a variant's tiny recipe and overrides), and
 the line adds their figures and paired RL - SFT under `also` (a second check on wordings the held-out
 set does not have). The line holds:
 
@@ -159,13 +160,11 @@ def set_name(prompts: str) -> str:
 def also_figures(seed: int, out: Path, dirs: dict[str, Path], prompts: str, overrides: list[str]) -> dict:
     """SFT's and RL's figures on `prompts` and the paired RL - SFT, evaluating each model where missing,
     in its folder with the recipe that folder was made with (`recipe_of`)."""
-    name = set_name(prompts)
+    name, figures = set_name(prompts), {}
     for m in ("sft", "rl"):
         if not (dirs[m] / "eval" / f"{m}-{name}.json").exists():
             recipe, *args = recipe_of(seed, dirs, m, overrides)
             rayda(seed, out, "eval", recipe, "--model", m, "--prompts", prompts, "--name", f"{m}-{name}", *args)
-    figures = {}
-    for m in ("sft", "rl"):
         figures[m] = summary_figures(dirs, m, name)
     figures["rl_minus_sft"] = paired_difference(graded(dirs, "sft", name), graded(dirs, "rl", name))
     return figures

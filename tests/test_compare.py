@@ -157,9 +157,6 @@ def test_outcome_rl_variant_pairs_its_rl_with_the_sft_it_started_from(tmp_path, 
 
 def _fake_eval(args):
     """What `rayda eval ... --model M --name NAME run.dir=D` writes, for two prompts: RL right on both, SFT on one."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     model, name = args[args.index("--model") + 1], args[args.index("--name") + 1]
     folder = Path(next(a for a in args if a.startswith("run.dir=")).split("=", 1)[1]) / "eval"
     folder.mkdir(parents=True, exist_ok=True)
