@@ -73,7 +73,7 @@ def _at_least(section: str, obj, names: tuple[str, ...], low) -> list[str]:
 
 def _gen_sft(recipe: Recipe) -> list[str]:
     g = recipe.gen_sft
-    out = _at_least("gen_sft", g, ("samples_per_prompt", "shard_size", "batch_size", "max_tokens"), 1)
+    out = _at_least("gen_sft", g, ("samples_per_prompt", "shard_size", "batch_size", "max_tokens", "keep_per_prompt"), 1)
     if not 0.0 <= g.threshold <= 1.0:
         out.append(f"gen_sft.threshold must be in [0, 1] (judge scores are), got {g.threshold}")
     if g.temperature < 0:

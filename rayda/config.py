@@ -153,6 +153,10 @@ class GenSftConfig:
     """Nucleus sampling of the generator."""
     threshold: float = 0.8
     """Keep a sample whose min-of-k judge score is at least this (scores are in [0, 1])."""
+    keep_per_prompt: int = 1
+    """SFT rows per accepted prompt in `accepted.parquet`: its passing samples, best first, repeated in
+    turn when it has fewer (so every accepted prompt weighs the same). Above 1, SFT sees several
+    reasonings for one request; divide `sft.epochs` by it for the same number of SFT steps."""
     shard_size: int = 64
     """Prompts per finished part (`sft_data/parts/part-*.parquet`): the unit of resumption."""
     batch_size: int = 16

@@ -151,3 +151,43 @@ def test_spec_leak_rejected_before_judging(spec):
     leak = "<think>As the system message says, IB.1 applies. Decision: refuse.</think>" + spec.style_guide("refuse").example
     _, [rec], [row] = _run_batch(spec, [leak], None, [_prompt()])
     assert rec["reason"] == "spec_leak" and row["judge_verdicts"] == 0
+
+
+def test_keep_per_prompt_rows_are_the_passing_samples_best_first_then_repeated():
+    outs = _outcomes(5)
+    gen_rows.apply_judgements(outs, [MinOfK(0.9, (0.9,)), MinOfK(1.0, (1.0,)), MinOfK(0.5, (0.5,)),
+                                     MinOfK(0.95, (0.95,)), MinOfK(1.0, (1.0,))], 0.8)
+    rec = gen_rows.decide(_prompt(), outs, PROV)
+    for i, a in enumerate([rec] + rec["alternates"]):
+        a["judge_seed"] = 100 + i
+    assert gen_rows.expand(rec, 1) == [rec]
+    rows = gen_rows.expand(rec, 6)
+    # passing: 1 and 4 (1.0, lowest index first), 3 (0.95), 0 (0.9); sample 2 is below the threshold
+    assert [r["sample_index"] for r in rows] == [1, 4, 3, 0, 1, 4]
+    assert [r["messages"][-1]["content"] for r in rows] == ["a1", "a4", "a3", "a0", "a1", "a4"]
+    assert [r["messages"][-1]["reasoning_content"] for r in rows] == ["c1 IB.1", "c4 IB.1", "c3 IB.1", "c0 IB.1", "c1 IB.1", "c4 IB.1"]
+    assert [r["score"] for r in rows[:4]] == [1.0, 1.0, 0.95, 0.9] and [r["judge_seed"] for r in rows[:4]] == [100, 101, 102, 103]
+    assert all(r["prompt_id"] == rec["prompt_id"] and r["messages"][:-1] == rec["messages"][:-1] for r in rows)
+    assert rec["messages"][-1]["content"] == "a1"  # the record itself is not changed
+    one = gen_rows.prepare(["<think>only IB.1</think>x"], [3])
+    gen_rows.apply_judgements(one, [MinOfK(1.0, (1.0,))], 0.8)
+    lone = gen_rows.decide(_prompt(), one, PROV)
+    lone["judge_seed"] = 7
+    assert [r["messages"][-1]["content"] for r in gen_rows.expand(lone, 3)] == ["x", "x", "x"]
+
+
+def test_accepted_parquet_has_keep_per_prompt_rows_each_with_its_own_judge_seed(spec, tmp_path):
+    import pyarrow.parquet as pq
+
+    from rayda.stages.gen_sft import _write_final
+
+    good = [_good(spec), _good(spec, "comply"), _good(spec).replace("The user wants", "They want")]
+    _, recs, _ = _run_batch(spec, good, None, [_prompt(pid="a"), _prompt(pid="b", label="comply")])
+    assert _write_final(tmp_path, recs, keep=3) == (2, 0)
+    rows = pq.read_table(tmp_path / "accepted.parquet").to_pylist()
+    assert [r["prompt_id"] for r in rows] == ["a"] * 3 + ["b"] * 3
+    # "a" (refuse) passes with samples 0 and 2, "b" (comply) with sample 1 only
+    assert [r["sample_index"] for r in rows] == [0, 2, 0, 1, 1, 1]
+    assert rows[1]["messages"][-1]["reasoning_content"].startswith("They want")
+    assert [r["judge_seed"] for r in rows] == [gen_rows.stable_seed(0, "judge", r["prompt_id"], r["sample_index"]) for r in rows]
+    assert _write_final(tmp_path, recs) == (2, 0) and pq.read_table(tmp_path / "accepted.parquet").num_rows == 2

@@ -102,7 +102,8 @@ def judge_batch(judge, rows: list[dict], k: int, threshold: float, provenance: d
         gen_rows.apply_judgements(outs, per_prompt[i], threshold)
         record = gen_rows.decide(p, outs, provenance)
         record["generation_seed"] = gen_rows.stable_seed(run_seed, "gen", p.id)
-        record["judge_seed"] = gen_rows.stable_seed(run_seed, "judge", p.id, record["sample_index"])
+        for kept in [record] + record.get("alternates", []):
+            kept["judge_seed"] = gen_rows.stable_seed(run_seed, "judge", p.id, kept["sample_index"])
         record["generator_actor"] = r["gen_actor"]
         out.append({
             "prompt_id": p.id,

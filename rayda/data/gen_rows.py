@@ -5,9 +5,11 @@ No Ray here; `gen_pipeline.py` calls these from inside the actors, and the unit 
 Selection rule (samples_per_prompt > 1): a sample passes when it is well formed, its reasoning does
 not point at a spec that will no longer be in context, every one of its k verdicts parsed, and
 min-of-k >= threshold. The prompt keeps the passing sample with the highest min-of-k score, the lowest
-sample index breaking ties (deterministic, independent of actor timing). A prompt with no passing
-sample is rejected once, with the reason of its most promising sample, in this order:
-below_threshold (it was judged), judge_error, spec_leak, malformed; `sample_reasons` lists all.
+sample index breaking ties (deterministic, independent of actor timing); its record lists the other
+passing samples in the same order (`alternates`), from which `expand` makes `gen_sft.keep_per_prompt`
+SFT rows. A prompt with no passing sample is rejected once, with the reason of its most promising
+sample, in this order: below_threshold (it was judged), judge_error, spec_leak, malformed;
+`sample_reasons` lists all.
 """
 
 from __future__ import annotations
@@ -103,10 +105,40 @@ def apply_judgements(samples: list[SampleOutcome], judged: list[MinOfK], thresho
             s.reason = BELOW
 
 
+def ranked(samples: list[SampleOutcome]) -> list[SampleOutcome]:
+    """The passing samples, best first (highest min-of-k score, then lowest index)."""
+    passing = [s for s in samples if s.reason is None and s.judged is not None]
+    return sorted(passing, key=lambda s: (-s.judged.score, s.index))
+
+
 def choose(samples: list[SampleOutcome]) -> SampleOutcome | None:
     """The best passing sample (highest min-of-k score, then lowest index), or None."""
-    passing = [s for s in samples if s.reason is None and s.judged is not None]
-    return min(passing, key=lambda s: (-s.judged.score, s.index)) if passing else None
+    best = ranked(samples)
+    return best[0] if best else None
+
+
+def _kept(s: SampleOutcome) -> dict:
+    return {"cot": s.cot, "answer": s.answer, "cited_clauses": s.cited, "sample_index": s.index,
+            "scores": list(s.judged.scores), "score": s.judged.score}
+
+
+def expand(record: dict, keep: int) -> list[dict]:
+    """`keep` SFT rows of an accepted record (`gen_sft.keep_per_prompt`): its passing samples best first
+    (`alternates` after the kept one), cycling when it has fewer, so every accepted prompt weighs the
+    same in SFT whatever the number of its passing samples. `keep=1`: the record as it is.
+
+    The rows share the prompt's id and turns; they differ in the assistant turn and the sample's fields."""
+    if keep <= 1:
+        return [record]
+    head = {k: record[k] for k in ("cited_clauses", "sample_index", "scores", "score", "judge_seed")}
+    turn = record["messages"][-1]
+    samples = [{**head, "cot": turn["reasoning_content"], "answer": turn["content"]}] + list(record.get("alternates") or [])
+    out = []
+    for i in range(keep):
+        s = samples[i % len(samples)]
+        messages = record["messages"][:-1] + [{**turn, "content": s["answer"], "reasoning_content": s["cot"]}]
+        out.append({**record, **{k: s[k] for k in head}, "messages": messages})
+    return out
 
 
 def _most_promising(samples: list[SampleOutcome]) -> SampleOutcome:
@@ -129,8 +161,9 @@ def decide(prompt: Prompt, samples: list[SampleOutcome], provenance: dict) -> di
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **provenance,
     }
-    best = choose(samples)
-    if best is not None:
+    passing = ranked(samples)
+    if passing:
+        best = passing[0]
         # The kept prompt is the prompt's own turns: the spec lived only in the generation system message.
         messages = [dict(m, reasoning_content=None) for m in prompt.messages]
         messages.append({"role": "assistant", "content": best.answer, "reasoning_content": best.cot})
@@ -142,6 +175,7 @@ def decide(prompt: Prompt, samples: list[SampleOutcome], provenance: dict) -> di
             "sample_index": best.index,
             "scores": list(best.judged.scores),
             "score": best.judged.score,
+            "alternates": [_kept(s) for s in passing[1:]],  # the other passing samples, for `expand`
         }
     top = _most_promising(samples) if samples else None
     ok = top is not None and top.judged is not None and top.judged.ok

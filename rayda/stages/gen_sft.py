@@ -88,7 +88,7 @@ def _check_config(parts_dir: Path, provenance: dict, recipe: Recipe) -> None:
 
     key = {**provenance, "gen_sft": asdict(recipe.gen_sft), "judge": asdict(recipe.judge)}
     key.pop("label_source", None)
-    for volatile in ("shard_size", "batch_size"):  # changing these does not change any row
+    for volatile in ("shard_size", "batch_size", "keep_per_prompt"):  # changing these does not change any part
         key["gen_sft"].pop(volatile)
     for volatile in ("timeout_s", "retries", "concurrency", "api_key_env"):
         key["judge"].pop(volatile)
@@ -123,7 +123,7 @@ def run(recipe: Recipe, *, progress: bool = True) -> GenSftResult:
     missing = [p.id for p in plan.prompts if p.id not in records]
     if missing:
         raise RuntimeError(f"gen-sft: {len(missing)} prompts have no row after the run (first: {missing[:3]})")
-    accepted, rejected = _write_final(out, wanted)
+    accepted, rejected = _write_final(out, wanted, recipe.gen_sft.keep_per_prompt)
     metrics = _metrics(recipe, plan, stream, wanted, resumed=len(done), seconds=time.time() - t0)
     tracking.log(recipe.run.dir, metrics, sort_keys=True)
     tracking.close(recipe.run.dir)
@@ -224,17 +224,21 @@ def _generate(recipe: Recipe, plan: Plan, todo: list[Prompt], parts_dir: Path, p
     return s
 
 
-def _write_final(out: Path, records: list[dict]) -> tuple[int, int]:
+def _write_final(out: Path, records: list[dict], keep: int = 1) -> tuple[int, int]:
+    """`accepted.parquet` (`keep` rows per accepted prompt: `gen_rows.expand`) and `rejected.parquet`;
+    returns the number of accepted and rejected prompts."""
     import pyarrow.parquet as pq
 
     from rayda.data.gen_pipeline import ACCEPTED_SCHEMA, REJECTED_SCHEMA, final_table
+    from rayda.data.gen_rows import expand
 
-    acc = [r for r in records if r["status"] == "accepted"]
+    prompts = [r for r in records if r["status"] == "accepted"]
+    acc = [row for r in prompts for row in expand(r, keep)]
     rej = [r for r in records if r["status"] != "accepted"]
     for name, rows, schema in (("accepted", acc, ACCEPTED_SCHEMA), ("rejected", rej, REJECTED_SCHEMA)):
         with io.atomic_path(out / f"{name}.parquet") as tmp:
             pq.write_table(final_table(rows, schema), tmp)
-    return len(acc), len(rej)
+    return len(prompts), len(rej)
 
 
 def _metrics(recipe: Recipe, plan: Plan, s: _Stream, records: list[dict], resumed: int, seconds: float) -> dict:
