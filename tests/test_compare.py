@@ -145,7 +145,7 @@ def test_outcome_rl_variant_pairs_its_rl_with_the_sft_it_started_from(tmp_path, 
     # `rayda rl` and `rayda eval` leave unpinned).
     assert outcome.set_name("tinyworld:valid") == "valid" and outcome.set_name("data/new.jsonl") == "new"
     (earlier / "seed1" / "recipe.yaml").write_text("run: {seed: 1}\n")
-    monkeypatch.setattr(outcome, "rayda", lambda seed, out, *args: calls.append(args) or _fake_eval(args))
+    monkeypatch.setattr(outcome, "rayda", lambda seed, out, *args: calls.append(args) or _fake_eval(args, outcome.FIGURES))
     figures = outcome.also_figures(1, out, dirs, "tinyworld:valid", ["rl.kl_coef=0.2"])
     assert [c[:3] for c in calls] == [("eval", str(earlier / "seed1" / "recipe.yaml"), "--model"),
                                       ("eval", "tiny", "--model")]
@@ -155,7 +155,7 @@ def test_outcome_rl_variant_pairs_its_rl_with_the_sft_it_started_from(tmp_path, 
     assert figures["rl_minus_sft"]["mean"] == 0.5 and figures["rl_minus_sft"]["n"] == 2
 
 
-def _fake_eval(args):
+def _fake_eval(args, figures):
     """What `rayda eval ... --model M --name NAME run.dir=D` writes, for two prompts: RL right on both, SFT on one."""
     model, name = args[args.index("--model") + 1], args[args.index("--name") + 1]
     folder = Path(next(a for a in args if a.startswith("run.dir=")).split("=", 1)[1]) / "eval"
@@ -164,8 +164,7 @@ def _fake_eval(args):
             for i in range(2)]
     pq.write_table(pa.Table.from_pylist(rows), folder / f"{name}.parquet")
     acc = sum(r["behaviour"] == r["label"] for r in rows) / 2
-    summary = {k: {"mean": acc if k == "behaviour_accuracy" else None} for k in
-               ("behaviour_accuracy", "not_unsafe", "not_overrefuse", "safe_completion_style", "citation_validity")}
+    summary = {k: {"mean": acc if k == "behaviour_accuracy" else None} for k in figures}
     (folder / f"{name}.json").write_text(json.dumps({"overall": summary}))
 
 
