@@ -156,8 +156,10 @@ def test_resumed_run_keeps_the_data_order_and_versions(interrupted_run):
     assert [m["policy_version"] for m in metrics] == [1, 2, 3]
     assert [m["sampled_versions"] for m in metrics] == [[0], [1], [2]]
     ids = [q["id"] for q in map(json.loads, (root / "prompts.jsonl").read_text().splitlines())]
+    c = interrupted_run["recipe"].rl
+    drawn = c.prompts_per_step * c.oversample
     for m in metrics:  # the same data order as an uninterrupted run
-        assert m["prompts"] == [ids[i] for i in batch_indices(len(ids), m["step"] - 1, 4, interrupted_run["recipe"].run.seed)]
+        assert m["prompts"] == [ids[i] for i in batch_indices(len(ids), m["step"] - 1, drawn, interrupted_run["recipe"].run.seed)]
     report = json.loads((interrupted_run["out"] / "train_report.json").read_text())
     assert report["resumed_from"] == 2 and report["first_sync"]["probe_max_diff"] <= 1e-3
 
