@@ -222,4 +222,6 @@ def test_overlapped_steps_train_one_version_behind_and_resume_without_redrawing(
     # every sample was judged exactly once, across the stop (a redrawn step 3 would be judged twice)
     samples = [json.loads(x) for x in (tmp_path / "rl_samples.jsonl").read_text().splitlines()]
     judged = (tmp_path / "judge_inputs.jsonl").read_text().splitlines()
-    assert len(samples) == 3 * 16 and len(judged) == sum(s["malformed"] is None for s in samples) > 0
+    c = recipe.rl  # every drawn sample is logged and judged, the groups not trained on too (rl.oversample)
+    assert len(samples) == 3 * c.prompts_per_step * c.oversample * c.samples_per_prompt
+    assert len(judged) == sum(s["malformed"] is None for s in samples) > 0
