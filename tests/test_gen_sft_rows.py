@@ -62,7 +62,7 @@ def _outcomes(n):
 def test_best_passing_sample_wins_and_ties_go_to_the_lowest_index():
     outs = _outcomes(4)
     gen_rows.apply_judgements(outs, [MinOfK(0.9, (0.9, 1.0)), MinOfK(1.0, (1.0, 1.0)), MinOfK(1.0, (1.0,)), MinOfK(0.5, (0.5,))], 0.8)
-    assert gen_rows.choose(outs).index == 1
+    assert [s.index for s in gen_rows.ranked(outs)] == [1, 2, 0]
     rec = gen_rows.decide(_prompt(), outs, PROV)
     assert rec["status"] == "accepted" and rec["sample_index"] == 1 and rec["score"] == min(rec["scores"])
     assert rec["sample_reasons"] == ["pass", "pass", "pass", "below_threshold"] and rec["samples_passing"] == 3

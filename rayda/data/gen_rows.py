@@ -111,12 +111,6 @@ def ranked(samples: list[SampleOutcome]) -> list[SampleOutcome]:
     return sorted(passing, key=lambda s: (-s.judged.score, s.index))
 
 
-def choose(samples: list[SampleOutcome]) -> SampleOutcome | None:
-    """The best passing sample (highest min-of-k score, then lowest index), or None."""
-    best = ranked(samples)
-    return best[0] if best else None
-
-
 def _kept(s: SampleOutcome) -> dict:
     return {"cot": s.cot, "answer": s.answer, "cited_clauses": s.cited, "sample_index": s.index,
             "scores": list(s.judged.scores), "score": s.judged.score}
