@@ -191,3 +191,29 @@ def test_accepted_parquet_has_keep_per_prompt_rows_each_with_its_own_judge_seed(
     assert rows[1]["messages"][-1]["reasoning_content"].startswith("They want")
     assert [r["judge_seed"] for r in rows] == [gen_rows.stable_seed(0, "judge", r["prompt_id"], r["sample_index"]) for r in rows]
     assert _write_final(tmp_path, recs) == (2, 0) and pq.read_table(tmp_path / "accepted.parquet").num_rows == 2
+
+
+def test_a_finished_folder_asked_for_more_rows_per_prompt_rewrites_them_from_its_parts(spec, tmp_path):
+    import pyarrow.parquet as pq
+
+    from rayda import io
+    from rayda.config import load_recipe
+    from rayda.data.parts import write_part
+    from rayda.stages import gen_sft
+
+    good = [_good(spec), _good(spec, "comply"), _good(spec).replace("The user wants", "They want")]
+    _, recs, _ = _run_batch(spec, good, None, [_prompt(pid="a"), _prompt(pid="b", label="comply")])
+    out = tmp_path / "sft_data"
+    rows = [{"prompt_id": r["prompt_id"], "status": r["status"], "record": json.dumps(r)} for r in recs[::-1]]
+    write_part(out / "parts", 0, rows)  # the parts' order is not the prompts' order
+    gen_sft._write_final(out, recs)
+    io.mark_success(out, {"accepted": 2, "rejected": 0, "keep_per_prompt": 1})
+
+    def ids(keep):
+        res = gen_sft.run(load_recipe("tiny", [f"run.dir={tmp_path}", f"gen_sft.keep_per_prompt={keep}"]), progress=False)
+        assert (res.accepted, res.rejected) == (2, 0)
+        return [r["prompt_id"] for r in pq.read_table(out / "accepted.parquet", columns=["prompt_id"]).to_pylist()]
+
+    assert ids(3) == ["a"] * 3 + ["b"] * 3  # no generation: Ray is never started in this test
+    assert json.loads((out / io.SUCCESS).read_text())["keep_per_prompt"] == 3
+    assert ids(1) == ["a", "b"]

@@ -102,6 +102,9 @@ def run(recipe: Recipe, *, progress: bool = True) -> GenSftResult:
     out = Path(recipe.run.dir) / "sft_data"
     if io.is_done(out):
         info = json.loads((out / io.SUCCESS).read_text() or "{}")
+        keep = recipe.gen_sft.keep_per_prompt
+        if info.get("keep_per_prompt", 1) != keep:
+            info = _rekeep(out, info, keep)
         print(f"gen-sft: {out} is complete ({info.get('accepted')} accepted); skipping")
         return GenSftResult(out, info.get("accepted", 0), info.get("rejected", 0), info)
 
@@ -127,7 +130,8 @@ def run(recipe: Recipe, *, progress: bool = True) -> GenSftResult:
     metrics = _metrics(recipe, plan, stream, wanted, resumed=len(done), seconds=time.time() - t0)
     tracking.log(recipe.run.dir, metrics, sort_keys=True)
     tracking.close(recipe.run.dir)
-    io.mark_success(out, {"accepted": accepted, "rejected": rejected, **{k: metrics[k] for k in ("rows", "seconds")}})
+    io.mark_success(out, {"accepted": accepted, "rejected": rejected, "keep_per_prompt": recipe.gen_sft.keep_per_prompt,
+                          **{k: metrics[k] for k in ("rows", "seconds")}})
     print(f"gen-sft: {accepted} accepted, {rejected} rejected -> {out}")
     return GenSftResult(out, accepted, rejected, metrics)
 
@@ -239,6 +243,26 @@ def _write_final(out: Path, records: list[dict], keep: int = 1) -> tuple[int, in
         with io.atomic_path(out / f"{name}.parquet") as tmp:
             pq.write_table(final_table(rows, schema), tmp)
     return len(prompts), len(rej)
+
+
+def _rekeep(out: Path, info: dict, keep: int) -> dict:
+    """A finished folder asked for another `gen_sft.keep_per_prompt`: rewrite `accepted.parquet` from the
+    parts, which hold every passing sample, in the order it had (nothing is generated again). Parts
+    written before `alternates` existed hold only the best sample, which `expand` then repeats."""
+    import pyarrow.parquet as pq
+
+    order = list(dict.fromkeys(pq.read_table(out / "accepted.parquet", columns=["prompt_id"]).column(0).to_pylist()))
+    records = {r["prompt_id"]: r for r in read_parts(out / "parts")}
+    lost = [pid for pid in order if pid not in records]
+    if lost:
+        raise RuntimeError(f"gen-sft: {out}/parts lacks {len(lost)} accepted prompts (first: {lost[:3]}); "
+                           f"cannot apply gen_sft.keep_per_prompt={keep} there: use another run.dir")
+    rejected = [r for r in records.values() if r["status"] != "accepted"]
+    _write_final(out, [records[pid] for pid in order] + rejected, keep)
+    info = {**info, "keep_per_prompt": keep}
+    io.mark_success(out, info)
+    print(f"gen-sft: {out}/accepted.parquet rewritten with {keep} rows per accepted prompt (from its parts)")
+    return info
 
 
 def _metrics(recipe: Recipe, plan: Plan, s: _Stream, records: list[dict], resumed: int, seconds: float) -> dict:
