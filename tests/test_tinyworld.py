@@ -278,3 +278,24 @@ def test_valid_split_is_the_generated_wordings_of_training_subjects_and_nothing_
     for name in ("train", "rl", "heldout"):
         assert not text(valid) & text(read_rows(f"tinyworld:{name}", spec)[1]), name
     assert {r["subject"] for r in valid} == {r["subject"] for r in prompts["train"]}
+
+
+def test_pretraining_threads_follow_the_load_now_not_the_last_minutes(monkeypatch):
+    """`default_threads` reads the cores busy now: a core spinning in another process counts at once
+    (the 1-minute load average would still show the quiet minute before), and the override wins."""
+    import subprocess
+    import sys
+
+    from rayda.tinyworld.model import busy_cores, default_threads
+
+    monkeypatch.delenv("RAYDA_TORCH_THREADS", raising=False)
+    monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))  # a quiet last minute
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert busy_cores() >= 0.7
+    finally:
+        spin.kill()
+        spin.wait()
+    monkeypatch.setenv("RAYDA_TORCH_THREADS", "3")
+    assert default_threads() == 3
