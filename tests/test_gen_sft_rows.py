@@ -202,16 +202,20 @@ def test_a_finished_folder_asked_for_more_rows_per_prompt_rewrites_them_from_its
     from rayda.stages import gen_sft
 
     good = [_good(spec), _good(spec, "comply"), _good(spec).replace("The user wants", "They want")]
-    _, recs, _ = _run_batch(spec, good, None, [_prompt(pid="a"), _prompt(pid="b", label="comply")])
+    prompts = [_prompt(pid="a"), _prompt(pid="x", label="safe_complete"), _prompt(pid="b", label="comply"),
+               _prompt(pid="y", label="safe_complete")]  # x and y: no sample safe-completes, so rejected
+    _, recs, _ = _run_batch(spec, good, None, prompts)
     out = tmp_path / "sft_data"
     rows = [{"prompt_id": r["prompt_id"], "status": r["status"], "record": json.dumps(r)} for r in recs[::-1]]
     write_part(out / "parts", 0, rows)  # the parts' order is not the prompts' order
-    gen_sft._write_final(out, recs)
-    io.mark_success(out, {"accepted": 2, "rejected": 0, "keep_per_prompt": 1})
+    assert gen_sft._write_final(out, recs) == (2, 2)
+    io.mark_success(out, {"accepted": 2, "rejected": 2, "keep_per_prompt": 1})
+    rejected = pq.read_table(out / "rejected.parquet").to_pylist()
 
     def ids(keep):
         res = gen_sft.run(load_recipe("tiny", [f"run.dir={tmp_path}", f"gen_sft.keep_per_prompt={keep}"]), progress=False)
-        assert (res.accepted, res.rejected) == (2, 0)
+        assert (res.accepted, res.rejected) == (2, 2)
+        assert pq.read_table(out / "rejected.parquet").to_pylist() == rejected  # rows and order as they were
         return [r["prompt_id"] for r in pq.read_table(out / "accepted.parquet", columns=["prompt_id"]).to_pylist()]
 
     assert ids(3) == ["a"] * 3 + ["b"] * 3  # no generation: Ray is never started in this test

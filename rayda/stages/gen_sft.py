@@ -247,18 +247,21 @@ def _write_final(out: Path, records: list[dict], keep: int = 1) -> tuple[int, in
 
 def _rekeep(out: Path, info: dict, keep: int) -> dict:
     """A finished folder asked for another `gen_sft.keep_per_prompt`: rewrite `accepted.parquet` from the
-    parts, which hold every passing sample, in the order it had (nothing is generated again). Parts
-    written before `alternates` existed hold only the best sample, which `expand` then repeats."""
+    parts, which hold every passing sample, in the order the folder's files had (nothing is generated
+    again; `rejected.parquet` comes out as it was). Parts written before `alternates` existed hold only
+    the best sample, which `expand` then repeats."""
     import pyarrow.parquet as pq
 
-    order = list(dict.fromkeys(pq.read_table(out / "accepted.parquet", columns=["prompt_id"]).column(0).to_pylist()))
+    def ids(name: str) -> list[str]:
+        return pq.read_table(out / f"{name}.parquet", columns=["prompt_id"]).column(0).to_pylist()
+
+    order = list(dict.fromkeys(ids("accepted") + ids("rejected")))
     records = {r["prompt_id"]: r for r in read_parts(out / "parts")}
     lost = [pid for pid in order if pid not in records]
     if lost:
-        raise RuntimeError(f"gen-sft: {out}/parts lacks {len(lost)} accepted prompts (first: {lost[:3]}); "
+        raise RuntimeError(f"gen-sft: {out}/parts lacks {len(lost)} of its prompts (first: {lost[:3]}); "
                            f"cannot apply gen_sft.keep_per_prompt={keep} there: use another run.dir")
-    rejected = [r for r in records.values() if r["status"] != "accepted"]
-    _write_final(out, [records[pid] for pid in order] + rejected, keep)
+    _write_final(out, [records[pid] for pid in order], keep)
     info = {**info, "keep_per_prompt": keep}
     io.mark_success(out, info)
     print(f"gen-sft: {out}/accepted.parquet rewritten with {keep} rows per accepted prompt (from its parts)")
