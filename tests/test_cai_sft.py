@@ -1,10 +1,10 @@
-"""`rayda cai-sft`: the critics, the revision prompt, the rows, the config and resume bookkeeping (fast),
-and one real run on the tiny world, reduced (slow)."""
+"""`rayda cai-sft`: the critics, the revision prompt, the rows, the config and resume bookkeeping (fast).
+The real run on the tiny world, and its resumption after a lost part, are the compare's cai arm
+(`tests/test_compare.py::check_cai_sft`, in the session's reduced run)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -262,66 +262,3 @@ def test_finished_parts_are_not_redone_and_settings_are_pinned(spec, tiny_world,
     assert line["stage"] == "cai_sft" and line["resumed"] == 3 and line["tokens_generated"] == 0 and line["rows"] == 0
     # a second call skips on the marker
     assert cai_sft.generate_data(recipe, progress=False) == json.loads((tmp_path / "cai_data" / "_SUCCESS").read_text())
-
-
-# ---- the real run (slow) ---------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-def test_cai_sft_tiny_end_to_end(spec, tiny_world, ray_local, tmp_path, capsys):
-    """`rayda cai-sft tiny` on 24 prompts, 2 rounds, 3 parts, 4 SFT steps; then one part deleted: the
-    second run redoes only its prompts and trains nothing again. Both runs are the CLI's `main`, in this
-    process on the session's Ray (a process of their own each started Ray and imported the stack again:
-    97 s against 57 s here, with the session's Ray already up)."""
-    import pyarrow.parquet as pq
-
-    from rayda.cli import main
-    from rayda.compare_report import stage_tokens
-
-    run_dir = tmp_path / "run"
-    args = ["cai-sft", "tiny", f"run.dir={run_dir}", "prompts.limit=24", "cai.rounds=2",
-            "cai.shard_size=8", "cai.batch_size=8", "sft.max_steps=4", "sft.micro_batch_size=8", "sft.save_every=0", "sft.eval_every=0"]
-    assert main(args) == 0, capsys.readouterr().err[-3000:]
-    capsys.readouterr()
-    data, model = run_dir / "cai_data", run_dir / "checkpoints" / "cai_sft"
-    for f in (data / "_SUCCESS", data / "accepted.parquet", data / "dropped.parquet", model / "_SUCCESS",
-              model / "model.safetensors", model / "config.json", model / "tokenizer.json"):
-        assert f.exists(), f
-    assert len(list((data / "parts").glob("part-*.parquet"))) == 3
-    acc = pq.read_table(data / "accepted.parquet").to_pylist()
-    dropped = pq.read_table(data / "dropped.parquet").to_pylist()
-    assert len(acc) + len(dropped) == 24 and len(acc) >= 20
-    clauses = spec.clauses()
-    revised = 0
-    for row in acc:
-        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]  # no system turn: no spec, no critique
-        assert row["messages"][-1]["content"] and row["messages"][-1]["reasoning_content"]
-        assert row["rounds"] == 2 and len(row["principles"]) == len(row["critiques"]) == len(row["changes"]) == 2
-        assert all(clauses[c][0].id == row["category"] for c in row["principles"])
-        assert all(c in text for c, text in zip(row["principles"], row["critiques"]))
-        assert row["original"] and row["spec_hash"] == spec.content_hash and row["template_hash"] == cq.CAI_TEMPLATE_HASH
-        assert row["generator_model"] == "tinyworld" and row["critic_kind"] == "rubric"
-        for principle, change, text in zip(row["principles"], row["changes"], row["revision_texts"]):
-            assert text.startswith(f"<think>Clause {principle} applies.") if change else text == ""
-            revised += change
-    assert revised > 0
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    [gen] = [x for x in lines if x["stage"] == "cai_sft" and "step" not in x]
-    steps = [x for x in lines if x["stage"] == "cai_sft" and "step" in x]
-    assert gen["prompts"] == 24 and gen["rows"] == 24 and gen["tokens_generated"] > 0 and gen["critic_errors"] == 0
-    assert gen["accuracy_after"] > gen["accuracy_before"]
-    assert [x["step"] for x in steps] == [1, 2, 3, 4] and all(x["learner_tokens"] > 0 for x in steps)
-    assert stage_tokens(lines, "cai_sft") == {"generated": gen["tokens_generated"], "learner": sum(x["learner_tokens"] for x in steps)}
-
-    # resume: a lost part is redone (only its 8 prompts), the finished SFT is not
-    (data / "parts" / "part-00001.parquet").unlink()
-    (data / "_SUCCESS").unlink()
-    assert main(args) == 0, capsys.readouterr().err[-3000:]
-    out = capsys.readouterr().out
-    assert "24 prompts, 16 already done, 8 to answer and revise" in out and "is complete (_SUCCESS); skipping" in out
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    again = [x for x in lines if x["stage"] == "cai_sft" and "step" not in x][-1]
-    assert (again["rows"], again["resumed"], again["prompts"]) == (8, 16, 24)
-    assert len([x for x in lines if x["stage"] == "cai_sft" and "step" in x]) == 4
-    assert len(pq.read_table(data / "accepted.parquet")) + len(pq.read_table(data / "dropped.parquet")) == 24

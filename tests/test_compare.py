@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from rayda import critique as cq
 from rayda import io
 from rayda.compare_report import arm_cost, cell, stage_tokens, write
 from rayda.config import ConfigError, load_recipe
@@ -343,7 +344,7 @@ def test_spec_in_context_puts_spec_category_in_the_system_message(tiny_world):
 ARMS = ["da", "sft_only", "rl_only", "cai_sft_only", "cai", "prompting"]
 
 
-def check_compare(run_dir: Path, base_model: str, run_lines: list[dict], log: str) -> None:
+def check_compare(run_dir: Path, spec, base_model: str, run_lines: list[dict], log: str) -> None:
     """What a finished compare of every arm, after `rayda run` in the same folder, must show."""
     result = json.loads((run_dir / "compare" / "compare.json").read_text())
     assert list(result["arms"]) == ARMS
@@ -363,7 +364,7 @@ def check_compare(run_dir: Path, base_model: str, run_lines: list[dict], log: st
     rl_only = json.loads((run_dir / "compare" / "rl_only" / "checkpoints" / "rl" / "train_report.json").read_text())
     assert rl_only["model"] == base_model
     assert not (run_dir / "compare" / "rl_only" / "checkpoints" / "sft").exists()
-    cai_sft = check_cai(run_dir / "compare" / "cai", n_prompts=160)
+    cai_sft = check_cai(run_dir / "compare" / "cai", spec, n_prompts=160)
 
     # Every arm answered the same prompts, and every interval against da is the paired one.
     graded = {a: pq.read_table(run_dir / "compare" / "eval" / f"{a}.parquet").to_pylist() for a in ARMS}
@@ -390,7 +391,62 @@ def check_compare(run_dir: Path, base_model: str, run_lines: list[dict], log: st
     assert all(f"| {a} | " in md for a in ARMS) and (run_dir / "compare" / "compare.png").exists()
 
 
-def check_cai(cai: Path, n_prompts: int) -> str:
+def check_cai_sft(cai: Path, spec, n_prompts: int) -> None:
+    """What CAI's supervised stage must leave in the cai arm's folder: every prompt answered and revised
+    in `cai.rounds` (2) rounds, a row holding the prompt and its final revision only (no spec, no
+    critique), each principle a clause of the prompt's category cited by its critique, a revision
+    opening on that clause, the revisions' labelled behaviour above the originals', and one SFT step
+    line per step (`sft.max_steps`, 48)."""
+    data, model = cai / "cai_data", cai / "checkpoints" / "cai_sft"
+    for f in (data / "_SUCCESS", data / "accepted.parquet", data / "dropped.parquet", model / "_SUCCESS",
+              model / "model.safetensors", model / "config.json", model / "tokenizer.json"):
+        assert f.exists(), f
+    assert len(list((data / "parts").glob("part-*.parquet"))) == -(-n_prompts // 64)  # cai.shard_size
+    acc, dropped = (pq.read_table(data / f).to_pylist() for f in ("accepted.parquet", "dropped.parquet"))
+    assert len(acc) + len(dropped) == n_prompts and 6 * len(acc) >= 5 * n_prompts
+    clauses, revised = spec.clauses(), 0
+    for row in acc:
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]  # no system turn: no spec, no critique
+        assert row["messages"][-1]["content"] and row["messages"][-1]["reasoning_content"]
+        assert row["rounds"] == 2 and len(row["principles"]) == len(row["critiques"]) == len(row["changes"]) == 2
+        assert all(clauses[c][0].id == row["category"] for c in row["principles"])
+        assert all(c in text for c, text in zip(row["principles"], row["critiques"]))
+        assert row["original"] and row["spec_hash"] == spec.content_hash and row["template_hash"] == cq.CAI_TEMPLATE_HASH
+        assert row["generator_model"] == "tinyworld" and row["critic_kind"] == "rubric"
+        for principle, change, text in zip(row["principles"], row["changes"], row["revision_texts"]):
+            assert text.startswith(f"<think>Clause {principle} applies.") if change else text == ""
+            revised += change
+    assert revised > 0
+    lines = io.read_jsonl(cai / "metrics.jsonl")
+    [gen] = [x for x in lines if x["stage"] == "cai_sft" and "step" not in x]
+    steps = [x for x in lines if x["stage"] == "cai_sft" and "step" in x]
+    assert gen["prompts"] == gen["rows"] == n_prompts and gen["tokens_generated"] > 0 and gen["critic_errors"] == 0
+    assert gen["accuracy_after"] > gen["accuracy_before"]
+    assert [x["step"] for x in steps] == list(range(1, 49)) and all(x["learner_tokens"] > 0 for x in steps)
+    assert stage_tokens(lines, "cai_sft") == {"generated": gen["tokens_generated"], "learner": sum(x["learner_tokens"] for x in steps)}
+
+
+def check_cai_sft_resumes(run_dir: Path, main, capsys) -> None:
+    """A lost part of CAI's data (its last, 32 prompts) and no `_SUCCESS`: `rayda cai-sft` in the cai arm's
+    folder, with the compare's recipe for that step, redoes only that part's prompts and trains nothing again."""
+    from e2e_recipe import reduced_tiny
+
+    cai = run_dir / "compare" / "cai"
+    data = cai / "cai_data"
+    (data / "parts" / "part-00002.parquet").unlink()
+    (data / "_SUCCESS").unlink()
+    step = [o.format(run_dir=run_dir) for o in compare.CAI]
+    assert main(["cai-sft", "tiny", *reduced_tiny(cai), *step]) == 0, capsys.readouterr().err[-3000:]
+    out = capsys.readouterr().out
+    assert "160 prompts, 128 already done, 32 to answer and revise" in out and "is complete (_SUCCESS); skipping" in out
+    lines = io.read_jsonl(cai / "metrics.jsonl")
+    again = [x for x in lines if x["stage"] == "cai_sft" and "step" not in x][-1]
+    assert (again["rows"], again["resumed"], again["prompts"]) == (32, 128, 160)
+    assert len([x for x in lines if x["stage"] == "cai_sft" and "step" in x]) == 48
+    assert len(pq.read_table(data / "accepted.parquet")) + len(pq.read_table(data / "dropped.parquet")) == 160
+
+
+def check_cai(cai: Path, spec, n_prompts: int) -> str:
     """What the cai arm's folder must hold: the preference model's pairs sampled from the CAI SFT model
     and judged by the rubric, a sequence classifier trained on them with its held-out pair accuracy, RL
     from the CAI SFT model rewarded by it (its logit logged per step, rewards in (0, 1)). Returns the CAI
@@ -398,6 +454,7 @@ def check_cai(cai: Path, n_prompts: int) -> str:
     from rayda.stages import pm
 
     cai_sft = str((cai / "checkpoints" / "cai_sft").resolve())
+    check_cai_sft(cai, spec, n_prompts)
     out = cai / "checkpoints" / "pm"
     assert (out / "_SUCCESS").exists() and (out / "model.safetensors").exists()
     assert json.loads((out / "config.json").read_text())["architectures"] == ["LlamaForSequenceClassification"]
@@ -425,14 +482,16 @@ def check_cai(cai: Path, n_prompts: int) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(3000)  # RL from the base, CAI's three steps, four evaluations, after the shared reduced run
-def test_compare_after_rayda_run_on_the_tiny_world(reduced_run, tiny_world, ray_local, tmp_path, capsys):
+def test_compare_after_rayda_run_on_the_tiny_world(reduced_run, spec, tiny_world, ray_local, tmp_path, capsys):
     """`rayda compare` in the folder of the session's reduced `rayda run` (tests/e2e_recipe.py), as a user
     runs it after `rayda run`: da and sft_only are that run's models and evaluations, reused; rl_only
     trains from the base in compare/rl_only; cai runs cai-sft, pm and RL against the preference model in
     compare/cai; prompting evaluates the base with the spec in context. The CLI's `main` runs in this
     process on the session's Ray (its own process would start Ray and import the stack again), with
     `rl.eval_every=0`: RL's watch only measures (`rl.select: last`), so the run's folder still takes the
-    recipe, and its two RL arms skip the watch's 2 x 640 answers (the run's own watch is test_run_e2e's)."""
+    recipe, and its two RL arms skip the watch's 2 x 640 answers (the run's own watch is test_run_e2e's).
+    Last, the cai arm's data loses a part and `rayda cai-sft` resumes it there (`check_cai_sft_resumes`).
+    (CAI's supervised stage is checked here rather than in a run of its own: 50 s less.)"""
     from e2e_recipe import reduced_tiny
 
     from rayda.cli import main
@@ -443,4 +502,5 @@ def test_compare_after_rayda_run_on_the_tiny_world(reduced_run, tiny_world, ray_
     rc = main(["compare", "tiny", *reduced_tiny(run_dir), "rl.eval_every=0"])
     out = capsys.readouterr()
     assert rc == 0, f"exit {rc}:\n{out.err[-4000:]}\n{out.out[-4000:]}"
-    check_compare(run_dir, str(tiny_world.model_dir), run_lines, out.out)
+    check_compare(run_dir, spec, str(tiny_world.model_dir), run_lines, out.out)
+    check_cai_sft_resumes(run_dir, main, capsys)
