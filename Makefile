@@ -31,7 +31,7 @@ rehearse: install
 	$(BIN)/python -m pytest -q --durations=5 -m rehearsal
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n $(WORKERS) --dist loadscope
 
 # Each benchmark through benchmarks/run.py (its figures, commit, date and cores -> benchmarks/results/),
 # then the README's table from those files. The classifier reads XSTest v2 completion files from
