@@ -396,7 +396,10 @@ def check_cai_sft(cai: Path, spec, n_prompts: int) -> None:
     in `cai.rounds` (2) rounds, a row holding the prompt and its final revision only (no spec, no
     critique), each principle a clause of the prompt's category cited by its critique, a revision
     opening on that clause, the revisions' labelled behaviour above the originals', and one SFT step
-    line per step (`sft.max_steps`, 48)."""
+    line per step (`sft.max_steps`)."""
+    from e2e_recipe import REDUCED_TINY
+
+    sft_steps = int(next(o.split("=", 1)[1] for o in REDUCED_TINY if o.startswith("sft.max_steps=")))
     data, model = cai / "cai_data", cai / "checkpoints" / "cai_sft"
     for f in (data / "_SUCCESS", data / "accepted.parquet", data / "dropped.parquet", model / "_SUCCESS",
               model / "model.safetensors", model / "config.json", model / "tokenizer.json"):
@@ -422,7 +425,7 @@ def check_cai_sft(cai: Path, spec, n_prompts: int) -> None:
     steps = [x for x in lines if x["stage"] == "cai_sft" and "step" in x]
     assert gen["prompts"] == gen["rows"] == n_prompts and gen["tokens_generated"] > 0 and gen["critic_errors"] == 0
     assert gen["accuracy_after"] > gen["accuracy_before"]
-    assert [x["step"] for x in steps] == list(range(1, 49)) and all(x["learner_tokens"] > 0 for x in steps)
+    assert [x["step"] for x in steps] == list(range(1, sft_steps + 1)) and all(x["learner_tokens"] > 0 for x in steps)
     assert stage_tokens(lines, "cai_sft") == {"generated": gen["tokens_generated"], "learner": sum(x["learner_tokens"] for x in steps)}
 
 
@@ -433,6 +436,7 @@ def check_cai_sft_resumes(run_dir: Path, main, capsys) -> None:
 
     cai = run_dir / "compare" / "cai"
     data = cai / "cai_data"
+    sft_lines = len([x for x in io.read_jsonl(cai / "metrics.jsonl") if x["stage"] == "cai_sft" and "step" in x])
     (data / "parts" / "part-00002.parquet").unlink()
     (data / "_SUCCESS").unlink()
     step = [o.format(run_dir=run_dir) for o in compare.CAI]
@@ -442,7 +446,7 @@ def check_cai_sft_resumes(run_dir: Path, main, capsys) -> None:
     lines = io.read_jsonl(cai / "metrics.jsonl")
     again = [x for x in lines if x["stage"] == "cai_sft" and "step" not in x][-1]
     assert (again["rows"], again["resumed"], again["prompts"]) == (32, 128, 160)
-    assert len([x for x in lines if x["stage"] == "cai_sft" and "step" in x]) == 48
+    assert len([x for x in lines if x["stage"] == "cai_sft" and "step" in x]) == sft_lines
     assert len(pq.read_table(data / "accepted.parquet")) + len(pq.read_table(data / "dropped.parquet")) == 160
 
 
