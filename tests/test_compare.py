@@ -364,7 +364,7 @@ def check_compare(run_dir: Path, spec, base_model: str, run_lines: list[dict], l
     rl_only = json.loads((run_dir / "compare" / "rl_only" / "checkpoints" / "rl" / "train_report.json").read_text())
     assert rl_only["model"] == base_model
     assert not (run_dir / "compare" / "rl_only" / "checkpoints" / "sft").exists()
-    cai_sft = check_cai(run_dir / "compare" / "cai", spec, n_prompts=160)
+    cai_sft = check_cai(run_dir / "compare" / "cai", spec)
 
     # Every arm answered the same prompts, and every interval against da is the paired one.
     graded = {a: pq.read_table(run_dir / "compare" / "eval" / f"{a}.parquet").to_pylist() for a in ARMS}
@@ -391,27 +391,33 @@ def check_compare(run_dir: Path, spec, base_model: str, run_lines: list[dict], l
     assert all(f"| {a} | " in md for a in ARMS) and (run_dir / "compare" / "compare.png").exists()
 
 
-def check_cai_sft(cai: Path, spec, n_prompts: int) -> None:
+def _reduced():
+    """The reduced tiny recipe of the shared run (`e2e_recipe.REDUCED_TINY`), for the sizes the checks expect."""
+    from e2e_recipe import REDUCED_TINY
+
+    return load_recipe("tiny", list(REDUCED_TINY))
+
+
+def check_cai_sft(cai: Path, spec) -> None:
     """What CAI's supervised stage must leave in the cai arm's folder: every prompt answered and revised
-    in `cai.rounds` (2) rounds, a row holding the prompt and its final revision only (no spec, no
+    in `cai.rounds` rounds, a row holding the prompt and its final revision only (no spec, no
     critique), each principle a clause of the prompt's category cited by its critique, a revision
     opening on that clause, the revisions' labelled behaviour above the originals', and one SFT step
     line per step (`sft.max_steps`)."""
-    from e2e_recipe import REDUCED_TINY
-
-    sft_steps = int(next(o.split("=", 1)[1] for o in REDUCED_TINY if o.startswith("sft.max_steps=")))
+    r = _reduced()
+    n_prompts, rounds = r.prompts.limit, r.cai.rounds
     data, model = cai / "cai_data", cai / "checkpoints" / "cai_sft"
     for f in (data / "_SUCCESS", data / "accepted.parquet", data / "dropped.parquet", model / "_SUCCESS",
               model / "model.safetensors", model / "config.json", model / "tokenizer.json"):
         assert f.exists(), f
-    assert len(list((data / "parts").glob("part-*.parquet"))) == -(-n_prompts // 64)  # cai.shard_size
+    assert len(list((data / "parts").glob("part-*.parquet"))) == -(-n_prompts // r.cai.shard_size)
     acc, dropped = (pq.read_table(data / f).to_pylist() for f in ("accepted.parquet", "dropped.parquet"))
     assert len(acc) + len(dropped) == n_prompts and 6 * len(acc) >= 5 * n_prompts
     clauses, revised = spec.clauses(), 0
     for row in acc:
         assert [m["role"] for m in row["messages"]] == ["user", "assistant"]  # no system turn: no spec, no critique
         assert row["messages"][-1]["content"] and row["messages"][-1]["reasoning_content"]
-        assert row["rounds"] == 2 and len(row["principles"]) == len(row["critiques"]) == len(row["changes"]) == 2
+        assert row["rounds"] == rounds and len(row["principles"]) == len(row["critiques"]) == len(row["changes"]) == rounds
         assert all(clauses[c][0].id == row["category"] for c in row["principles"])
         assert all(c in text for c, text in zip(row["principles"], row["critiques"]))
         assert row["original"] and row["spec_hash"] == spec.content_hash and row["template_hash"] == cq.CAI_TEMPLATE_HASH
@@ -425,32 +431,35 @@ def check_cai_sft(cai: Path, spec, n_prompts: int) -> None:
     steps = [x for x in lines if x["stage"] == "cai_sft" and "step" in x]
     assert gen["prompts"] == gen["rows"] == n_prompts and gen["tokens_generated"] > 0 and gen["critic_errors"] == 0
     assert gen["accuracy_after"] > gen["accuracy_before"]
-    assert [x["step"] for x in steps] == list(range(1, sft_steps + 1)) and all(x["learner_tokens"] > 0 for x in steps)
+    assert [x["step"] for x in steps] == list(range(1, r.sft.max_steps + 1)) and all(x["learner_tokens"] > 0 for x in steps)
     assert stage_tokens(lines, "cai_sft") == {"generated": gen["tokens_generated"], "learner": sum(x["learner_tokens"] for x in steps)}
 
 
 def check_cai_sft_resumes(run_dir: Path, main, capsys) -> None:
-    """A lost part of CAI's data (its last, 32 prompts) and no `_SUCCESS`: `rayda cai-sft` in the cai arm's
+    """A lost part of CAI's data (its last, 32 of 160 prompts) and no `_SUCCESS`: `rayda cai-sft` in the cai arm's
     folder, with the compare's recipe for that step, redoes only that part's prompts and trains nothing again."""
     from e2e_recipe import reduced_tiny
 
     cai = run_dir / "compare" / "cai"
     data = cai / "cai_data"
+    r = _reduced()
+    n, last = r.prompts.limit, -(-r.prompts.limit // r.cai.shard_size) - 1
+    lost = n - last * r.cai.shard_size
     sft_lines = len([x for x in io.read_jsonl(cai / "metrics.jsonl") if x["stage"] == "cai_sft" and "step" in x])
-    (data / "parts" / "part-00002.parquet").unlink()
+    (data / "parts" / f"part-{last:05d}.parquet").unlink()
     (data / "_SUCCESS").unlink()
     step = [o.format(run_dir=run_dir) for o in compare.CAI]
     assert main(["cai-sft", "tiny", *reduced_tiny(cai), *step]) == 0, capsys.readouterr().err[-3000:]
     out = capsys.readouterr().out
-    assert "160 prompts, 128 already done, 32 to answer and revise" in out and "is complete (_SUCCESS); skipping" in out
+    assert f"{n} prompts, {n - lost} already done, {lost} to answer and revise" in out and "is complete (_SUCCESS); skipping" in out
     lines = io.read_jsonl(cai / "metrics.jsonl")
     again = [x for x in lines if x["stage"] == "cai_sft" and "step" not in x][-1]
-    assert (again["rows"], again["resumed"], again["prompts"]) == (32, 128, 160)
+    assert (again["rows"], again["resumed"], again["prompts"]) == (lost, n - lost, n)
     assert len([x for x in lines if x["stage"] == "cai_sft" and "step" in x]) == sft_lines
-    assert len(pq.read_table(data / "accepted.parquet")) + len(pq.read_table(data / "dropped.parquet")) == 160
+    assert len(pq.read_table(data / "accepted.parquet")) + len(pq.read_table(data / "dropped.parquet")) == n
 
 
-def check_cai(cai: Path, spec, n_prompts: int) -> str:
+def check_cai(cai: Path, spec) -> str:
     """What the cai arm's folder must hold: the preference model's pairs sampled from the CAI SFT model
     and judged by the rubric, a sequence classifier trained on them with its held-out pair accuracy, RL
     from the CAI SFT model rewarded by it (its logit logged per step, rewards in (0, 1)). Returns the CAI
@@ -458,7 +467,8 @@ def check_cai(cai: Path, spec, n_prompts: int) -> str:
     from rayda.stages import pm
 
     cai_sft = str((cai / "checkpoints" / "cai_sft").resolve())
-    check_cai_sft(cai, spec, n_prompts)
+    n_prompts = _reduced().prompts.limit
+    check_cai_sft(cai, spec)
     out = cai / "checkpoints" / "pm"
     assert (out / "_SUCCESS").exists() and (out / "model.safetensors").exists()
     assert json.loads((out / "config.json").read_text())["architectures"] == ["LlamaForSequenceClassification"]
