@@ -19,9 +19,10 @@ demo: install
 
 # WORKERS=N: N pytest-xdist workers, a test module per unit of work and the modules that read one shared
 # session fixture (the reduced run, the vLLM server) as one unit (tests/conftest.py); WORKERS=0 runs serially.
-# Serial by default. Two workers took 13.5-14.9 min on 2 cores against 16.8-19.2 serially (README, "The suite's
-# time"), but a fresh clone's two-worker run, which builds the tiny world, hit Ray's memory kill (22.4 of 23.5 GB).
-WORKERS ?= 0
+# Two by default: on 2 cores the cores idle a third of a serial run (stages wait on actors, engines, clusters
+# starting) and a second worker fills most of it (README, "The suite's time"). A fresh clone's two-worker run,
+# which also builds the tiny world, peaked at 15.1 of 23.5 GB used (docs/testing.md).
+WORKERS ?= 2
 
 test: install
 	$(BIN)/python -m pytest -q --durations=20 -m "not rehearsal" -n $(WORKERS) --dist loadscope
