@@ -34,6 +34,7 @@ REDUCED_TINY = (
     "gen_sft.samples_per_prompt=8",
     "sft.max_steps=48",
     "sft.save_every=4",
+    "rl.prompts=tinyworld:train",
     "rl.steps=4",
     "rl.prompts_per_step=8",
     "rl.grad_accum=2",
@@ -46,7 +47,9 @@ REDUCED_TINY = (
 )
 """Overrides on top of the packaged `tiny` recipe; RL makes 4 steps of two updates of 4 prompts (the
 recipe makes 20 of two updates of 8): the runs exercise every part of RL (saves, the watch before and
-after), what RL learns is `benchmarks/outcome.py`'s to measure. `rayda compare`'s cai arm revises in 2
+after), what RL learns is `benchmarks/outcome.py`'s to measure. RL draws from the training prompts, not the
+recipe's `tinyworld:rl`: under `prompts.limit=160` that set's first rows are 13 subjects of one category,
+all refuse or safe-complete. `rayda compare`'s cai arm revises in 2
 rounds (the recipe: 4) and trains its preference model for 1 epoch (3): every part runs, in less time. The first 160 training prompts and the first 80 held-out
 ones are those of the first two categories (harassment_hate, illicit_behaviour): the held-out set
 asks about the subjects the run trains on, in phrasings it never saw. (With 96 and 96, a third of the
