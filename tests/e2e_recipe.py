@@ -51,7 +51,7 @@ after), what RL learns is `benchmarks/outcome.py`'s to measure. RL draws from th
 recipe's `tinyworld:rl`: under `prompts.limit=160` that set's first rows are 13 subjects of one category,
 all refuse or safe-complete. `rayda compare`'s cai arm revises in 2
 rounds (the recipe: 4) and trains its preference model for 1 epoch (3): every part runs, in less time. The first 160 training prompts and the first 80 held-out
-ones are those of the first two categories (harassment_hate, illicit_behaviour): the held-out set
+ones are those of the first two categories (illicit_behaviour, violent_extremism): the held-out set
 asks about the subjects the run trains on, in phrasings it never saw. (With 96 and 96, a third of the
 held-out prompts were about subjects no stage saw, whose answers any update reshuffles by chance.)"""
 
