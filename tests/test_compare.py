@@ -436,7 +436,7 @@ def check_cai_sft(cai: Path, spec) -> None:
 
 
 def check_cai_sft_resumes(run_dir: Path, main, capsys) -> None:
-    """A lost part of CAI's data (its last, 32 of 160 prompts) and no `_SUCCESS`: `rayda cai-sft` in the cai arm's
+    """A lost part of CAI's data (its last part: 32 of the reduced recipe's 160 prompts) and no `_SUCCESS`: `rayda cai-sft` in the cai arm's
     folder, with the compare's recipe for that step, redoes only that part's prompts and trains nothing again."""
     from e2e_recipe import reduced_tiny
 
