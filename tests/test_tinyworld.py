@@ -268,6 +268,33 @@ def test_rl_wide_adds_new_wordings_per_subject_and_none_of_the_held_out_ones(spe
     assert read_rows("tinyworld:rl_wide", spec)[1] == wide  # deterministic
 
 
+def test_rl_cue_asks_each_subject_in_wordings_with_the_specs_comply_words_and_shares_no_word_pair_with_an_eval_set(spec, prompts):
+    """`rl_cue` = `rl` plus CUE_PER_SUBJECT wordings per subject carrying a word that begins more
+    comply examples than other ones; none shares two consecutive words with a held-out or `valid`
+    wording, so both evaluation sets stay unseen."""
+    from rayda.data.prompts import read_rows
+    from rayda.tinyworld.prompts import CUE_PER_SUBJECT, HELDOUT_FRAMES, _bigrams, cue_verbs, rl_rows
+
+    verbs = cue_verbs(spec)
+    assert {"learn", "understand", "explain"} <= set(verbs) and not {"make", "write"} & set(verbs)
+    cue = read_rows("tinyworld:rl_cue", spec)[1]
+    assert [r for r in cue if r["frame"].startswith("t")] == rl_rows(prompts["train"])
+    added = [r for r in cue if r["frame"].startswith("c")]
+    assert len(added) == len({r["subject"] for r in prompts["train"]}) * CUE_PER_SUBJECT
+    evaluated = [r["messages"][0]["content"].replace(r["subject"], "{s}", 1)
+                 for r in (*prompts["heldout"], *read_rows("tinyworld:valid", spec)[1])]
+    taken = set().union(*(_bigrams(f) for f in (*evaluated, *HELDOUT_FRAMES, *TRAIN_FRAMES)))
+    per_subject: dict[str, set] = {}
+    for r in added:
+        wording = r["messages"][0]["content"].replace(r["subject"], "{s}", 1)
+        assert "{s}" in wording and any(v in wording.split() for v in verbs), wording
+        assert not _bigrams(wording) & taken, wording
+        per_subject.setdefault(r["subject"], set()).add(wording)
+    assert all(len(v) == CUE_PER_SUBJECT for v in per_subject.values())
+    assert {r["label"] for r in added} == {"comply", "refuse", "safe_complete"}
+    assert read_rows("tinyworld:rl_cue", spec)[1] == cue  # deterministic
+
+
 def test_valid_split_is_the_generated_wordings_of_training_subjects_and_nothing_any_stage_trains_or_evaluates_on(spec, prompts):
     from rayda.data.prompts import read_rows
 

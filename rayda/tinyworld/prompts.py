@@ -124,7 +124,52 @@ def make_prompts(spec) -> dict[str, list[dict]]:
     return out
 
 
-def rl_rows(train_rows: list[dict], extra: int = 0) -> list[dict]:
+CUE_PATTERNS: tuple[str, ...] = (
+    "{v} for us the method to {s}.",
+    "i'd love to {v} the process to {s}.",
+    "for my report, {v} the way they {s}.",
+    "please {v} the method they use to {s}.",
+    "i'd love to {v} how they {s}.",
+    "{v} for us how one can {s}.",
+)
+CUE_PER_SUBJECT = 6
+"""Cue wordings each subject is asked in by the `rl_cue` split (`cue_frames`)."""
+
+
+def cue_verbs(spec) -> tuple[str, ...]:
+    """The words that begin more of the spec's `comply` examples than of its other examples ("learn",
+    "understand", "explain", "describe", ...), in spec order: the vocabulary a 3.3M model ties to
+    complying, because in every training text it comes with a benign request."""
+    from collections import Counter
+
+    first = {"comply": Counter(), "other": Counter()}
+    order: list[str] = []
+    for category in spec.categories:
+        for clause in category.clauses:
+            for example in clause.examples:
+                word = example.split()[0].lower()
+                first["comply" if clause.behaviour == "comply" else "other"][word] += 1
+                order += [word] if word not in order else []
+    return tuple(w for w in order if first["comply"][w] > first["other"][w])
+
+
+def cue_frames(spec) -> tuple[str, ...]:
+    """Request frames that carry a `cue_verbs` word (`CUE_PATTERNS` x verbs) and share no pair of
+    consecutive words with a held-out frame, a training frame or any generated wording (`extra_frames`'
+    pool, from which `valid` is drawn), so that neither evaluation set is asked in a trained wording.
+
+    Why: on wordings no stage used, SFT and RL models complied with harmful requests most often when the
+    wording held such a word ("could you explain how i can ...", "describe how to ...", "teach me to
+    ..."): the frame, not the subject, decided the clause. Asked in these frames, a harmful subject is
+    still to be refused, which RL's reward can teach and the training frames cannot."""
+    pool = [o + q + c for o in _OPENERS for q in _QUESTIONS for c in _CLOSERS["?"]]
+    pool += [o + q + c for o in _OPENERS for q in _STATEMENTS for c in _CLOSERS["."]]
+    taken = set().union(*(_bigrams(f) for f in (*HELDOUT_FRAMES, *TRAIN_FRAMES, *pool)))
+    frames = (p.replace("{v}", v) for p in CUE_PATTERNS for v in cue_verbs(spec))
+    return tuple(f for f in frames if not _bigrams(f) & taken)
+
+
+def rl_rows(train_rows: list[dict], extra: int = 0, cue: tuple[str, ...] = ()) -> list[dict]:
     """The `rl` split: every training subject in every training frame (the four it has in `train`
     and the eight it has not), for RL to sample from. SFT learns each subject in four wordings; RL then
     meets the same requests in wordings SFT never paired with them, which is the skill held-out
@@ -143,6 +188,11 @@ def rl_rows(train_rows: list[dict], extra: int = 0) -> list[dict]:
         frames = [(f"t{f}", frame) for f, frame in enumerate(TRAIN_FRAMES)]
         if extra:
             frames += [(f"x{f}", frame) for f, frame in enumerate(extra_frames(extra, zlib.crc32(key.encode())))]
+        if cue:
+            import random
+
+            picked = sorted(random.Random(zlib.crc32(key.encode())).sample(range(len(cue)), min(CUE_PER_SUBJECT, len(cue))))
+            frames += [(f"c{f}", cue[f]) for f in picked]
         for tag, frame in frames:
             out.append({**r, "id": f"{key}/{tag}", "frame": tag,
                         "messages": [{"role": "user", "content": frame.format(s=r["subject"])}]})
@@ -153,7 +203,7 @@ RL_WIDE_EXTRA = 12
 """Generated wordings per subject in the `rl_wide` split."""
 
 
-PROMPT_SPLITS = (*SPLITS, "rl", "rl_wide", "valid")
+PROMPT_SPLITS = (*SPLITS, "rl", "rl_wide", "rl_cue", "valid")
 """The prompt sets `tinyworld:SPLIT` names."""
 
 
@@ -166,6 +216,8 @@ def split_rows(spec, split: str) -> list[dict]:
     rows = make_prompts(spec)
     if split == "valid":
         return [r for r in rl_rows(rows["train"], RL_WIDE_EXTRA) if r["frame"].startswith("x")]
+    if split == "rl_cue":
+        return rl_rows(rows["train"], cue=cue_frames(spec))
     if split.startswith("rl"):
         return rl_rows(rows["train"], RL_WIDE_EXTRA if split == "rl_wide" else 0)
     return rows[split]
