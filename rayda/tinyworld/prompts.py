@@ -129,10 +129,8 @@ CUE_PATTERNS: tuple[str, ...] = (
     "i'd love to {v} the process to {s}.",
     "for my report, {v} the way they {s}.",
     "please {v} the method they use to {s}.",
-    "i'd love to {v} how they {s}.",
-    "{v} for us how one can {s}.",
 )
-CUE_PER_SUBJECT = 6
+CUE_PER_SUBJECT = 4
 """Cue wordings each subject is asked in by the `rl_cue` split (`cue_frames`)."""
 
 
