@@ -134,10 +134,10 @@ CUE_PER_SUBJECT = 4
 """Cue wordings each subject is asked in by the `rl_cue` split (`cue_frames`)."""
 
 
-def cue_verbs(spec) -> tuple[str, ...]:
-    """The words that begin more of the spec's `comply` examples than of its other examples ("learn",
-    "understand", "explain", "describe", ...), in spec order: the vocabulary a 3.3M model ties to
-    complying, because in every training text it comes with a benign request."""
+def cue_verbs(spec, min_examples: int = 2) -> tuple[str, ...]:
+    """The words that begin at least `min_examples` of the spec's `comply` examples and more of them than
+    of its other examples ("learn", "understand", "explain", ...), in spec order: the vocabulary a 3.3M
+    model ties to complying, because in every training text it comes with a benign request."""
     from collections import Counter
 
     first = {"comply": Counter(), "other": Counter()}
@@ -148,7 +148,7 @@ def cue_verbs(spec) -> tuple[str, ...]:
                 word = example.split()[0].lower()
                 first["comply" if clause.behaviour == "comply" else "other"][word] += 1
                 order += [word] if word not in order else []
-    return tuple(w for w in order if first["comply"][w] > first["other"][w])
+    return tuple(w for w in order if first["comply"][w] >= max(min_examples, first["other"][w] + 1))
 
 
 def cue_frames(spec) -> tuple[str, ...]:
