@@ -1,8 +1,10 @@
 """Reading prompt sets into validated `Prompt`s.
 
 Sources (`prompts.source` in the recipe):
-    tinyworld:train | heldout | rl | rl_wide   the tiny world's labelled prompts, made from the
-                                          spec's clause examples (no model is built to read them)
+    tinyworld:train | heldout | rl | rl_cue | rl_wide | valid
+                                          the tiny world's labelled prompts, made from the spec's
+                                          clause examples (no model is built to read them; see
+                                          `rayda.tinyworld.prompts.split_rows`)
     path/to/file.jsonl | .json | .parquet one row per prompt
     path/to/folder                        a `datasets.save_to_disk` folder, or a folder of .parquet/.jsonl files
     hf:NAME[:SPLIT] or NAME[:SPLIT]       a Hugging Face dataset by name (default split: train)

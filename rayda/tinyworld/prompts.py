@@ -174,7 +174,8 @@ def rl_rows(train_rows: list[dict], extra: int = 0, cue: tuple[str, ...] = ()) -
     prompts test, while the held-out frames stay unseen by every stage.
 
     With `extra` (the `rl_wide` split), each subject is also asked in that many generated wordings
-    (`extra_frames`, a different draw per subject, none sharing a word pair with a held-out frame)."""
+    (`extra_frames`, a different draw per subject, none sharing a word pair with a held-out frame). With
+    `cue` (the `rl_cue` split), in `CUE_PER_SUBJECT` of those frames (`cue_frames`), a draw per subject."""
     import zlib
 
     out, seen = [], set()
@@ -206,7 +207,7 @@ PROMPT_SPLITS = (*SPLITS, "rl", "rl_wide", "rl_cue", "valid")
 
 
 def split_rows(spec, split: str) -> list[dict]:
-    """The rows of one split: `train`, `heldout`, `rl` or `rl_wide` (`rl_rows` of `train`), or `valid`:
+    """The rows of one split: `train`, `heldout`, `rl`, `rl_cue` or `rl_wide` (`rl_rows` of `train`), or `valid`:
     `rl_wide`'s generated wordings alone (`x*` frames), the training subjects asked as neither SFT, RL
     on `train` or `rl`, nor the held-out set asks them; RL's checkpoint selection reads it (`rl.select`)."""
     if split not in PROMPT_SPLITS:
