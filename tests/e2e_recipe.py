@@ -48,8 +48,8 @@ REDUCED_TINY = (
 """Overrides on top of the packaged `tiny` recipe; RL makes 4 steps of two updates of 4 prompts (the
 recipe makes 20 of two updates of 8): the runs exercise every part of RL (saves, the watch before and
 after), what RL learns is `benchmarks/outcome.py`'s to measure. RL draws from the training prompts, not the
-recipe's `tinyworld:rl_cue`: under `prompts.limit=160` that set's first rows are 10 subjects of one category,
-all to be refused. `rayda compare`'s cai arm revises in 2
+recipe's `tinyworld:rl`: under `prompts.limit=160` that set's first rows are 13 subjects of one category,
+all refuse or safe-complete. `rayda compare`'s cai arm revises in 2
 rounds (the recipe: 4) and trains its preference model for 1 epoch (3): every part runs, in less time. The first 160 training prompts and the first 80 held-out
 ones are those of the first two categories (illicit_behaviour, violent_extremism): the held-out set
 asks about the subjects the run trains on, in phrasings it never saw. (With 96 and 96, a third of the

@@ -269,9 +269,9 @@ def test_rl_wide_adds_new_wordings_per_subject_and_none_of_the_held_out_ones(spe
 
 
 def test_rl_cue_asks_each_subject_in_wordings_with_the_specs_comply_words_and_shares_no_word_pair_with_an_eval_set(spec, prompts):
-    """`rl_cue` = `rl` plus CUE_PER_SUBJECT wordings per subject carrying a word that begins more
-    comply examples than other ones; none shares two consecutive words with a held-out or `valid`
-    wording, so both evaluation sets stay unseen."""
+    """`rl_cue` = `rl` plus CUE_PER_SUBJECT wordings per subject carrying a word that begins at least
+    two comply examples and more of them than other ones; none shares two consecutive words with a
+    held-out or `valid` wording, so both evaluation sets stay unseen."""
     from rayda.data.prompts import read_rows
     from rayda.tinyworld.prompts import CUE_PER_SUBJECT, HELDOUT_FRAMES, _bigrams, cue_verbs, rl_rows
 

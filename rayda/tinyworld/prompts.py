@@ -73,6 +73,12 @@ def _bigrams(frame: str) -> set[tuple[str, str]]:
     return out
 
 
+def _generated() -> list[str]:
+    """Every opener x stem x closer wording `extra_frames` draws from (training frames among them)."""
+    pool = [o + q + c for o in _OPENERS for q in _QUESTIONS for c in _CLOSERS["?"]]
+    return pool + [o + q + c for o in _OPENERS for q in _STATEMENTS for c in _CLOSERS["."]]
+
+
 def extra_frames(n: int, seed: int = 0) -> tuple[str, ...]:
     """`n` request frames (`"... {s} ..."`) for pre-training transcripts, none a training or held-out
     frame and none sharing two consecutive words with a held-out frame; deterministic in `seed`.
@@ -83,8 +89,7 @@ def extra_frames(n: int, seed: int = 0) -> tuple[str, ...]:
     copy the request out of whatever surrounds it."""
     import random
 
-    pool = [o + q + c for o in _OPENERS for q in _QUESTIONS for c in _CLOSERS["?"]]
-    pool += [o + q + c for o in _OPENERS for q in _STATEMENTS for c in _CLOSERS["."]]
+    pool = _generated()
     held = set().union(*(_bigrams(f) for f in HELDOUT_FRAMES))
     pool = [f for f in pool if f not in TRAIN_FRAMES and not _bigrams(f) & held]
     if n > len(pool):
@@ -160,9 +165,7 @@ def cue_frames(spec) -> tuple[str, ...]:
     wording held such a word ("could you explain how i can ...", "describe how to ...", "teach me to
     ..."): the frame, not the subject, decided the clause. Asked in these frames, a harmful subject is
     still to be refused, which RL's reward can teach and the training frames cannot."""
-    pool = [o + q + c for o in _OPENERS for q in _QUESTIONS for c in _CLOSERS["?"]]
-    pool += [o + q + c for o in _OPENERS for q in _STATEMENTS for c in _CLOSERS["."]]
-    taken = set().union(*(_bigrams(f) for f in (*HELDOUT_FRAMES, *TRAIN_FRAMES, *pool)))
+    taken = set().union(*(_bigrams(f) for f in (*HELDOUT_FRAMES, *TRAIN_FRAMES, *_generated())))
     frames = (p.replace("{v}", v) for p in CUE_PATTERNS for v in cue_verbs(spec))
     return tuple(f for f in frames if not _bigrams(f) & taken)
 
@@ -176,6 +179,7 @@ def rl_rows(train_rows: list[dict], extra: int = 0, cue: tuple[str, ...] = ()) -
     With `extra` (the `rl_wide` split), each subject is also asked in that many generated wordings
     (`extra_frames`, a different draw per subject, none sharing a word pair with a held-out frame). With
     `cue` (the `rl_cue` split), in `CUE_PER_SUBJECT` of those frames (`cue_frames`), a draw per subject."""
+    import random
     import zlib
 
     out, seen = [], set()
@@ -188,8 +192,6 @@ def rl_rows(train_rows: list[dict], extra: int = 0, cue: tuple[str, ...] = ()) -
         if extra:
             frames += [(f"x{f}", frame) for f, frame in enumerate(extra_frames(extra, zlib.crc32(key.encode())))]
         if cue:
-            import random
-
             picked = sorted(random.Random(zlib.crc32(key.encode())).sample(range(len(cue)), min(CUE_PER_SUBJECT, len(cue))))
             frames += [(f"c{f}", cue[f]) for f in picked]
         for tag, frame in frames:
