@@ -293,6 +293,7 @@ def test_rl_cue_asks_each_subject_in_wordings_with_the_specs_comply_words_and_sh
     assert all(len(v) == CUE_PER_SUBJECT for v in per_subject.values())
     assert {r["label"] for r in added} == {"comply", "refuse", "safe_complete"}
     assert read_rows("tinyworld:rl_cue", spec)[1] == cue  # deterministic
+    assert read_rows("tinyworld:train_cue", spec)[1] == prompts["train"] + added  # SFT's prompts with them
 
 
 def test_valid_split_is_the_generated_wordings_of_training_subjects_and_nothing_any_stage_trains_or_evaluates_on(spec, prompts):

@@ -204,12 +204,13 @@ RL_WIDE_EXTRA = 12
 """Generated wordings per subject in the `rl_wide` split."""
 
 
-PROMPT_SPLITS = (*SPLITS, "rl", "rl_wide", "rl_cue", "valid")
+PROMPT_SPLITS = (*SPLITS, "rl", "rl_wide", "rl_cue", "train_cue", "valid")
 """The prompt sets `tinyworld:SPLIT` names."""
 
 
 def split_rows(spec, split: str) -> list[dict]:
-    """The rows of one split: `train`, `heldout`, `rl`, `rl_cue` or `rl_wide` (`rl_rows` of `train`), or `valid`:
+    """The rows of one split: `train`, `heldout`, `rl`, `rl_cue` or `rl_wide` (`rl_rows` of `train`),
+    `train_cue` (`train`, then `rl_cue`'s cue wordings: SFT's prompts with them), or `valid`:
     `rl_wide`'s generated wordings alone (`x*` frames), the training subjects asked as neither SFT, RL
     on `train` or `rl`, nor the held-out set asks them; RL's checkpoint selection reads it (`rl.select`)."""
     if split not in PROMPT_SPLITS:
@@ -217,8 +218,9 @@ def split_rows(spec, split: str) -> list[dict]:
     rows = make_prompts(spec)
     if split == "valid":
         return [r for r in rl_rows(rows["train"], RL_WIDE_EXTRA) if r["frame"].startswith("x")]
-    if split == "rl_cue":
-        return rl_rows(rows["train"], cue=cue_frames(spec))
+    if split in ("rl_cue", "train_cue"):
+        cue = rl_rows(rows["train"], cue=cue_frames(spec))
+        return cue if split == "rl_cue" else rows["train"] + [r for r in cue if r["frame"].startswith("c")]
     if split.startswith("rl"):
         return rl_rows(rows["train"], RL_WIDE_EXTRA if split == "rl_wide" else 0)
     return rows[split]
