@@ -200,17 +200,35 @@ def rl_rows(train_rows: list[dict], extra: int = 0, cue: tuple[str, ...] = ()) -
     return out
 
 
+def mix_rows(train_rows: list[dict], cue_rows: list[dict]) -> list[dict]:
+    """The `train_mix` split: each subject in two of its four training wordings (every frame still used) and
+    the first two of its cue wordings, subject by subject: as many prompts as `train`, so gen-sft and
+    SFT cost what they did, but half of them ask a request in words the spec's comply examples begin
+    with. Trained on `train` alone, a model complied whenever such a word was in the request."""
+    by_subject: dict[str, list[dict]] = {}
+    for r in train_rows:
+        by_subject.setdefault(r["id"].rsplit("/", 1)[0], []).append(r)
+    cue: dict[str, list[dict]] = {}
+    for r in cue_rows:
+        if r["frame"].startswith("c"):
+            cue.setdefault(r["id"].rsplit("/", 1)[0], []).append(r)
+    half = FRAMES_PER_SUBJECT // 2  # alternate subjects keep the 1st and 3rd or the 2nd and 4th wordings,
+    return [r for i, (key, rows) in enumerate(by_subject.items())  # so every training frame is used
+            for r in rows[i % 2::2][:half] + cue.get(key, [])[:half]]
+
+
 RL_WIDE_EXTRA = 12
 """Generated wordings per subject in the `rl_wide` split."""
 
 
-PROMPT_SPLITS = (*SPLITS, "rl", "rl_wide", "rl_cue", "train_cue", "valid")
+PROMPT_SPLITS = (*SPLITS, "rl", "rl_wide", "rl_cue", "train_cue", "train_mix", "valid")
 """The prompt sets `tinyworld:SPLIT` names."""
 
 
 def split_rows(spec, split: str) -> list[dict]:
     """The rows of one split: `train`, `heldout`, `rl`, `rl_cue` or `rl_wide` (`rl_rows` of `train`),
-    `train_cue` (`train`, then `rl_cue`'s cue wordings: SFT's prompts with them), or `valid`:
+    `train_cue` (`train`, then `rl_cue`'s cue wordings: SFT's prompts with them), `train_mix` (`mix_rows`:
+    `train`'s size, half its wordings swapped for cue wordings), or `valid`:
     `rl_wide`'s generated wordings alone (`x*` frames), the training subjects asked as neither SFT, RL
     on `train` or `rl`, nor the held-out set asks them; RL's checkpoint selection reads it (`rl.select`)."""
     if split not in PROMPT_SPLITS:
@@ -218,8 +236,10 @@ def split_rows(spec, split: str) -> list[dict]:
     rows = make_prompts(spec)
     if split == "valid":
         return [r for r in rl_rows(rows["train"], RL_WIDE_EXTRA) if r["frame"].startswith("x")]
-    if split in ("rl_cue", "train_cue"):
+    if split in ("rl_cue", "train_cue", "train_mix"):
         cue = rl_rows(rows["train"], cue=cue_frames(spec))
+        if split == "train_mix":
+            return mix_rows(rows["train"], cue)
         return cue if split == "rl_cue" else rows["train"] + [r for r in cue if r["frame"].startswith("c")]
     if split.startswith("rl"):
         return rl_rows(rows["train"], RL_WIDE_EXTRA if split == "rl_wide" else 0)
