@@ -294,6 +294,12 @@ def test_rl_cue_asks_each_subject_in_wordings_with_the_specs_comply_words_and_sh
     assert {r["label"] for r in added} == {"comply", "refuse", "safe_complete"}
     assert read_rows("tinyworld:rl_cue", spec)[1] == cue  # deterministic
     assert read_rows("tinyworld:train_cue", spec)[1] == prompts["train"] + added  # SFT's prompts with them
+    mix = read_rows("tinyworld:train_mix", spec)[1]  # train's size: half its wordings, half cue wordings
+    assert len(mix) == len(prompts["train"]) and {r["frame"] for r in mix if r["frame"].startswith("t")} == {
+        r["frame"] for r in prompts["train"]}
+    assert [r for r in mix if r["frame"].startswith("c")] == [r for r in added if r["frame"] in {
+        m["frame"] for m in mix if m["subject"] == r["subject"]}]
+    assert all(sorted(m["frame"][0] for m in mix if m["subject"] == s) == ["c", "c", "t", "t"] for s in per_subject)
 
 
 def test_valid_split_is_the_generated_wordings_of_training_subjects_and_nothing_any_stage_trains_or_evaluates_on(spec, prompts):
