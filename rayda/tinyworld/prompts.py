@@ -221,13 +221,14 @@ RL_WIDE_EXTRA = 12
 """Generated wordings per subject in the `rl_wide` split."""
 
 
-PROMPT_SPLITS = (*SPLITS, "rl", "rl_wide", "rl_cue", "train_cue", "train_mix", "valid")
+PROMPT_SPLITS = (*SPLITS, "rl", "rl_wide", "rl_cue", "train_cue", "train_cue1", "train_mix", "valid")
 """The prompt sets `tinyworld:SPLIT` names."""
 
 
 def split_rows(spec, split: str) -> list[dict]:
     """The rows of one split: `train`, `heldout`, `rl`, `rl_cue` or `rl_wide` (`rl_rows` of `train`),
-    `train_cue` (`train`, then `rl_cue`'s cue wordings: SFT's prompts with them), `train_mix` (`mix_rows`:
+    `train_cue` (`train`, then `rl_cue`'s cue wordings: SFT's prompts with them), `train_cue1` (`train`,
+    then the first cue wording of each subject), `train_mix` (`mix_rows`:
     `train`'s size, half its wordings swapped for cue wordings), or `valid`:
     `rl_wide`'s generated wordings alone (`x*` frames), the training subjects asked as neither SFT, RL
     on `train` or `rl`, nor the held-out set asks them; RL's checkpoint selection reads it (`rl.select`)."""
@@ -236,10 +237,16 @@ def split_rows(spec, split: str) -> list[dict]:
     rows = make_prompts(spec)
     if split == "valid":
         return [r for r in rl_rows(rows["train"], RL_WIDE_EXTRA) if r["frame"].startswith("x")]
-    if split in ("rl_cue", "train_cue", "train_mix"):
+    if split in ("rl_cue", "train_cue", "train_cue1", "train_mix"):
         cue = rl_rows(rows["train"], cue=cue_frames(spec))
         if split == "train_mix":
             return mix_rows(rows["train"], cue)
+        if split == "train_cue1":  # train, then one cue wording per subject (its first)
+            firsts: dict[str, dict] = {}
+            for r in cue:
+                if r["frame"].startswith("c"):
+                    firsts.setdefault(r["id"].rsplit("/", 1)[0], r)
+            return rows["train"] + list(firsts.values())
         return cue if split == "rl_cue" else rows["train"] + [r for r in cue if r["frame"].startswith("c")]
     if split.startswith("rl"):
         return rl_rows(rows["train"], RL_WIDE_EXTRA if split == "rl_wide" else 0)
