@@ -294,6 +294,9 @@ def test_rl_cue_asks_each_subject_in_wordings_with_the_specs_comply_words_and_sh
     assert {r["label"] for r in added} == {"comply", "refuse", "safe_complete"}
     assert read_rows("tinyworld:rl_cue", spec)[1] == cue  # deterministic
     assert read_rows("tinyworld:train_cue", spec)[1] == prompts["train"] + added  # SFT's prompts with them
+    one = read_rows("tinyworld:train_cue1", spec)[1][len(prompts["train"]):]  # each subject's first cue wording
+    assert [r["subject"] for r in one] == list(per_subject) and all(r in added for r in one)
+    assert all(r == next(a for a in added if a["id"].rsplit("/", 1)[0] == r["id"].rsplit("/", 1)[0]) for r in one)
     mix = read_rows("tinyworld:train_mix", spec)[1]  # train's size: half its wordings, half cue wordings
     assert len(mix) == len(prompts["train"]) and {r["frame"] for r in mix if r["frame"].startswith("t")} == {
         r["frame"] for r in prompts["train"]}
