@@ -84,6 +84,10 @@ class RlConfig:
     """KL penalty: `k1`, `k2` or `k3` (unbiased and never negative), estimated from the sampled tokens, or
     `full`, the exact KL over the vocabulary at each position (one more reference forward pass per
     micro-batch; it also sees probability moved onto tokens that were not sampled)."""
+    kl_reasoning: float = 1.0
+    """Multiplier of the KL penalty on the reasoning's tokens (`<think>` to `</think>`, the tag included);
+    the answer's tokens weigh 1. The judge sees only the answer, so above 1 the reasoning stays nearer
+    SFT's, which learnt to cite the spec, while the answer moves where the reward sends it."""
     zero_stage: int = 2
     """DeepSpeed ZeRO stage of the learner group (0-3)."""
     lora: LoraConfig = field(default_factory=LoraConfig)

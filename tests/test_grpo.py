@@ -146,6 +146,36 @@ def test_grpo_loss_adds_kl_penalty():
     assert loss.item() == pytest.approx(0.1 * k3, rel=1e-6)
 
 
+def test_kl_weight_scales_each_tokens_penalty_in_the_loss_and_not_the_logged_kl():
+    logp, ref = torch.tensor([[-1.0, -1.0, -1.0]]), torch.tensor([[-1.5, -1.5, -1.5]])
+    mask, adv = torch.tensor([[0.0, 1.0, 1.0]]), torch.tensor([0.0])
+    k3 = math.exp(-0.5) - 1 + 0.5
+    loss, stats = grpo_loss(logp, logp, ref, adv, mask, kl_coef=0.1, kl_weight=torch.tensor([[9.0, 3.0, 1.0]]))
+    assert loss.item() == pytest.approx(0.1 * k3 * (3 + 1) / 2, rel=1e-6)  # the masked token's weight counts for nothing
+    assert stats["kl"].item() == pytest.approx(k3, rel=1e-6) and stats["kl_sum"].item() == pytest.approx(2 * k3, rel=1e-6)
+    plain, _ = grpo_loss(logp, logp, ref, adv, mask, kl_coef=0.1, kl_weight=torch.ones(1, 3))
+    assert plain.item() == pytest.approx(0.1 * k3, rel=1e-6)
+
+
+def test_reasoning_kl_weights_cover_the_reasoning_through_its_closing_tag_and_collate_per_target():
+    from rayda.rl.rows import PolicyRow, policy_row, reasoning_kl_weights
+
+    close = [7, 8]  # "</think>" in two tokens
+    w = reasoning_kl_weights(3, [5, 6, 7, 8, 9, 2], close, 4.0)
+    assert w == [1.0, 1.0] + [4.0] * 4 + [1.0, 1.0]  # 2 prompt targets, reasoning + tag, answer + end of turn
+    assert reasoning_kl_weights(2, [5, 7, 6], close, 4.0) == [1.0] + [4.0] * 3  # no closing tag: all reasoning
+    assert reasoning_kl_weights(2, [7, 8, 7, 8, 9], close, 0.5) == [1.0, 0.5, 0.5, 1.0, 1.0, 1.0]  # the first tag ends it
+    row = policy_row([1, 2, 3], [5, 6, 7, 8, 9, 2])
+    n = len(row.input_ids) - 1
+    weighted = PolicyRow(row.input_ids, row.loss_mask, "a", 1.0, [0.0] * n, [0.0] * n, w)
+    plain = PolicyRow(row.input_ids, row.loss_mask, "b", 1.0, [0.0] * n, [0.0] * n)
+    out = PolicyRow.loss_inputs([weighted, plain], n + 2)
+    assert out["kl_weight"][0].tolist() == w + [1.0, 1.0] and out["kl_weight"][1].tolist() == [1.0] * (n + 2)
+    assert "kl_weight" not in PolicyRow.loss_inputs([plain], n)
+    with pytest.raises(ValueError, match="kl_weight has 2 entries"):
+        PolicyRow.loss_inputs([PolicyRow(row.input_ids, row.loss_mask, "c", 1.0, [0.0] * n, [0.0] * n, [1.0, 1.0])], n)
+
+
 def test_grpo_token_loss_scores_the_policy_at_the_sampling_temperature():
     from rayda.algo.losses import grpo_token_loss
 

@@ -162,17 +162,20 @@ def grpo_loss(
     num_tokens: float | None = None,
     clip_high: float | None = None,
     kl_tokens: torch.Tensor | None = None,
+    kl_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """The clipped policy-gradient loss plus kl_coef times the KL to the frozen reference.
 
     The KL is a penalty in the loss (as in GRPO), not folded into the reward: the advantages stay
     pure group-relative judge scores, and the penalty's gradient acts on every token directly.
     `kl_tokens` [B, T], when given, is the per-token KL already computed (`full_kl`); otherwise it is
-    estimated from the sampled tokens' log-probs with `kl_kind`.
+    estimated from the sampled tokens' log-probs with `kl_kind`. `kl_weight` [B, T], when given, weighs
+    each token's penalty in the loss (`rl.kl_reasoning`); the logged `kl` and `kl_sum` stay unweighted.
     """
     pg, stats = clipped_pg_loss(logp, old_logp, advantages, mask, clip, num_tokens, clip_high)
     if kl_tokens is None:
         kl_tokens = kl_estimate(logp, ref_logp, kl_kind)
     kl = masked_mean(kl_tokens, mask, num_tokens)
-    return pg + kl_coef * kl, {**stats, "pg_loss": pg.detach(), "kl": kl.detach(),
+    penalty = kl if kl_weight is None else masked_mean(kl_tokens * kl_weight.to(kl_tokens.dtype), mask, num_tokens)
+    return pg + kl_coef * penalty, {**stats, "pg_loss": pg.detach(), "kl": kl.detach(),
                                "kl_sum": masked_sum(kl_tokens, mask).detach()}

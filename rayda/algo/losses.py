@@ -61,7 +61,7 @@ def grpo_token_loss(
     logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, num_tokens: float | None = None, *,
     advantages: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor,
     clip: float = 0.2, clip_high: float | None = None, kl_coef: float = 0.05, kl_kind: str = "k3",
-    temperature: float = 1.0, ref_logits: torch.Tensor | None = None,
+    temperature: float = 1.0, ref_logits: torch.Tensor | None = None, kl_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """The GRPO loss (`rayda.algo.grpo.grpo_loss`) on a causal LM's aligned outputs.
 
@@ -71,6 +71,7 @@ def grpo_token_loss(
     the distribution that drew the samples (`old_logp` and `ref_logp` must be computed the same way).
     `kl_kind="full"` takes the reference's logits [B, T, V] (`ref_logits`, aligned like `logits`) and
     penalises the exact KL over the vocabulary at every trained position (`rayda.algo.grpo.full_kl`).
+    `kl_weight` [B, T] (from the rows' `kl_weights`) weighs each position's KL in the loss.
     Returns the loss and token sums for exact logging over micro-batches and ranks: `nll_sum` (the
     sampled tokens' NLL under the current policy: on-policy, an estimate of its entropy), `tokens`,
     `pg_sum`, `kl_sum`, `clipped_sum`, and `old_gap_sum` and `old_gap_max`, the
@@ -83,7 +84,8 @@ def grpo_token_loss(
     if kl_kind == "full" and ref_logits is None:
         raise ValueError("kl_kind='full' needs the reference's logits (ref_logits)")
     kl_tokens = full_kl(logits, ref_logits, temperature) if kl_kind == "full" else None
-    loss, stats = grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip, kl_coef, kl_kind, num_tokens, clip_high, kl_tokens)
+    loss, stats = grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip, kl_coef, kl_kind, num_tokens, clip_high, kl_tokens,
+                            kl_weight)
     m = mask.to(torch.float32)
     sums = {k: stats[k] for k in ("pg_sum", "kl_sum", "clipped_sum")}
     gap = (logp.detach() - old_logp).abs() * m  # how far the trained policy is from the sampling one, per token

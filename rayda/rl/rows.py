@@ -23,16 +23,24 @@ class PolicyRow(Example):
     """log p_old(input_ids[t + 1] | prefix) for t in 0..L-2, from the learner before the update."""
     ref_logprobs: Sequence[float] = ()
     """The same under the frozen reference (the SFT policy)."""
+    kl_weights: Sequence[float] = ()
+    """Per target, the KL penalty's weight (`reasoning_kl_weights`); empty: 1 everywhere."""
 
     @classmethod
     def loss_inputs(cls, rows: list["PolicyRow"], width: int) -> dict:
-        """advantages [B] and old_logp, ref_logp [B, width] (zero-padded) for `rayda.algo.losses.grpo_token_loss`."""
+        """advantages [B] and old_logp, ref_logp [B, width] (zero-padded) for `rayda.algo.losses.grpo_token_loss`,
+        and kl_weight [B, width] when any row has `kl_weights` (1 where a row has none)."""
         import torch
 
         out = {"advantages": torch.tensor([r.advantage for r in rows], dtype=torch.float32),
                "old_logp": torch.zeros(len(rows), width), "ref_logp": torch.zeros(len(rows), width)}
+        weighted = any(len(r.kl_weights) for r in rows)
+        if weighted:
+            out["kl_weight"] = torch.ones(len(rows), width)
         for i, r in enumerate(rows):
-            for key, values in (("old_logp", r.old_logprobs), ("ref_logp", r.ref_logprobs)):
+            per_target = [("old_logp", r.old_logprobs), ("ref_logp", r.ref_logprobs)]
+            per_target += [("kl_weight", r.kl_weights)] if len(r.kl_weights) else []
+            for key, values in per_target:
                 if len(values) != len(r.input_ids) - 1:
                     raise ValueError(f"row {r.prompt_id}: {key} has {len(values)} entries, expected {len(r.input_ids) - 1}")
                 out[key][i, : len(values)] = torch.tensor(values, dtype=torch.float32)
@@ -44,6 +52,19 @@ def policy_row(prompt_ids: list[int], completion_ids: list[int], prompt_id: str 
     ids = tuple(prompt_ids) + tuple(completion_ids)
     mask = (0,) * len(prompt_ids) + (int(train),) * len(completion_ids)
     return PolicyRow(ids, mask, prompt_id)
+
+
+def reasoning_kl_weights(prompt_len: int, completion_ids: Sequence[int], close_ids: Sequence[int], weight: float) -> list[float]:
+    """Per-target KL weights for one row (`rl.kl_reasoning`): `weight` on the completion's reasoning,
+    up to and including the first `close_ids` (`</think>`'s token ids), 1 on the answer after it and on
+    the prompt's targets (masked out in the loss). A completion without the closing tag is all reasoning.
+
+    Why: the judge sees only the answer, so nothing in the reward holds the reasoning to the spec; a
+    larger KL there keeps the chain of thought near SFT's (which learnt to cite the spec) while the
+    answer is free to move where the reward sends it."""
+    n, k = len(completion_ids), len(close_ids)
+    end = next((j + k for j in range(n - k + 1) if k and list(completion_ids[j:j + k]) == list(close_ids)), n)
+    return [1.0] * (prompt_len - 1) + [float(weight)] * end + [1.0] * (n - end)
 
 
 def behaviour_logprobs(prompt_len: int, sampled: Sequence[float]) -> list[float]:

@@ -47,7 +47,7 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rayda import tracking
@@ -149,8 +149,6 @@ def learner_options(recipe: Recipe, plan: Plan, pad_id: int):
 
 def reference_options(recipe: Recipe, plan: Plan, pad_id: int):
     """The reference group's ranks: the learner's options, sharded (ZeRO-3) and never stepped."""
-    from dataclasses import replace
-
     return replace(learner_options(recipe, plan, pad_id), zero_stage=3, grad_accum=1, lora=None)
 
 
@@ -206,7 +204,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.rl import rewards as R
     from rayda.rl.pools import JudgePool, RolloutPool
     from rayda.rl.report import Dashboard
-    from rayda.rl.rows import behaviour_logprobs, policy_row, with_logprobs
+    from rayda.reasoning import THINK_CLOSE
+    from rayda.rl.rows import behaviour_logprobs, policy_row, reasoning_kl_weights, with_logprobs
     from rayda.rl.select import SELECTION, keep_if_best, selected
     from rayda.rl.sync import learner_logprobs, probe_example, sync, transport
     from rayda.types import Completion
@@ -223,6 +222,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
         return list(tokenizer.apply_chat_template(list(q.messages), tokenize=True, add_generation_prompt=True, return_dict=False))
 
     prompt_ids = {q.id: chat_ids(q) for q in plan.prompts}
+    close_ids = tokenizer.encode(THINK_CLOSE, add_special_tokens=False)  # where the reasoning ends (rl.kl_reasoning)
     # Kept apart from prompt_ids: a held-out file may reuse a training file's ids.
     watch_ids = {name: [chat_ids(q) for q in qs] for name, qs in plan.watch.items()}
     probe_row = probe_example(tokenizer)
@@ -328,6 +328,9 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     ref = (learner_logprobs(reference, rows, temperature=c.temperature) if reference else
                            learner_logprobs(learners, rows, reference=True, temperature=c.temperature))
                     rows = with_logprobs(rows, advantages, old, ref)
+                    if c.kl_reasoning != 1.0:
+                        rows = [replace(r, kl_weights=reasoning_kl_weights(len(prompt_ids[x.prompt.id]), x.token_ids, close_ids, c.kl_reasoning))
+                                for r, x in zip(rows, trained)]
                     size = len(rows) // plan.updates_per_step
                     parts = [r for u in range(plan.updates_per_step) for r in learners.run_sharded(
                         "train_step", rows[u * size:(u + 1) * size], "grpo", clip=c.clip, clip_high=c.clip_high, kl_coef=c.kl_coef, kl_kind=c.kl_kind,
