@@ -1,7 +1,7 @@
 """Reading prompt sets into validated `Prompt`s.
 
 Sources (`prompts.source` in the recipe):
-    tinyworld:train | heldout | rl | rl_cue | rl_wide | valid
+    tinyworld:train | heldout | rl | rl_cue | rl_wide | train_cue | train_cue1 | train_mix | valid
                                           the tiny world's labelled prompts, made from the spec's
                                           clause examples (no model is built to read them; see
                                           `rayda.tinyworld.prompts.split_rows`)

@@ -201,10 +201,10 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.data.gen_rows import stable_seed
     from rayda.judges.base import min_of_k
     from rayda.ray_utils import init_ray
+    from rayda.reasoning import THINK_CLOSE
     from rayda.rl import rewards as R
     from rayda.rl.pools import JudgePool, RolloutPool
     from rayda.rl.report import Dashboard
-    from rayda.reasoning import THINK_CLOSE
     from rayda.rl.rows import behaviour_logprobs, policy_row, reasoning_kl_weights, with_logprobs
     from rayda.rl.select import SELECTION, keep_if_best, selected
     from rayda.rl.sync import learner_logprobs, probe_example, sync, transport
