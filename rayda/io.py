@@ -77,3 +77,10 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def write_jsonl(target: Path, rows) -> None:
     atomic_write_text(Path(target), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def prune_steps(state_dir: Path, keep: int) -> None:
+    """Remove all but the newest `keep` checkpoints (`stepN` folders) of a stage's state folder; 0 keeps all."""
+    tags = sorted((d for d in Path(state_dir).glob("step*") if d.is_dir()), key=lambda d: int(d.name[4:]))
+    for old in tags[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)

@@ -166,6 +166,7 @@ def test_reasoning_kl_weights_cover_the_reasoning_through_its_closing_tag_and_co
     assert reasoning_kl_weights(2, [5, 7, 6], close, 4.0) == [1.0] + [4.0] * 3  # no closing tag: all reasoning
     assert reasoning_kl_weights(2, [7, 8, 7, 8, 9], close, 0.5) == [1.0, 0.5, 0.5, 1.0, 1.0, 1.0]  # the first tag ends it
     row = policy_row([1, 2, 3], [5, 6, 7, 8, 9, 2])
+    assert row.kl_weights == () and policy_row([1, 2, 3], [5, 6, 7, 8, 9, 2], "a", True, 4.0, close).kl_weights == w
     n = len(row.input_ids) - 1
     weighted = PolicyRow(row.input_ids, row.loss_mask, "a", 1.0, [0.0] * n, [0.0] * n, w)
     plain = PolicyRow(row.input_ids, row.loss_mask, "b", 1.0, [0.0] * n, [0.0] * n)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rayda.io import atomic_path, atomic_write_json, is_done, mark_success, read_jsonl, write_jsonl
+from rayda.io import atomic_path, atomic_write_json, is_done, mark_success, prune_steps, read_jsonl, write_jsonl
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -39,3 +39,13 @@ def test_success_marker_and_jsonl(tmp_path):
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
         read_jsonl(tmp_path / "bad.jsonl")
     atomic_write_json(tmp_path / "j.json", {"k": 1})
+
+
+def test_prune_steps_keeps_the_newest_checkpoints_by_step_number(tmp_path):
+    for n in (1, 2, 9, 10):
+        (tmp_path / f"step{n}").mkdir()
+    (tmp_path / "step_notes.txt").write_text("a file, not a checkpoint")
+    prune_steps(tmp_path, 0)  # 0 keeps all
+    assert len(list(tmp_path.glob("step*"))) == 5
+    prune_steps(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step10", "step9", "step_notes.txt"]  # 10 after 9, not before 2

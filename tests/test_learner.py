@@ -156,9 +156,7 @@ def test_one_grpo_update_moves_positive_samples_up_and_negative_ones_down(ray_lo
     from rayda.actors.learner import Learner
     from rayda.config import PoolConfig
     from rayda.engines.deepspeed_engine import LearnerOptions
-    from dataclasses import replace
-
-    from rayda.rl.rows import policy_row, reasoning_kl_weights, with_logprobs
+    from rayda.rl.rows import policy_row, with_logprobs
     from rayda.rl.sync import learner_logprobs
 
     rng = random.Random(0)
@@ -177,7 +175,9 @@ def test_one_grpo_update_moves_positive_samples_up_and_negative_ones_down(ray_lo
         group.run_sharded("train_step", batch, "grpo", clip=0.2, kl_coef=0.0)
         after = learner_logprobs(group, rows)
         # rows with per-target KL weights (rl.kl_reasoning) train on the real learner, with the exact KL
-        weighted = [replace(r, kl_weights=reasoning_kl_weights(7, r.input_ids[7:], [r.input_ids[10]], 5.0)) for r in batch]
+        weighted = with_logprobs([policy_row(r.input_ids[:7], r.input_ids[7:], r.prompt_id, True, 5.0, [r.input_ids[10]])
+                                  for r in rows], adv, before, before)
+        assert all(len(r.kl_weights) == len(r.input_ids) - 1 for r in weighted)  # with_logprobs keeps them
         stats = group.run_sharded("train_step", weighted, "grpo", clip=0.2, kl_coef=0.1, kl_kind="full")
     assert all(s["kl_sum"] > 0 for s in stats), stats  # the policy moved from the reference in the first update
     moved = [a - b for a, b in zip(completion_logp(after), completion_logp(before))]

@@ -47,11 +47,14 @@ class PolicyRow(Example):
         return out
 
 
-def policy_row(prompt_ids: list[int], completion_ids: list[int], prompt_id: str = "", train: bool = True) -> PolicyRow:
-    """The training row of one sample; `train=False` masks it out entirely (a judge error: no gradient)."""
+def policy_row(prompt_ids: list[int], completion_ids: list[int], prompt_id: str = "", train: bool = True,
+               kl_reasoning: float = 1.0, close_ids: Sequence[int] = ()) -> PolicyRow:
+    """The training row of one sample; `train=False` masks it out entirely (a judge error: no gradient).
+    With `kl_reasoning` other than 1, the row carries `reasoning_kl_weights` (`close_ids`: `</think>`'s ids)."""
     ids = tuple(prompt_ids) + tuple(completion_ids)
     mask = (0,) * len(prompt_ids) + (int(train),) * len(completion_ids)
-    return PolicyRow(ids, mask, prompt_id)
+    weights = reasoning_kl_weights(len(prompt_ids), completion_ids, close_ids, kl_reasoning) if kl_reasoning != 1.0 else ()
+    return PolicyRow(ids, mask, prompt_id, kl_weights=weights)
 
 
 def reasoning_kl_weights(prompt_len: int, completion_ids: Sequence[int], close_ids: Sequence[int], weight: float) -> list[float]:

@@ -47,12 +47,12 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from rayda import tracking
 from rayda.config import Recipe
-from rayda.io import atomic_path, atomic_write_json, is_done, mark_success
+from rayda.io import atomic_path, atomic_write_json, is_done, mark_success, prune_steps
 
 STAGE = "rl"
 
@@ -149,6 +149,8 @@ def learner_options(recipe: Recipe, plan: Plan, pad_id: int):
 
 def reference_options(recipe: Recipe, plan: Plan, pad_id: int):
     """The reference group's ranks: the learner's options, sharded (ZeRO-3) and never stepped."""
+    from dataclasses import replace
+
     return replace(learner_options(recipe, plan, pad_id), zero_stage=3, grad_accum=1, lora=None)
 
 
@@ -205,7 +207,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.rl import rewards as R
     from rayda.rl.pools import JudgePool, RolloutPool
     from rayda.rl.report import Dashboard
-    from rayda.rl.rows import behaviour_logprobs, policy_row, reasoning_kl_weights, with_logprobs
+    from rayda.rl.rows import behaviour_logprobs, policy_row, with_logprobs
     from rayda.rl.select import SELECTION, keep_if_best, selected
     from rayda.rl.sync import learner_logprobs, probe_example, sync, transport
     from rayda.types import Completion
@@ -317,7 +319,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                                                 [batch[g].label for g in groups], c.label_weights).flatten().tolist()
                     picked = [g * c.samples_per_prompt + i for g in groups for i in range(c.samples_per_prompt)]
                     trained, trained_scores = [completions[i] for i in picked], [scored[i] for i in picked]
-                    rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid) for x, s in zip(trained, trained_scores)]
+                    rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid, c.kl_reasoning, close_ids) for x, s in zip(trained, trained_scores)]
                     # Old log-probs: the behaviour policy's, the one that sampled (`behaviour_logprobs`), except
                     # with several updates per step on fresh samples, where the learner recomputes them (the
                     # same policy in its own numerics). With stale samples only the sampler's are right: the
@@ -328,9 +330,6 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     ref = (learner_logprobs(reference, rows, temperature=c.temperature) if reference else
                            learner_logprobs(learners, rows, reference=True, temperature=c.temperature))
                     rows = with_logprobs(rows, advantages, old, ref)
-                    if c.kl_reasoning != 1.0:
-                        rows = [replace(r, kl_weights=reasoning_kl_weights(len(prompt_ids[x.prompt.id]), x.token_ids, close_ids, c.kl_reasoning))
-                                for r, x in zip(rows, trained)]
                     size = len(rows) // plan.updates_per_step
                     parts = [r for u in range(plan.updates_per_step) for r in learners.run_sharded(
                         "train_step", rows[u * size:(u + 1) * size], "grpo", clip=c.clip, clip_high=c.clip_high, kl_coef=c.kl_coef, kl_kind=c.kl_kind,
@@ -379,7 +378,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                 if c.save_every and done % c.save_every == 0 and done < c.steps:
                     save_ahead(p["state"], done, pending)  # first: DeepSpeed's `latest` names the tag last
                     learners.run_all("save_checkpoint", str(p["state"]), f"step{done}", {"step": done})
-                    _prune(p["state"], c.keep_checkpoints)
+                    prune_steps(p["state"], c.keep_checkpoints)
                 if on_step is not None:
                     on_step(done, record)
             bar.close()
@@ -495,9 +494,3 @@ def load_ahead(state_dir: Path, step: int) -> dict | None:
     if ahead["step"] != step:
         raise RuntimeError(f"{path} holds the samples of step {ahead['step']}, not of step {step}")
     return ahead
-
-
-def _prune(state_dir: Path, keep: int) -> None:
-    tags = sorted((d for d in state_dir.glob("step*") if d.is_dir()), key=lambda d: int(d.name[4:]))
-    for old in tags[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)

@@ -17,14 +17,13 @@ A run whose `_SUCCESS` exists is skipped; a run without one resumes from the lat
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from rayda import tracking
 from rayda.config import Recipe
-from rayda.io import atomic_path, atomic_write_json, is_done, mark_success
+from rayda.io import atomic_path, atomic_write_json, is_done, mark_success, prune_steps
 
 STAGE = "sft"
 
@@ -114,12 +113,6 @@ def _heldout_loss(group, heldout: list) -> float | None:
     return sum(p["nll_sum"] for p in parts) / max(1.0, sum(p["tokens"] for p in parts))
 
 
-def _prune(state_dir: Path, keep: int) -> None:
-    tags = sorted((p for p in state_dir.glob("step*") if p.is_dir()), key=lambda p: int(p.name[4:]))
-    for old in tags[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def run(recipe: Recipe, *, progress: bool = True, on_step=None, out: Path | None = None, stage: str = STAGE) -> Path:
     """Train and export; returns the Hugging Face folder. `on_step(step, record)` runs after each
     step (tests use it to stop a run part-way, as a kill would). `out` and `stage` let another stage
@@ -172,7 +165,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, out: Path | None
             bar.set_postfix(loss=f"{record['loss']:.3f}")
             if recipe.sft.save_every and done % recipe.sft.save_every == 0 and done < steps:
                 group.run_all("save_checkpoint", str(p["state"]), f"step{done}", {"step": done, "rows_seen": done * rows_per_step})
-                _prune(p["state"], recipe.sft.keep_checkpoints)
+                prune_steps(p["state"], recipe.sft.keep_checkpoints)
             if on_step is not None:
                 on_step(done, record)
         bar.close()

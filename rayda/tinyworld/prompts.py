@@ -205,16 +205,19 @@ def mix_rows(train_rows: list[dict], cue_rows: list[dict]) -> list[dict]:
     the first two of its cue wordings, subject by subject: as many prompts as `train`, so gen-sft and
     SFT cost what they did, but half of them ask a request in words the spec's comply examples begin
     with. Trained on `train` alone, a model complied whenever such a word was in the request."""
-    by_subject: dict[str, list[dict]] = {}
-    for r in train_rows:
-        by_subject.setdefault(r["id"].rsplit("/", 1)[0], []).append(r)
-    cue: dict[str, list[dict]] = {}
-    for r in cue_rows:
-        if r["frame"].startswith("c"):
-            cue.setdefault(r["id"].rsplit("/", 1)[0], []).append(r)
-    half = FRAMES_PER_SUBJECT // 2  # alternate subjects keep the 1st and 3rd or the 2nd and 4th wordings,
-    return [r for i, (key, rows) in enumerate(by_subject.items())  # so every training frame is used
+    cue, half = by_subject(cue_rows, "c"), FRAMES_PER_SUBJECT // 2
+    # alternate subjects keep the 1st and 3rd or the 2nd and 4th wordings, so every training frame is used
+    return [r for i, (key, rows) in enumerate(by_subject(train_rows).items())
             for r in rows[i % 2::2][:half] + cue.get(key, [])[:half]]
+
+
+def by_subject(rows: list[dict], frame_prefix: str = "") -> dict[str, list[dict]]:
+    """The rows whose frame tag starts with `frame_prefix`, grouped by subject ("IB.1/e0"), in order."""
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["frame"].startswith(frame_prefix):
+            out.setdefault(r["id"].rsplit("/", 1)[0], []).append(r)
+    return out
 
 
 RL_WIDE_EXTRA = 12
@@ -242,11 +245,7 @@ def split_rows(spec, split: str) -> list[dict]:
         if split == "train_mix":
             return mix_rows(rows["train"], cue)
         if split == "train_cue1":  # train, then one cue wording per subject (its first)
-            firsts: dict[str, dict] = {}
-            for r in cue:
-                if r["frame"].startswith("c"):
-                    firsts.setdefault(r["id"].rsplit("/", 1)[0], r)
-            return rows["train"] + list(firsts.values())
+            return rows["train"] + [group[0] for group in by_subject(cue, "c").values()]
         return cue if split == "rl_cue" else rows["train"] + [r for r in cue if r["frame"].startswith("c")]
     if split.startswith("rl"):
         return rl_rows(rows["train"], RL_WIDE_EXTRA if split == "rl_wide" else 0)
