@@ -74,6 +74,26 @@ def test_full_kl_loss_needs_the_reference_logits():
     assert abs(float(same["kl_sum"])) < 1e-5 and float(moved["kl_sum"]) > 0
 
 
+def test_full_kl_needs_no_reference_logprobs_and_the_estimators_do():
+    """`rl.kl_kind=full` skips the pass for the sampled tokens' reference log-probs (the rows carry none,
+    `loss_inputs` leaves ref_logp out): its loss is the same without them; k3 without them is an error."""
+    from rayda.algo.losses import grpo_token_loss
+    from rayda.rl.rows import PolicyRow, policy_row
+
+    logits, labels, mask = torch.randn(2, 3, 5, requires_grad=True), torch.tensor([[1, 2, 3], [4, 0, 1]]), torch.ones(2, 3)
+    common = dict(advantages=torch.tensor([1.0, -1.0]), old_logp=torch.full((2, 3), -1.6), kl_coef=0.1, kl_kind="full",
+                  ref_logits=(logits + torch.randn(2, 3, 5)).detach())
+    with_ref, _ = grpo_token_loss(logits, labels, mask, ref_logp=torch.randn(2, 3), **common)
+    without, _ = grpo_token_loss(logits, labels, mask, **common)
+    assert without.item() == with_ref.item()
+    with pytest.raises(ValueError, match="ref_logp"):
+        grpo_token_loss(logits, labels, mask, **{**common, "kl_kind": "k3"})
+    row = policy_row([1, 2], [5, 6, 2])
+    n = len(row.input_ids) - 1
+    assert "ref_logp" not in PolicyRow.loss_inputs([PolicyRow(row.input_ids, row.loss_mask, "a", 1.0, [0.0] * n)], n)
+    assert "ref_logp" in PolicyRow.loss_inputs([PolicyRow(row.input_ids, row.loss_mask, "a", 1.0, [0.0] * n, [0.0] * n)], n)
+
+
 def test_clipped_loss_hand_computed():
     # one sequence of 3 tokens, last one masked out; ratios e^0.5, e^-0.5, 1
     logp = torch.tensor([[0.5, -0.5, 0.0]])

@@ -176,7 +176,7 @@ def test_one_grpo_update_moves_positive_samples_up_and_negative_ones_down(ray_lo
         after = learner_logprobs(group, rows)
         # rows with per-target KL weights (rl.kl_reasoning) train on the real learner, with the exact KL
         weighted = with_logprobs([policy_row(r.input_ids[:7], r.input_ids[7:], r.prompt_id, True, 5.0, [r.input_ids[10]])
-                                  for r in rows], adv, before, before)
+                                  for r in rows], adv, before, None)  # full KL: no reference log-probs, as the stage sends
         assert all(len(r.kl_weights) == len(r.input_ids) - 1 for r in weighted)  # with_logprobs keeps them
         stats = group.run_sharded("train_step", weighted, "grpo", clip=0.2, kl_coef=0.1, kl_kind="full")
     assert all(s["kl_sum"] > 0 for s in stats), stats  # the policy moved from the reference in the first update

@@ -153,7 +153,7 @@ def clipped_pg_loss(
 def grpo_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
-    ref_logp: torch.Tensor,
+    ref_logp: torch.Tensor | None,
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip: float = 0.2,
@@ -174,6 +174,8 @@ def grpo_loss(
     """
     pg, stats = clipped_pg_loss(logp, old_logp, advantages, mask, clip, num_tokens, clip_high)
     if kl_tokens is None:
+        if ref_logp is None:
+            raise ValueError(f"kl_kind={kl_kind!r} estimates the KL from the reference's log-probs of the sampled tokens (ref_logp)")
         kl_tokens = kl_estimate(logp, ref_logp, kl_kind)
     kl = masked_mean(kl_tokens, mask, num_tokens)
     penalty = kl if kl_weight is None else masked_mean(kl_tokens * kl_weight.to(kl_tokens.dtype), mask, num_tokens)

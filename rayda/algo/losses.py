@@ -59,14 +59,14 @@ def sft_loss(
 
 def grpo_token_loss(
     logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, num_tokens: float | None = None, *,
-    advantages: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor,
+    advantages: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None = None,
     clip: float = 0.2, clip_high: float | None = None, kl_coef: float = 0.05, kl_kind: str = "k3",
     temperature: float = 1.0, ref_logits: torch.Tensor | None = None, kl_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """The GRPO loss (`rayda.algo.grpo.grpo_loss`) on a causal LM's aligned outputs.
 
     advantages [B]; old_logp, ref_logp [B, T], aligned with `labels` (the learner collates them from
-    the rows, `rayda.rl.rows.PolicyRow`). `num_tokens` is the divisor, as in `sft_loss`.
+    the rows, `rayda.rl.rows.PolicyRow`; ref_logp only for the sampled-token estimators, not `full`). `num_tokens` is the divisor, as in `sft_loss`.
     `temperature` is the rollouts' sampling temperature: the policy is scored as `softmax(logits / T)`,
     the distribution that drew the samples (`old_logp` and `ref_logp` must be computed the same way).
     `kl_kind="full"` takes the reference's logits [B, T, V] (`ref_logits`, aligned like `logits`) and

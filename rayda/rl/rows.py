@@ -22,23 +22,28 @@ class PolicyRow(Example):
     old_logprobs: Sequence[float] = ()
     """log p_old(input_ids[t + 1] | prefix) for t in 0..L-2, from the learner before the update."""
     ref_logprobs: Sequence[float] = ()
-    """The same under the frozen reference (the SFT policy)."""
+    """The same under the frozen reference (the SFT policy); empty with `rl.kl_kind=full`, whose loss
+    takes the reference's whole distribution in the training pass instead."""
     kl_weights: Sequence[float] = ()
     """Per target, the KL penalty's weight (`reasoning_kl_weights`); empty: 1 everywhere."""
 
     @classmethod
     def loss_inputs(cls, rows: list["PolicyRow"], width: int) -> dict:
         """advantages [B] and old_logp, ref_logp [B, width] (zero-padded) for `rayda.algo.losses.grpo_token_loss`,
-        and kl_weight [B, width] when any row has `kl_weights` (1 where a row has none)."""
+        and kl_weight [B, width] when any row has `kl_weights` (1 where a row has none). ref_logp is left
+        out when no row carries reference log-probs (`rl.kl_kind=full`)."""
         import torch
 
+        with_ref = any(len(r.ref_logprobs) for r in rows)
         out = {"advantages": torch.tensor([r.advantage for r in rows], dtype=torch.float32),
-               "old_logp": torch.zeros(len(rows), width), "ref_logp": torch.zeros(len(rows), width)}
+               "old_logp": torch.zeros(len(rows), width)}
+        if with_ref:
+            out["ref_logp"] = torch.zeros(len(rows), width)
         weighted = any(len(r.kl_weights) for r in rows)
         if weighted:
             out["kl_weight"] = torch.ones(len(rows), width)
         for i, r in enumerate(rows):
-            per_target = [("old_logp", r.old_logprobs), ("ref_logp", r.ref_logprobs)]
+            per_target = [("old_logp", r.old_logprobs)] + ([("ref_logp", r.ref_logprobs)] if with_ref else [])
             per_target += [("kl_weight", r.kl_weights)] if len(r.kl_weights) else []
             for key, values in per_target:
                 if len(values) != len(r.input_ids) - 1:
@@ -77,10 +82,12 @@ def behaviour_logprobs(prompt_len: int, sampled: Sequence[float]) -> list[float]
     return [0.0] * (prompt_len - 1) + [float(x) for x in sampled]
 
 
-def with_logprobs(rows: list[PolicyRow], advantages: list[float], old: list, ref: list) -> list[PolicyRow]:
-    """The rows with their advantages and per-target log-probs (float32 arrays: what the loss computes in)."""
+def with_logprobs(rows: list[PolicyRow], advantages: list[float], old: list, ref: list | None) -> list[PolicyRow]:
+    """The rows with their advantages and per-target log-probs (float32 arrays: what the loss computes in);
+    `ref` None leaves the reference's out (`rl.kl_kind=full`)."""
     import numpy as np
 
+    ref = ref if ref is not None else [()] * len(rows)
     return [replace(r, advantage=float(a), old_logprobs=np.asarray(o, dtype=np.float32), ref_logprobs=np.asarray(f, dtype=np.float32))
             for r, a, o, f in zip(rows, advantages, old, ref)]
 

@@ -327,7 +327,10 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     recompute = plan.updates_per_step > 1 and not c.max_staleness
                     old = (learner_logprobs(learners, rows, temperature=c.temperature) if recompute else
                            [behaviour_logprobs(len(prompt_ids[x.prompt.id]), x.logprobs) for x in trained])
-                    ref = (learner_logprobs(reference, rows, temperature=c.temperature) if reference else
+                    # The sampled tokens' reference log-probs, for the k1/k2/k3 estimators; `full` takes the
+                    # reference's whole distribution in the training pass, so this pass would go unused.
+                    ref = (None if c.kl_kind == "full" else
+                           learner_logprobs(reference, rows, temperature=c.temperature) if reference else
                            learner_logprobs(learners, rows, reference=True, temperature=c.temperature))
                     rows = with_logprobs(rows, advantages, old, ref)
                     size = len(rows) // plan.updates_per_step
