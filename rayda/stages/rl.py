@@ -453,13 +453,11 @@ def _learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids:
 
     from rayda.algo.grpo import kl_estimate
 
-    sampled, ref, old = [], [], []
-    for row, x in zip(rows, completions):
-        start = len(prompt_ids[x.prompt.id]) - 1  # per-target arrays: index of the first completion token
-        sampled.append(torch.tensor(x.logprobs, dtype=torch.float64))
-        ref.append(torch.tensor(row.ref_logprobs[start:], dtype=torch.float64))
-        old.append(torch.tensor(row.old_logprobs[start:], dtype=torch.float64))
-    policy, tokens = torch.cat(old), max(sum(r["tokens"] for r in parts), 1.0)
+    starts = [len(prompt_ids[x.prompt.id]) - 1 for x in completions]  # per-target arrays: the first completion token
+    completion_part = lambda field: torch.cat([torch.tensor(getattr(row, field)[s:], dtype=torch.float64)  # noqa: E731
+                                               for row, s in zip(rows, starts)])
+    sampled = [torch.tensor(x.logprobs, dtype=torch.float64) for x in completions]
+    policy, tokens = completion_part("old_logprobs"), max(sum(r["tokens"] for r in parts), 1.0)
     n = max(policy.numel(), 1)
     if recomputed:
         gap = (policy - torch.cat(sampled)).abs()
@@ -469,7 +467,8 @@ def _learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids:
         mismatch_max = max(r.get("old_gap_max", 0.0) for r in parts)
     update_kl = sum(r.get("kl_sum", 0.0) for r in parts) / tokens
     return {
-        "kl": update_kl if kl_kind == "full" else float(kl_estimate(policy, torch.cat(ref), kl_kind).sum()) / n,
+        # `full`: the rows carry no reference log-probs; the training pass summed the exact KL
+        "kl": update_kl if kl_kind == "full" else float(kl_estimate(policy, completion_part("ref_logprobs"), kl_kind).sum()) / n,
         "entropy": float(-policy.sum()) / n,
         "update_kl": update_kl,
         "pg_loss": sum(r.get("pg_sum", 0.0) for r in parts) / tokens,
