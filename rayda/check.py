@@ -153,6 +153,8 @@ def _rl(recipe: Recipe) -> list[str]:
                    "position): leave pools.reference unset, or use k1/k2/k3")
     if c.kl_coef < 0 or c.kl_reasoning < 0 or c.clip <= 0 or (c.clip_high is not None and c.clip_high <= 0):
         out.append("rl.kl_coef and rl.kl_reasoning must be >= 0, and rl.clip and rl.clip_high > 0")
+    if not 0 < c.merge <= 1:
+        out.append(f"rl.merge must be in (0, 1] (the share of RL's update the export keeps), got {c.merge}")
     if recipe.reward.kind not in ("judge", "pm"):
         out.append(f"reward.kind must be 'judge' or 'pm', got {recipe.reward.kind!r}")
     if c.select not in ("last", "best"):

@@ -137,6 +137,11 @@ class RlConfig:
     prompts' categories, and sharing no prompt with `rl.prompts` (e.g. `tinyworld:valid`)."""
     select_n: int = 240
     """Validation prompts measured at each checkpoint (a fixed seeded sample; all if fewer)."""
+    merge: float = 1.0
+    """The export is start + merge x (RL's weights - start), where `start` is the model RL began from
+    (and keeps its KL to): 1 exports RL's weights as they are; below 1 goes back part of the way along
+    the straight line (WiSE-FT / WARP), keeping most of what RL gained and less of its drift. Applied to
+    the exported folder only: the training policy and its `eval_every` figures are RL's own."""
     log_samples: int = 4
     """Completions per step written to `<run.dir>/rl_samples.jsonl` (prompt id, version, reasoning,
     answer, reward) for reading what the policy writes; 0: none."""
