@@ -10,8 +10,11 @@ whose own samples, well-formed or not, are what the judge and the learner see.
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
+
+from rayda.rl.merge import merge_folder
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -181,8 +184,15 @@ def test_metrics_and_export(interrupted_run):
     chosen = json.loads((best / "selection.json").read_text())
     top = max(w["valid"]["accuracy"] for w in watch if w["step"])
     assert chosen["step"] == next(w["step"] for w in watch if w["step"] and w["valid"]["accuracy"] == top)
-    assert json.loads((out / "train_report.json").read_text())["selected"] == chosen
-    assert (out / "model.safetensors").read_bytes() == (best / "model.safetensors").read_bytes()
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["selected"] == chosen
+    # the export is that checkpoint merged back towards the start by the recipe's rl.merge (tiny: 0.75)
+    merged = interrupted_run["root"] / "best-merged"
+    shutil.copytree(best, merged)
+    assert report["merge"] == interrupted_run["recipe"].rl.merge == 0.75
+    merge_folder(merged, report["model"], report["merge"])
+    assert (out / "model.safetensors").read_bytes() == (merged / "model.safetensors").read_bytes()
+    assert (out / "model.safetensors").read_bytes() != (best / "model.safetensors").read_bytes()
     print(f"validation accuracy by step: {[(w['step'], w['valid']['accuracy']) for w in watch]}; chosen {chosen}")
     # rl.eval_every=1: before the first step and after each (the last in the resumed run), greedy
     # figures on the fixed samples; before the first and after the last, also the sampled training
