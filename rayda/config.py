@@ -220,6 +220,9 @@ class SftConfig:
     """Micro-batches per optimizer step on each rank; a step sees micro x accum x ranks rows."""
     epochs: float = 3.0
     """Passes over the training rows (fractions allowed); ignored when max_steps is set."""
+    stratify: bool = False
+    """Order each epoch stratified by the rows' (category, label) (`data.sft.stratified_order`): every
+    batch, the last ones included, holds each in about its share; off: a plain shuffle."""
     max_steps: int | None = None
     """Optimizer steps; None derives them from epochs."""
     lr: float = 3e-4

@@ -123,3 +123,27 @@ def test_bad_input_fails_before_any_actor_starts(tiny, tmp_path):
     r = data.report
     assert r["rows"] == 30 and r["kept"] + r["dropped"].get("overlong", 0) == 30 and r["dropped"]["overlong"] > 0
     assert r["train"] + r["heldout"] == r["kept"] and r["heldout"] > 0
+
+
+def test_stratify_orders_each_epoch_by_category_and_label(tiny, tmp_path):
+    from rayda.data.sft import batch_indices
+    from rayda.stages.sft import load_data
+
+    path, tok = tiny
+    rows = sft_rows(40)
+    for i, r in enumerate(rows):  # a quarter of the rows in a second category: 4 strata
+        r["category"] = "other" if i % 4 == 0 else "demo"
+    data_path = write_parquet(rows, tmp_path / "sft_data" / "accepted.parquet")
+    assert load_data(_recipe(tmp_path, path, max_length=512), tok).strata is None  # off by default
+    data = load_data(_recipe(tmp_path, path, max_length=512, stratify="true", heldout_fraction=0.0), tok)
+    by_id = {r["prompt_id"]: f"{r['category']}/{r['label']}" for r in rows}
+    assert data.strata == [by_id[ex.prompt_id] for ex in data.train] and len(set(data.strata)) >= 3
+    share = data.strata.count("other/" + rows[0]["label"]) / len(data.strata)
+    # the last batch of every epoch holds each stratum in its share (within one), unlike a plain shuffle
+    steps = len(data.train) // 8
+    for epoch in range(3):
+        last = batch_indices(len(data.train), (epoch + 1) * steps - 1, 8, seed=1, strata=data.strata)
+        assert abs(sum(data.strata[i] == "other/" + rows[0]["label"] for i in last) - 8 * share) <= 1
+    write_parquet([{k: v for k, v in r.items() if k != "label"} for r in rows], data_path)
+    with pytest.raises(SftDataError, match=r"sft.stratify needs the column\(s\) \['label'\]"):
+        load_data(_recipe(tmp_path, path, max_length=512, stratify="true"), tok)

@@ -33,6 +33,8 @@ class SftData:
     train: list
     heldout: list
     report: dict
+    strata: list | None = None
+    """`sft.stratify`: each training example's (category, label), for `batch_indices`."""
 
 
 def paths(recipe: Recipe, out: Path | None = None) -> dict[str, Path]:
@@ -68,21 +70,33 @@ def load_data(recipe: Recipe, tokenizer) -> SftData:
     missing = {"messages", "prompt_id"} - set(pf.schema_arrow.names)
     if missing:
         raise SftDataError(f"{path}: missing column(s) {sorted(missing)}")
-    train, heldout, report, n = [], [], RenderReport(), 0
-    for batch in pf.iter_batches(batch_size=256, columns=["messages", "prompt_id"]):
+    columns = ["messages", "prompt_id"]
+    if cfg.stratify:
+        missing = {"category", "label"} - set(pf.schema_arrow.names)
+        if missing:
+            raise SftDataError(f"{path}: sft.stratify needs the column(s) {sorted(missing)}")
+        columns += ["category", "label"]
+    train, heldout, report, n, strata = [], [], RenderReport(), 0, []
+    for batch in pf.iter_batches(batch_size=256, columns=columns):
         for row in batch.to_pylist():
             try:
                 ex = render(row["messages"], tokenizer, cfg.max_length, cfg.overlong, str(row["prompt_id"]), report)
             except SftDataError as e:
                 raise SftDataError(f"{path}, row {n} (prompt {row['prompt_id']}): {e}") from None
             n += 1
-            if ex is not None:
-                (heldout if is_heldout(ex.prompt_id, cfg.heldout_fraction, recipe.run.seed) else train).append(ex)
+            if ex is None:
+                continue
+            if is_heldout(ex.prompt_id, cfg.heldout_fraction, recipe.run.seed):
+                heldout.append(ex)
+            else:
+                train.append(ex)
+                strata.append(f"{row.get('category')}/{row.get('label')}")
     if n == 0:
         raise SftDataError(f"{path} has no rows: nothing to train on")
     if not train:
         raise SftDataError(f"{path}: none of the {n} rows is trainable ({report.as_dict()})")
-    return SftData(train, heldout, {**report.as_dict(), "train": len(train), "heldout": len(heldout)})
+    return SftData(train, heldout, {**report.as_dict(), "train": len(train), "heldout": len(heldout)},
+                   strata if cfg.stratify else None)
 
 
 def learner_options(recipe: Recipe, total_steps: int, pad_id: int):
@@ -151,7 +165,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, out: Path | None
         bar = tqdm(total=steps, initial=start, desc="sft", disable=not progress)
         for step in range(start, steps):
             t0 = time.perf_counter()
-            batch = [data.train[i] for i in batch_indices(len(data.train), step, rows_per_step, recipe.run.seed)]
+            batch = [data.train[i] for i in batch_indices(len(data.train), step, rows_per_step, recipe.run.seed, data.strata)]
             parts = group.run_sharded("train_step", batch)
             tokens = sum(r["tokens"] for r in parts)
             record = {"stage": stage, "step": step + 1, "loss": sum(r["nll_sum"] for r in parts) / max(tokens, 1.0),
