@@ -4,7 +4,7 @@ With weight w the export is `start + w * (rl - start)`, tensor by tensor (WiSE-F
 which WARP, arXiv 2406.16768, applies to RLHF as "interpolation towards the initialisation"). RL's
 end point is one draw of a noisy trajectory; the straight line back to the start keeps most of
 the reward it gained and less of the drift the reward cannot see (the reasoning's citations, which
-the answer-only judge never reads). Measured on the tiny recipe: README, "Merging back towards SFT".
+the answer-only judge never reads). Measured on the tiny recipe: README, "What the pipeline learns".
 
 Pure file work, no Ray: the stage calls `merge_folder` on its export before it is published.
 """
