@@ -71,9 +71,10 @@ def merge_folder(folder: Path, start: str, weight: float) -> int:
             raise KeyError(f"rl.merge: {start} has no tensor {missing[0]!r} (of {f.name}); the export and where "
                            "RL started must be the same architecture")
         out = {}
-        for name, end in tuned.items():
-            with safe_open(str(index[name]), framework="pt") as g:
-                out[name] = interpolate(g.get_tensor(name), end, weight)
+        for source in sorted({index[k] for k in tuned}):  # each of the start's files opened once
+            with safe_open(str(source), framework="pt") as g:
+                for name in (k for k in tuned if index[k] == source):
+                    out[name] = interpolate(g.get_tensor(name), tuned[name], weight)
         save_file(out, str(f), metadata={"format": "pt"})
         merged += len(out)
     adapter = folder / ADAPTER

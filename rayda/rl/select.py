@@ -7,6 +7,7 @@ learner group comes in as an argument.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from rayda.data.prompts import load_prompts
@@ -54,3 +55,17 @@ def keep_if_best(learners, folder: Path, record: dict, best: dict | None) -> dic
         atomic_write_json(tmp / SELECTION, choice)
     print(f"rl: step {record['step']}: validation accuracy {figures['accuracy']:.3f}, the best so far; exported to {folder}")
     return choice
+
+
+def export(learners, folder: Path, best_folder: Path, best: dict | None, merge: float, start: str) -> None:
+    """Write RL's export into `folder`: the checkpoint `rl.select=best` chose (in `best_folder`), or the
+    learners' last weights; then moved back towards `start` by `rl.merge` (`rayda.rl.merge`)."""
+    if best is not None:
+        shutil.copytree(best_folder, folder)
+        (Path(folder) / SELECTION).unlink()
+    else:
+        learners.run_all("export_hf", str(folder))
+    if merge != 1.0:
+        from rayda.rl.merge import merge_folder  # torch and safetensors: not needed to prepare a run
+
+        merge_folder(folder, start, merge)

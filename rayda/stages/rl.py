@@ -205,11 +205,10 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.ray_utils import init_ray
     from rayda.reasoning import THINK_CLOSE
     from rayda.rl import rewards as R
-    from rayda.rl.merge import merge_folder
     from rayda.rl.pools import JudgePool, RolloutPool
     from rayda.rl.report import Dashboard
     from rayda.rl.rows import behaviour_logprobs, policy_row, with_logprobs
-    from rayda.rl.select import SELECTION, keep_if_best, selected
+    from rayda.rl.select import export, keep_if_best, selected
     from rayda.rl.sync import learner_logprobs, probe_example, sync, transport
     from rayda.types import Completion
 
@@ -387,13 +386,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     on_step(done, record)
             bar.close()
             with atomic_path(p["out"]) as tmp:
-                if best is not None:  # rl.select=best: the checkpoint chosen on the validation set
-                    shutil.copytree(p["best"], tmp)
-                    (tmp / SELECTION).unlink()
-                else:
-                    learners.run_all("export_hf", str(tmp))
-                if c.merge != 1.0:  # back part of the way towards the start (rayda.rl.merge)
-                    merge_folder(tmp, plan.sft_path, c.merge)
+                export(learners, tmp, p["best"], best, c.merge, plan.sft_path)
                 report = {"steps": c.steps, "resumed_from": start, "model": plan.sft_path, "ranks": learners.world_size,
                           "policy_version": rollout.version, "first_sync": first, "selected": best, "merge": c.merge}
                 atomic_write_json(tmp / "train_report.json", report)

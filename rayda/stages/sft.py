@@ -90,7 +90,8 @@ def load_data(recipe: Recipe, tokenizer) -> SftData:
                 heldout.append(ex)
             else:
                 train.append(ex)
-                strata.append(f"{row.get('category')}/{row.get('label')}")
+                if cfg.stratify:
+                    strata.append(f"{row['category']}/{row['label']}")
     if n == 0:
         raise SftDataError(f"{path} has no rows: nothing to train on")
     if not train:
