@@ -151,8 +151,8 @@ def _rl(recipe: Recipe) -> list[str]:
     if c.kl_kind == "full" and recipe.pools.reference is not None:
         out.append("rl.kl_kind=full needs the reference on the learner ranks (its whole distribution at every "
                    "position): leave pools.reference unset, or use k1/k2/k3")
-    if min(c.kl_coef, c.kl_reasoning, c.kl_category) < 0 or c.clip <= 0 or (c.clip_high is not None and c.clip_high <= 0):
-        out.append("rl.kl_coef, rl.kl_reasoning and rl.kl_category must be >= 0, and rl.clip and rl.clip_high > 0")
+    if c.kl_coef < 0 or c.kl_reasoning < 0 or c.clip <= 0 or (c.clip_high is not None and c.clip_high <= 0):
+        out.append("rl.kl_coef and rl.kl_reasoning must be >= 0, and rl.clip and rl.clip_high > 0")
     if not 0 < c.merge <= 1:
         out.append(f"rl.merge must be in (0, 1] (the share of RL's update the export keeps), got {c.merge}")
     if recipe.reward.kind not in ("judge", "pm"):

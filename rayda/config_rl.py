@@ -88,10 +88,6 @@ class RlConfig:
     """Multiplier of the KL penalty on the reasoning's tokens (`<think>` to `</think>`, the tag included);
     the answer's tokens weigh 1. The judge sees only the answer, so above 1 the reasoning stays nearer
     SFT's, which learnt to cite the spec, while the answer moves where the reward sends it."""
-    kl_category: float = 1.0
-    """Multiplier of the KL penalty on the tokens that spell a cited clause's category prefix (the `IB` of
-    `IB.2`), on top of `kl_reasoning`. The clause's number carries the decision the reward sees through
-    the answer; its category nothing in the reward sees, so it only drifts (`IB.2` -> `PR.2`)."""
     zero_stage: int = 2
     """DeepSpeed ZeRO stage of the learner group (0-3)."""
     lora: LoraConfig = field(default_factory=LoraConfig)

@@ -226,34 +226,3 @@ def test_dynamic_sampling_trains_on_the_groups_with_signal_first():
     valid[1, 0] = 0
     assert group_signal(rewards, valid)[1] is False
     assert informative_groups(rewards, valid, 1) == [3]
-
-
-def test_category_kl_weights_fall_on_the_cited_clauses_category_prefix_only():
-    from rayda.rl.rows import category_kl_weights, policy_row
-
-    vocab = {1: "The", 2: " request", 3: " IB", 4: ".", 5: "2", 6: " applies", 7: " Decision", 8: ":", 9: " refuse",
-             10: " P", 11: "R.4", 12: " IB2", 13: " XYZW.1"}
-    text = vocab.__getitem__
-    # "The request IB.2 applies. Decision: refuse": the prefix is one token; its number and the decision weigh 1
-    w = category_kl_weights(2, [1, 2, 3, 4, 5, 6, 4, 7, 8, 9], text, 8.0)
-    assert w == [1.0] + [1.0, 1.0, 8.0] + [1.0] * 7
-    # a prefix split over tokens (" P" + "R.4") weighs on both; "IB2" and a four-letter code are no citations
-    assert category_kl_weights(1, [10, 11, 6, 12, 13], text, 3.0) == [3.0, 3.0, 1.0, 1.0, 1.0]
-    # on top of the reasoning's weight (the whole completion is reasoning here: no closing tag)
-    row = policy_row([0, 0], [1, 3, 4, 5], "a", True, 4.0, (99,), 2.0, text)
-    assert row.kl_weights == [1.0, 4.0, 8.0, 4.0, 4.0]
-    assert policy_row([0, 0], [1, 3, 4, 5], "a", True, 1.0, (), 2.0, text).kl_weights == [1.0, 1.0, 2.0, 1.0, 1.0]
-    with pytest.raises(ValueError, match="needs token_text"):
-        policy_row([0], [1], "a", True, 1.0, (), 2.0)
-
-
-def test_category_kl_weights_with_the_tiny_worlds_tokenizer(tiny_world):
-    from transformers import AutoTokenizer
-
-    from rayda.rl.rows import category_kl_weights
-
-    tok = AutoTokenizer.from_pretrained(tiny_world.model_dir)
-    ids = tok.encode("The request is to steal a car. Clause IB.2 applies. Decision: refuse.", add_special_tokens=False)
-    w = category_kl_weights(1, ids, lambda t: tok.decode([t]), 5.0)
-    heavy = [tok.decode([ids[j]]) for j, x in enumerate(w) if x == 5.0]
-    assert "".join(heavy).strip() == "IB"

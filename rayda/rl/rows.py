@@ -8,7 +8,7 @@ with `input_ids[1:]` like the learner's shifted labels (`rayda.algo.losses.next_
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from rayda.data.sft import Example
@@ -53,46 +53,13 @@ class PolicyRow(Example):
 
 
 def policy_row(prompt_ids: list[int], completion_ids: list[int], prompt_id: str = "", train: bool = True,
-               kl_reasoning: float = 1.0, close_ids: Sequence[int] = (), kl_category: float = 1.0,
-               token_text: Callable[[int], str] | None = None) -> PolicyRow:
+               kl_reasoning: float = 1.0, close_ids: Sequence[int] = ()) -> PolicyRow:
     """The training row of one sample; `train=False` masks it out entirely (a judge error: no gradient).
-    With `kl_reasoning` other than 1, the row carries `reasoning_kl_weights` (`close_ids`: `</think>`'s ids);
-    with `kl_category` other than 1, those times `category_kl_weights` (`token_text`: one token id's text)."""
+    With `kl_reasoning` other than 1, the row carries `reasoning_kl_weights` (`close_ids`: `</think>`'s ids)."""
     ids = tuple(prompt_ids) + tuple(completion_ids)
     mask = (0,) * len(prompt_ids) + (int(train),) * len(completion_ids)
     weights = reasoning_kl_weights(len(prompt_ids), completion_ids, close_ids, kl_reasoning) if kl_reasoning != 1.0 else ()
-    if kl_category != 1.0:
-        if token_text is None:
-            raise ValueError("kl_category needs token_text, each token id's text")
-        category = category_kl_weights(len(prompt_ids), completion_ids, token_text, kl_category)
-        weights = [a * b for a, b in zip(weights or [1.0] * len(category), category)]
     return PolicyRow(ids, mask, prompt_id, kl_weights=weights)
-
-
-def category_kl_weights(prompt_len: int, completion_ids: Sequence[int], token_text: Callable[[int], str],
-                        weight: float) -> list[float]:
-    """Per-target KL weights for one row (`rl.kl_category`): `weight` on each completion token that spells
-    part of a cited clause's category prefix (the `IB` of `IB.2`, `rayda.spec.CITATION`), 1 elsewhere.
-
-    Why: a clause's number carries the decision (refuse, safe-complete, comply), which the answer-only
-    reward sees through the answer that follows; its category prefix nothing in the reward sees, so RL
-    moves it only by drift and leakage (`IB.2` -> `PR.2`: the same decision, a clause of another
-    category). A larger KL on just those tokens holds them to SFT's while leaving the decision free.
-    The completion's text is its tokens' texts joined, which is what the rollout decoded for the ASCII
-    clause ids a spec uses."""
-    from rayda.spec import CITATION
-
-    texts = [token_text(t) for t in completion_ids]
-    starts, pos = [], 0
-    for text in texts:
-        starts.append(pos)
-        pos += len(text)
-    spans = [(m.start(1), m.start(1) + m.group(1).index(".")) for m in CITATION.finditer("".join(texts))]
-    out = [1.0] * (prompt_len - 1)
-    for start, text in zip(starts, texts):
-        end = start + len(text)
-        out.append(float(weight) if any(start < b and a < end for a, b in spans) else 1.0)
-    return out
 
 
 def reasoning_kl_weights(prompt_len: int, completion_ids: Sequence[int], close_ids: Sequence[int], weight: float) -> list[float]:

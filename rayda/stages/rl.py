@@ -42,7 +42,6 @@ Writes:
 
 from __future__ import annotations
 
-import functools
 import pickle
 import shutil
 import time
@@ -226,7 +225,6 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
 
     prompt_ids = {q.id: chat_ids(q) for q in plan.prompts}
     close_ids = tokenizer.encode(THINK_CLOSE, add_special_tokens=False)  # where the reasoning ends (rl.kl_reasoning)
-    token_text = functools.lru_cache(maxsize=None)(lambda t: tokenizer.decode([t]))  # rl.kl_category's clause prefixes
     # Kept apart from prompt_ids: a held-out file may reuse a training file's ids.
     watch_ids = {name: [chat_ids(q) for q in qs] for name, qs in plan.watch.items()}
     probe_row = probe_example(tokenizer)
@@ -321,8 +319,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                                                 [batch[g].label for g in groups], c.label_weights).flatten().tolist()
                     picked = [g * c.samples_per_prompt + i for g in groups for i in range(c.samples_per_prompt)]
                     trained, trained_scores = [completions[i] for i in picked], [scored[i] for i in picked]
-                    rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid, c.kl_reasoning, close_ids,
-                                       c.kl_category, token_text) for x, s in zip(trained, trained_scores)]
+                    rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid, c.kl_reasoning, close_ids) for x, s in zip(trained, trained_scores)]
                     # Old log-probs: the behaviour policy's, the one that sampled (`behaviour_logprobs`), except
                     # with several updates per step on fresh samples, where the learner recomputes them (the
                     # same policy in its own numerics). With stale samples only the sampler's are right: the
