@@ -105,7 +105,25 @@ def _sft(recipe: Recipe) -> list[str]:
         out.append(f"sft.max_steps must be at least 1, got {s.max_steps}")
     if not 0.0 <= s.heldout_fraction < 1.0:
         out.append(f"sft.heldout_fraction must be in [0, 1), got {s.heldout_fraction}")
+    out += _averaging(s)
     return out + lora_problems(s.lora, s.zero_stage, "sft") + zero_problems(s.zero_stage, s.offload_params, s.offload_optimizer, "sft")
+
+
+def _averaging(s) -> list[str]:
+    """`sft.average_last`: the checkpoints it averages must be taken and kept, as whole weights."""
+    if s.average_last < 1:
+        return [f"sft.average_last must be at least 1 (1: the final weights), got {s.average_last}"]
+    if s.average_last == 1:
+        return []
+    out = []
+    if not s.save_every:
+        out.append("sft.average_last > 1 averages the checkpoints taken every sft.save_every steps: set sft.save_every")
+    if s.keep_checkpoints and s.keep_checkpoints < s.average_last - 1:
+        out.append(f"sft.keep_checkpoints {s.keep_checkpoints} deletes checkpoints sft.average_last {s.average_last} "
+                   f"averages: keep at least {s.average_last - 1} (or 0: all)")
+    if s.lora.rank:
+        out.append("sft.average_last > 1 averages whole weights; with sft.lora the checkpoints hold adapters: use one of the two")
+    return out
 
 
 def zero_problems(stage: int, offload_params: bool = False, offload_optimizer: bool = False, section: str = "") -> list[str]:

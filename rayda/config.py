@@ -247,6 +247,9 @@ class SftConfig:
     """Checkpoint (DeepSpeed state, data position, RNG) every N steps; 0: never (only the final export)."""
     keep_checkpoints: int = 2
     """Newest checkpoints kept; older ones are deleted."""
+    average_last: int = 1
+    """The export is the uniform mean of the final weights and those of the last `average_last - 1`
+    checkpoints (`save_every` steps apart; checkpoint averaging). 1: the final weights as they are."""
     eval_every: int = 50
     """Held-out loss every N steps and at the end; 0: only at the end."""
 

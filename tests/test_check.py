@@ -78,6 +78,17 @@ def test_unlabelled_prompts_are_an_error_for_the_rubric_judge_only(tmp_path):
     assert _errors(load_recipe("tiny", [*many, "judge.kind=llm", "model.judge=tinyworld"])) == []
 
 
+@pytest.mark.parametrize("overrides, error", [
+    (["sft.average_last=0"], "sft.average_last must be at least 1 (1: the final weights), got 0"),
+    (["sft.average_last=2", "sft.save_every=0"], "sft.average_last > 1 averages the checkpoints taken every sft.save_every steps: set sft.save_every"),
+    (["sft.average_last=4", "sft.keep_checkpoints=2"], "sft.keep_checkpoints 2 deletes checkpoints sft.average_last 4 averages: keep at least 3 (or 0: all)"),
+    (["sft.average_last=2", "sft.lora.rank=8"], "sft.average_last > 1 averages whole weights; with sft.lora the checkpoints hold adapters: use one of the two"),
+])
+def test_checkpoint_averaging_needs_whole_kept_checkpoints(overrides, error):
+    assert check(load_recipe("tiny", overrides)).errors == [f"sizes: {error}"]
+    assert not check(load_recipe("tiny", ["sft.average_last=3", "sft.keep_checkpoints=0"])).errors
+
+
 def test_notes_are_not_errors():
     report = check(load_recipe("qwen-gpu"))
     notes = [m for level, where, m in report.findings if level == "note" and where == "model.policy"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,32 @@ def test_resume_after_a_kill_gives_the_same_weights_as_a_straight_run(trained, t
     assert worst < 1e-6, worst  # fp32 on CPU, deterministic gloo: in practice bit-identical
     # and a finished stage is skipped
     assert _run(tmp_path, tiny_model, "resumed", zero_stage=2, max_steps=30) == resumed
+
+
+@pytest.mark.slow
+def test_averaged_export_is_the_mean_of_the_final_weights_and_the_kept_checkpoints(trained, tiny_model, tmp_path):
+    """`sft.average_last=3` on the 30 steps of `trained[3]` (ZeRO-3: snapshots gathered from 2 ranks),
+    killed after step 25 and resumed: the export is the mean of the straight run's final weights and
+    the snapshots at steps 10 and 20, and a lost snapshot is rewritten from the resumed checkpoint."""
+    from rayda.rl.merge import average_into
+
+    def kill(step, record):
+        if step == 25:
+            raise _Kill
+
+    options = dict(zero_stage=3, max_steps=30, save_every=10, average_last=3)
+    with pytest.raises(_Kill):
+        _run(tmp_path, tiny_model, "avg", on_step=kill, **options)
+    state = tmp_path / "avg" / "checkpoints" / "sft_state"
+    shutil.rmtree(state / "step20" / "weights")  # as if killed between the checkpoint and its snapshot
+    out = _run(tmp_path, tiny_model, "avg", **options)
+    assert json.loads((out / "train_report.json").read_text())["averaged_steps"] == [10, 20, 30]
+    want = tmp_path / "want"
+    shutil.copytree(trained[3], want)
+    average_into(want, [state / "step10" / "weights", state / "step20" / "weights"])
+    got, mean, final = _weights(out), _weights(want), _weights(trained[3])
+    assert max((got[k] - mean[k]).abs().max().item() for k in got) < 1e-6
+    assert max((got[k] - final[k]).abs().max().item() for k in got) > 1e-3  # the mean is not the end point
 
 
 def test_one_grpo_update_moves_positive_samples_up_and_negative_ones_down(ray_local, tiny_model):

@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from rayda.check import check
 from rayda.config import load_recipe
-from rayda.rl.merge import interpolate, merge_folder
+from rayda.rl.merge import average_into, interpolate, merge_folder
 
 
 def _model(folder, seed: int, shards: int = 1) -> dict:
@@ -68,6 +68,17 @@ def test_a_tensor_the_start_lacks_is_an_error_naming_it(tmp_path):
         merge_folder(tmp_path / "rl", str(tmp_path / "start"), 0.5)
     with pytest.raises(FileNotFoundError, match="no \\*.safetensors"):
         merge_folder(tmp_path / "rl", str(tmp_path), 0.5)
+
+
+def test_average_into_is_the_uniform_mean_of_all_the_folders(tmp_path):
+    """`sft.average_last`: the export and its checkpoints' snapshots weigh the same, whatever the order."""
+    models = [_model(tmp_path / f"m{i}", seed=i, shards=1 + i % 2) for i in range(4)]
+    assert average_into(tmp_path / "m0", [tmp_path / "m1", tmp_path / "m2", tmp_path / "m3"]) == 4
+    for k, v in _loaded(tmp_path / "m0").items():
+        want = sum(m[k].float() for m in models) / 4
+        tol = 1e-6 if v.dtype == torch.float32 else 2e-2  # bf16 rounds after each of the three steps
+        assert v.dtype == models[0][k].dtype and (v.float() - want).abs().max().item() < tol, k
+    assert average_into(tmp_path / "m1", []) == 1 and _loaded(tmp_path / "m1").keys() == models[1].keys()
 
 
 @pytest.mark.parametrize("weight", [0.0, -0.5, 1.5])

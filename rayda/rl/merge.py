@@ -6,6 +6,10 @@ end point is one draw of a noisy trajectory; the straight line back to the start
 the reward it gained and less of the drift the reward cannot see (the reasoning's citations, which
 the answer-only judge never reads). Measured on the tiny recipe: README, "What the pipeline learns".
 
+`sft.average_last` uses the same line for checkpoint averaging: `average_into` makes SFT's export the
+uniform mean of its final weights and of its last checkpoints' (the running mean is one interpolation
+per checkpoint).
+
 Pure file work, no Ray: the stage calls `merge_folder` on its export before it is published.
 """
 
@@ -33,7 +37,7 @@ def weight_files(folder: Path) -> list[Path]:
     """The safetensors files of a Hugging Face model folder (one file or the shards of an index)."""
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
-        raise FileNotFoundError(f"rl.merge: {folder} holds no *.safetensors weights")
+        raise FileNotFoundError(f"merge: {folder} holds no *.safetensors weights")
     return files
 
 
@@ -68,8 +72,8 @@ def merge_folder(folder: Path, start: str, weight: float) -> int:
         tuned = load_file(str(f))
         missing = [k for k in tuned if k not in index]
         if missing:
-            raise KeyError(f"rl.merge: {start} has no tensor {missing[0]!r} (of {f.name}); the export and where "
-                           "RL started must be the same architecture")
+            raise KeyError(f"merge: {start} has no tensor {missing[0]!r} (of {f.name}); the export and the model "
+                           "it is merged with must be the same architecture")
         out = {}
         for source in sorted({index[k] for k in tuned}):  # each of the start's files opened once
             with safe_open(str(source), framework="pt") as g:
@@ -85,3 +89,12 @@ def merge_folder(folder: Path, start: str, weight: float) -> int:
                       metadata={"format": "pt"})
     return merged
 
+
+
+def average_into(folder: Path, others: list[Path]) -> int:
+    """Rewrite the weights in `folder` as the uniform mean of its own and those of each of `others`:
+    after i of them the folder holds the mean m of i + 1, and the next one, x, makes it
+    x + i/(i+1) * (m - x). Returns how many models the mean is over."""
+    for i, other in enumerate(others, start=1):
+        merge_folder(folder, str(other), i / (i + 1))
+    return len(others) + 1

@@ -8,7 +8,8 @@ Reads `<run.dir>/sft_data/accepted.parquet`, renders every row with the model's 
 
     <run.dir>/checkpoints/sft/         Hugging Face folder (safetensors, tokenizer, chat template),
                                         `train_report.json`, then `_SUCCESS` last
-    <run.dir>/checkpoints/sft_state/   DeepSpeed checkpoints `step{N}` + `latest` (resume points)
+    <run.dir>/checkpoints/sft_state/   DeepSpeed checkpoints `step{N}` + `latest` (resume points); with
+                                        `sft.average_last` > 1 each also holds `weights/model.safetensors`
     <run.dir>/metrics.jsonl            one line per step: {"stage": "sft", "step", "loss", "lr", ...}
 
 A run whose `_SUCCESS` exists is skipped; a run without one resumes from the latest checkpoint.
@@ -121,6 +122,22 @@ def total_steps(recipe: Recipe, num_train: int) -> int:
     return max(1, math.ceil(c.epochs * num_train / rows_per_step))
 
 
+def averaged_snapshots(state: Path, average_last: int) -> list[Path]:
+    """The weight snapshots `sft.average_last` averages with the final weights: those of the newest
+    `average_last - 1` checkpoints in `state` that have one (fewer when training was shorter)."""
+    if average_last <= 1:
+        return []
+    steps = sorted((d for d in state.glob("step*") if (d / "weights" / "model.safetensors").exists()), key=lambda d: int(d.name[4:]))
+    return [d / "weights" for d in steps[-(average_last - 1):]]
+
+
+def _snapshot(group, state: Path, step: int) -> None:
+    """The weights at checkpoint `step` as `state/step{step}/weights/model.safetensors`, unless there."""
+    target = state / f"step{step}" / "weights"
+    if not (target / "model.safetensors").exists():
+        group.run_all("save_weights", str(target))
+
+
 def _heldout_loss(group, heldout: list) -> float | None:
     if not heldout:
         return None
@@ -140,6 +157,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, out: Path | None
     from rayda.check import require_sizes
     from rayda.data.sft import batch_indices
     from rayda.ray_utils import init_ray
+    from rayda.rl.merge import average_into
 
     p = paths(recipe, out)
     if is_done(p["out"]):
@@ -162,6 +180,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, out: Path | None
         start = resumed["step"] if resumed else 0
         if start:
             print(f"sft: resuming at step {start} of {steps} from {p['state']}")
+            if recipe.sft.average_last > 1:  # a kill between the checkpoint and its snapshot: these are its weights
+                _snapshot(group, p["state"], start)
         heldout, record = None, {"loss": None}
         bar = tqdm(total=steps, initial=start, desc="sft", disable=not progress)
         for step in range(start, steps):
@@ -180,6 +200,8 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, out: Path | None
             bar.set_postfix(loss=f"{record['loss']:.3f}")
             if recipe.sft.save_every and done % recipe.sft.save_every == 0 and done < steps:
                 group.run_all("save_checkpoint", str(p["state"]), f"step{done}", {"step": done, "rows_seen": done * rows_per_step})
+                if recipe.sft.average_last > 1:
+                    _snapshot(group, p["state"], done)
                 prune_steps(p["state"], recipe.sft.keep_checkpoints)
             if on_step is not None:
                 on_step(done, record)
@@ -187,8 +209,11 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, out: Path | None
         tracking.close(recipe.run.dir)
         with atomic_path(p["out"]) as tmp:
             group.run_all("export_hf", str(tmp))
+            snapshots = averaged_snapshots(p["state"], recipe.sft.average_last)
+            average_into(tmp, snapshots)
             report = {**data.report, "steps": steps, "resumed_from": start, "final_loss": record["loss"],
-                      "heldout_loss": heldout, "model": model_path, "ranks": group.world_size, "zero_stage": opts.zero_stage}
+                      "heldout_loss": heldout, "model": model_path, "ranks": group.world_size, "zero_stage": opts.zero_stage,
+                      "averaged_steps": [int(s.parent.name[4:]) for s in snapshots] + [steps]}
             atomic_write_json(tmp / "train_report.json", report)
     mark_success(p["out"], {"stage": stage, **report})
     return p["out"]
