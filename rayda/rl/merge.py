@@ -90,7 +90,6 @@ def merge_folder(folder: Path, start: str, weight: float) -> int:
     return merged
 
 
-
 def average_into(folder: Path, others: list[Path]) -> int:
     """Rewrite the weights in `folder` as the uniform mean of its own and those of each of `others`:
     after i of them the folder holds the mean m of i + 1, and the next one, x, makes it
