@@ -71,7 +71,7 @@ def test_a_tensor_the_start_lacks_is_an_error_naming_it(tmp_path):
 
 
 def test_average_into_is_the_uniform_mean_of_all_the_folders(tmp_path):
-    """`sft.average_last`: the export and its checkpoints' snapshots weigh the same, whatever the order."""
+    """`sft.average_last`: the export and each of its checkpoints' snapshots weigh the same."""
     models = [_model(tmp_path / f"m{i}", seed=i, shards=1 + i % 2) for i in range(4)]
     assert average_into(tmp_path / "m0", [tmp_path / "m1", tmp_path / "m2", tmp_path / "m3"]) == 4
     for k, v in _loaded(tmp_path / "m0").items():
