@@ -171,6 +171,10 @@ def _rl(recipe: Recipe) -> list[str]:
                    "position): leave pools.reference unset, or use k1/k2/k3")
     if c.kl_coef < 0 or c.kl_reasoning < 0 or c.clip <= 0 or (c.clip_high is not None and c.clip_high <= 0):
         out.append("rl.kl_coef and rl.kl_reasoning must be >= 0, and rl.clip and rl.clip_high > 0")
+    if c.members < 1:
+        out.append(f"rl.members must be at least 1, got {c.members}")
+    elif c.members > 1 and c.lora.rank:
+        out.append("rl.members > 1 averages whole weights; with rl.lora the members train adapters: use one of the two")
     if not 0 < c.merge <= 1:
         out.append(f"rl.merge must be in (0, 1] (the share of RL's update the export keeps), got {c.merge}")
     if recipe.reward.kind not in ("judge", "pm"):

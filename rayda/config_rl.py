@@ -142,6 +142,11 @@ class RlConfig:
     (and keeps its KL to): 1 exports RL's weights as they are; below 1 goes back part of the way along
     the straight line (WiSE-FT / WARP), keeping most of what RL gained and less of its drift. Applied to
     the exported folder only: the training policy and its `eval_every` figures are RL's own."""
+    members: int = 1
+    """Independent RL runs from the same start, trained one after the other, whose final weights are
+    averaged before `merge` (WARP's merge of independent runs, arXiv 2406.16768; `rayda.rl.members`).
+    Member 0 is the run `members=1` makes; each other member draws with a seed of its own. Costs
+    `members` runs. Full fine-tuning only (rl.lora.rank=0)."""
     log_samples: int = 4
     """Completions per step written to `<run.dir>/rl_samples.jsonl` (prompt id, version, reasoning,
     answer, reward) for reading what the policy writes; 0: none."""

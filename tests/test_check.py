@@ -89,6 +89,15 @@ def test_checkpoint_averaging_needs_whole_kept_checkpoints(overrides, error):
     assert not check(load_recipe("tiny", ["sft.average_last=3", "sft.keep_checkpoints=0"])).errors
 
 
+@pytest.mark.parametrize("overrides, error", [
+    (["rl.members=0"], "rl.members must be at least 1, got 0"),
+    (["rl.members=2", "rl.lora.rank=8"], "rl.members > 1 averages whole weights; with rl.lora the members train adapters: use one of the two"),
+])
+def test_rl_members_average_whole_weights(overrides, error):
+    assert check(load_recipe("tiny", overrides)).errors == [f"sizes: {error}"]
+    assert not check(load_recipe("tiny", ["rl.members=3"])).errors
+
+
 def test_notes_are_not_errors():
     report = check(load_recipe("qwen-gpu"))
     notes = [m for level, where, m in report.findings if level == "note" and where == "model.policy"]

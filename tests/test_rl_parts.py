@@ -202,22 +202,22 @@ def test_learner_stats_use_the_recipes_kl_estimator():
     from types import SimpleNamespace
 
     from rayda.rl.rows import policy_row, with_logprobs
-    from rayda.stages.rl import _learner_stats
+    from rayda.rl.watch import learner_stats
 
     x = SimpleNamespace(prompt=SimpleNamespace(id="p"), logprobs=[-1.0, -2.0])
     # one update per step: the sampler's log-probs are the old ones; the loss measured the mismatch
     rows = with_logprobs([policy_row([1, 2], [3, 4], "p")], [1.0], [[0.0, -1.0, -2.0]], [[-9.0, -1.5, -1.0]])
     parts = [{"tokens": 2.0, "grad_norm": 1.0, "lr": 1e-4, "old_gap_sum": 2e-6, "old_gap_max": 1.5e-6}]
     d = [0.5, -1.0]  # log p - log ref on the two completion tokens
-    k1 = _learner_stats(parts, rows, [x], {"p": [1, 2]}, "k1", recomputed=False)
-    k3 = _learner_stats(parts, rows, [x], {"p": [1, 2]}, "k3", recomputed=False)
+    k1 = learner_stats(parts, rows, [x], {"p": [1, 2]}, "k1", recomputed=False)
+    k3 = learner_stats(parts, rows, [x], {"p": [1, 2]}, "k3", recomputed=False)
     assert k1["kl"] == pytest.approx(sum(d) / 2)
     assert k3["kl"] == pytest.approx(sum(math.exp(-v) - 1 + v for v in d) / 2)
     assert k1["entropy"] == pytest.approx(1.5)
     assert (k1["logprob_mismatch_mean"], k1["logprob_mismatch_max"]) == (pytest.approx(1e-6), 1.5e-6)
     # several updates: the learner recomputed the old log-probs; the mismatch is against the sampler's
     rows = with_logprobs(rows, [1.0], [[0.0, -1.25, -2.0]], [[-9.0, -1.5, -1.0]])
-    rec = _learner_stats(parts, rows, [x], {"p": [1, 2]}, "k1", recomputed=True)
+    rec = learner_stats(parts, rows, [x], {"p": [1, 2]}, "k1", recomputed=True)
     assert (rec["logprob_mismatch_mean"], rec["logprob_mismatch_max"]) == (pytest.approx(0.125), pytest.approx(0.25))
 
 

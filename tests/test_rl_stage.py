@@ -236,3 +236,35 @@ def test_overlapped_steps_train_one_version_behind_and_resume_without_redrawing(
     c = recipe.rl  # every drawn sample is logged and judged, the groups not trained on too (rl.oversample)
     assert len(samples) == 3 * c.prompts_per_step * c.oversample * c.samples_per_prompt
     assert len(judged) == sum(s["malformed"] is None for s in samples) > 0
+
+
+def test_members_train_apart_resume_and_export_their_merged_mean(ray_local, tiny_world, policy, tmp_path):
+    """rl.members=2: two RL runs from the same start with different seeds, one after the other; a run
+    stopped inside the second member resumes it (the first is not trained again), and the export is
+    start + merge x (mean of the members - start), tensor by tensor."""
+    import torch
+    from safetensors.torch import load_file
+
+    from rayda.stages.rl import run
+
+    recipe = new_run(policy, tiny_world, tmp_path, steps=2, extra=["rl.members=2", "rl.merge=0.5", "rl.eval_every=0"])
+
+    def stop_in_second_member(step, record):
+        if record["stage"] == "rl_m1" and step == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run(recipe, progress=False, on_step=stop_in_second_member)
+    out = run(recipe, progress=False)
+    metrics = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["stage"], m["step"]) for m in metrics] == [("rl", 1), ("rl", 2), ("rl_m1", 1), ("rl_m1", 2)]
+    assert metrics[0]["prompts"] != metrics[2]["prompts"]  # the second member draws with its own seed
+    members = tmp_path / "checkpoints" / "rl_members"
+    a, b = (load_file(str(members / m / "model.safetensors")) for m in ("m0", "m1"))
+    start, export = load_file(str(policy / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    for k in export:
+        expected = start[k].float() + 0.5 * ((a[k].float() + b[k].float()) / 2 - start[k].float())
+        assert torch.allclose(export[k].float(), expected, atol=1e-6), k
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["merge"] == 0.5 and len(report["members"]) == 2 and report["seeds"][0] == recipe.run.seed

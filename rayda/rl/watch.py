@@ -4,7 +4,8 @@ Every `rl.eval_every` steps the driver answers two fixed samples of prompts gree
 rollout engines it already has (no spec in context), and `behaviour_figures` turns the answers into
 the figures that show learning, or a collapse, the step it starts: behaviour accuracy, and the share of
 answers in each style (a policy drifting towards refusing everything shows up as `share_refuse`
-climbing while accuracy falls).
+climbing while accuracy falls). `learner_stats` turns a step's training pass into its logged
+figures: KL to the reference, entropy, clip fraction, and the train/inference mismatch.
 """
 
 from __future__ import annotations
@@ -36,3 +37,41 @@ def behaviour_figures(completions: list, spec, classify) -> dict:
         counts[b] += 1
         right += b == c.prompt.label
     return {"accuracy": right / n, **{f"share_{b}": k / n for b, k in counts.items()}, "malformed": malformed / n}
+
+
+def learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids: dict, kl_kind: str = "k3",
+                  recomputed: bool = True) -> dict:
+    """Token-weighted figures of the update(s), the policy's KL to the reference on its own samples
+    (estimated with `rl.kl_kind`, as the loss does; `full` is computed in the training pass, so it is
+    the update's own KL), its entropy estimate, and the train/inference
+    mismatch: vLLM's sampling log-probs against the learner's, recomputed before the updates
+    (`recomputed`) or, with one update per step, measured in the training pass itself."""
+    import torch
+
+    from rayda.algo.grpo import kl_estimate
+
+    starts = [len(prompt_ids[x.prompt.id]) - 1 for x in completions]  # per-target arrays: the first completion token
+    completion_part = lambda field: torch.cat([torch.tensor(getattr(row, field)[s:], dtype=torch.float64)  # noqa: E731
+                                               for row, s in zip(rows, starts)])
+    sampled = [torch.tensor(x.logprobs, dtype=torch.float64) for x in completions]
+    policy, tokens = completion_part("old_logprobs"), max(sum(r["tokens"] for r in parts), 1.0)
+    n = max(policy.numel(), 1)
+    if recomputed:
+        gap = (policy - torch.cat(sampled)).abs()
+        mismatch_mean, mismatch_max = float(gap.mean()) if gap.numel() else 0.0, float(gap.max()) if gap.numel() else 0.0
+    else:
+        mismatch_mean = sum(r.get("old_gap_sum", 0.0) for r in parts) / tokens
+        mismatch_max = max(r.get("old_gap_max", 0.0) for r in parts)
+    update_kl = sum(r.get("kl_sum", 0.0) for r in parts) / tokens
+    return {
+        # `full`: the rows carry no reference log-probs; the training pass summed the exact KL
+        "kl": update_kl if kl_kind == "full" else float(kl_estimate(policy, completion_part("ref_logprobs"), kl_kind).sum()) / n,
+        "entropy": float(-policy.sum()) / n,
+        "update_kl": update_kl,
+        "pg_loss": sum(r.get("pg_sum", 0.0) for r in parts) / tokens,
+        "clip_frac": sum(r.get("clipped_sum", 0.0) for r in parts) / tokens,
+        "grad_norm": parts[-1]["grad_norm"],
+        "lr": parts[-1]["lr"],
+        "logprob_mismatch_mean": mismatch_mean,
+        "logprob_mismatch_max": mismatch_max,
+    }

@@ -35,6 +35,8 @@ Writes:
     <run.dir>/checkpoints/rl_best/    with rl.select=best: the best checkpoint on the validation set so far
                                       (`selection.json`); checkpoints/rl is a copy of it at the end
     <run.dir>/checkpoints/rl_state/   DeepSpeed checkpoints `step{N}` + `latest` (resume points)
+    <run.dir>/checkpoints/rl_members/ with rl.members > 1: each member's export and checkpoints; checkpoints/rl
+                                      is their mean (`rayda.rl.members`)
     <run.dir>/checkpoints/rl_sync/    with rl.sync=files: the current weight snapshot the engines load
     <run.dir>/metrics.jsonl           one line per step, {"stage": "rl", ...}; also Ray dashboard gauges
     <run.dir>/rl_samples.jsonl        a few completions per step, to read what the policy writes
@@ -184,12 +186,23 @@ class Timer:
 
 
 def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None, judge_cls=None) -> Path:
-    """Train and export; returns the Hugging Face folder.
+    """Train and export; returns the Hugging Face folder. With `rl.members` > 1 the members train in
+    turn and the export is their mean (`rayda.rl.members`).
 
     `on_step(step, record)` runs after each step (tests stop a run there, as a kill would);
     `on_rollout(step, attempt, pool)` runs while a step's rollouts are in flight (tests kill an actor
     there); `judge_cls` replaces `actors.judge.JudgeWorker` (tests instrument it).
     """
+    hooks = dict(progress=progress, on_step=on_step, on_rollout=on_rollout, judge_cls=judge_cls)
+    if recipe.rl.members > 1 and not is_done(paths(recipe)["out"]):
+        from rayda.rl.members import run_members
+
+        return run_members(recipe, paths(recipe), lambda r, p, tag: _train(r, p, tag, **hooks))
+    return _train(recipe, paths(recipe), "", **hooks)
+
+
+def _train(recipe: Recipe, p: dict, tag: str, *, progress: bool, on_step, on_rollout, judge_cls) -> Path:
+    """One RL run into the folders `p`, its metrics logged as stage `rl{tag}` (and `rl_eval{tag}`)."""
     import torch
     from tqdm import tqdm
     from transformers import AutoTokenizer
@@ -210,9 +223,10 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     from rayda.rl.rows import behaviour_logprobs, policy_row, with_logprobs
     from rayda.rl.select import export, keep_if_best, selected
     from rayda.rl.sync import learner_logprobs, probe_example, sync, transport
+    from rayda.rl.watch import learner_stats
     from rayda.types import Completion
 
-    p, c, seed = paths(recipe), recipe.rl, recipe.run.seed
+    c, seed = recipe.rl, recipe.run.seed
     if is_done(p["out"]):
         print(f"rl: {p['out']} is complete (_SUCCESS); skipping")
         return p["out"]
@@ -255,7 +269,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
             if not start:
                 rollout.check(_probe(learners, probe_row, 0, c.probe_tolerance))
             if c.eval_every and not start:
-                _watch(rollout, plan, watch_ids, p["metrics"], dashboard, 0, c, sampled=True)
+                _watch(rollout, plan, watch_ids, p["metrics"], dashboard, 0, c, True, tag)
             if not start:  # a choice left by an earlier run in this folder is not this run's
                 shutil.rmtree(p["best"], ignore_errors=True)
             best = selected(p["best"]) if c.select == "best" else None
@@ -350,14 +364,14 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
                     synced = sync(learners, rollout, version + 1, probe, c.probe_tolerance)
 
                 signal = group_signal(rewards, valid)
-                record = {"stage": STAGE, "step": step + 1, "policy_version": version + 1,
+                record = {"stage": STAGE + tag, "step": step + 1, "policy_version": version + 1,
                           "sampled_versions": sorted({x.policy_version for x in completions}), "staleness": stale,
                           "prompts": [q.id for q in batch], "rollout_retries": retries,
                           "rollout_resyncs": rollout.restarts_seen,
                           **R.step_stats(completions, scored, plan.spec, classify),
                           "groups_with_signal": sum(signal), "groups_trained": len(groups),
                           "by_label": R.label_stats([q.label for q in batch], rewards, valid, signal),
-                          **_learner_stats(parts, rows, trained, prompt_ids, c.kl_kind, recompute),
+                          **learner_stats(parts, rows, trained, prompt_ids, c.kl_kind, recompute),
                           "tokens_generated": sum(len(x.token_ids) for x in completions),  # `rayda compare`'s cost
                           "learner_tokens": int(sum(r["tokens"] for r in parts)),
                           "sync_bytes": synced["bytes"], "probe_max_diff": synced.get("probe_max_diff"),
@@ -375,7 +389,7 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
 
                 done = step + 1
                 if c.eval_every and (done % c.eval_every == 0 or done == c.steps):
-                    watched = _watch(rollout, plan, watch_ids, p["metrics"], dashboard, done, c, sampled=done == c.steps)
+                    watched = _watch(rollout, plan, watch_ids, p["metrics"], dashboard, done, c, done == c.steps, tag)
                     if c.select == "best":
                         best = keep_if_best(learners, p["best"], watched, best)
                 if c.save_every and done % c.save_every == 0 and done < c.steps:
@@ -410,7 +424,8 @@ def _probe(learners, probe_row, version: int, tolerance: float):
     return Probe(tuple(probe_row.input_ids), tuple(learner_logprobs(learners, [probe_row])[0]), version, tolerance)
 
 
-def _watch(rollout, plan: Plan, watch_ids: dict, metrics_path: Path, dashboard, step: int, c, sampled: bool) -> dict:
+def _watch(rollout, plan: Plan, watch_ids: dict, metrics_path: Path, dashboard, step: int, c, sampled: bool,
+           tag: str = "") -> dict:
     """Greedy answers to the fixed training and held-out samples (no spec), through the rollout pool:
     one `{"stage": "rl_eval", "step", "train": figures, "heldout": figures}` line in metrics.jsonl.
     With `sampled` (before the first step and after the last) also `train_sampled`: the training
@@ -421,7 +436,7 @@ def _watch(rollout, plan: Plan, watch_ids: dict, metrics_path: Path, dashboard, 
     from rayda.rl.watch import behaviour_figures
     from rayda.types import Completion
 
-    record = {"stage": "rl_eval", "step": step, "policy_version": rollout.version}
+    record = {"stage": "rl_eval" + tag, "step": step, "policy_version": rollout.version}
     runs = [(name, name, dict(n=1, temperature=0.0)) for name in plan.watch]
     if sampled and "train" in plan.watch:
         runs.append(("train_sampled", "train", dict(n=c.samples_per_prompt, temperature=c.temperature)))
@@ -436,44 +451,6 @@ def _watch(rollout, plan: Plan, watch_ids: dict, metrics_path: Path, dashboard, 
     tracking.log(metrics_path.parent, record)  # metrics_path is <run.dir>/metrics.jsonl
     dashboard.publish(record)
     return record
-
-
-def _learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids: dict, kl_kind: str = "k3",
-                   recomputed: bool = True) -> dict:
-    """Token-weighted figures of the update(s), the policy's KL to the reference on its own samples
-    (estimated with `rl.kl_kind`, as the loss does; `full` is computed in the training pass, so it is
-    the update's own KL), its entropy estimate, and the train/inference
-    mismatch: vLLM's sampling log-probs against the learner's, recomputed before the updates
-    (`recomputed`) or, with one update per step, measured in the training pass itself."""
-    import torch
-
-    from rayda.algo.grpo import kl_estimate
-
-    starts = [len(prompt_ids[x.prompt.id]) - 1 for x in completions]  # per-target arrays: the first completion token
-    completion_part = lambda field: torch.cat([torch.tensor(getattr(row, field)[s:], dtype=torch.float64)  # noqa: E731
-                                               for row, s in zip(rows, starts)])
-    sampled = [torch.tensor(x.logprobs, dtype=torch.float64) for x in completions]
-    policy, tokens = completion_part("old_logprobs"), max(sum(r["tokens"] for r in parts), 1.0)
-    n = max(policy.numel(), 1)
-    if recomputed:
-        gap = (policy - torch.cat(sampled)).abs()
-        mismatch_mean, mismatch_max = float(gap.mean()) if gap.numel() else 0.0, float(gap.max()) if gap.numel() else 0.0
-    else:
-        mismatch_mean = sum(r.get("old_gap_sum", 0.0) for r in parts) / tokens
-        mismatch_max = max(r.get("old_gap_max", 0.0) for r in parts)
-    update_kl = sum(r.get("kl_sum", 0.0) for r in parts) / tokens
-    return {
-        # `full`: the rows carry no reference log-probs; the training pass summed the exact KL
-        "kl": update_kl if kl_kind == "full" else float(kl_estimate(policy, completion_part("ref_logprobs"), kl_kind).sum()) / n,
-        "entropy": float(-policy.sum()) / n,
-        "update_kl": update_kl,
-        "pg_loss": sum(r.get("pg_sum", 0.0) for r in parts) / tokens,
-        "clip_frac": sum(r.get("clipped_sum", 0.0) for r in parts) / tokens,
-        "grad_norm": parts[-1]["grad_norm"],
-        "lr": parts[-1]["lr"],
-        "logprob_mismatch_mean": mismatch_mean,
-        "logprob_mismatch_max": mismatch_max,
-    }
 
 
 def save_ahead(state_dir: Path, done: int, ahead: dict | None) -> None:
