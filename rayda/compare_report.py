@@ -37,12 +37,14 @@ def stage_tokens(lines: list[dict], stage: str) -> dict[str, int | None]:
 
     A line with a `step` is one step of a step-wise stage: the last line of each step counts (a resumed
     run logs again the steps after its last checkpoint). A line without one is one invocation (gen-sft):
-    each counts, since each generated for the prompts still to do."""
+    each counts, since each generated for the prompts still to do. `rl.members`' other members log as
+    `rl_m1`, `rl_m2`, ...: their steps count too."""
     steps, once = {}, []
     for line in lines:
-        if line.get("stage") == stage:
+        name = line.get("stage") or ""
+        if name == stage or (name.startswith(stage + "_m") and name[len(stage) + 2:].isdigit()):
             if "step" in line:
-                steps[line["step"]] = line
+                steps[name, line["step"]] = line
             else:
                 once.append(line)
     kept = once + list(steps.values())

@@ -110,6 +110,9 @@ def test_stage_tokens_counts_each_step_once_and_each_invocation():
     assert stage_tokens(lines, "gen_sft") == {"generated": 150, "learner": None}
     assert stage_tokens(lines, "sft") == {"generated": None, "learner": 22}
     assert stage_tokens(lines, "rl") == {"generated": 300, "learner": 280}
+    members = [{"stage": "rl_m1", "step": 1, "tokens_generated": 30, "learner_tokens": 28},  # rl.members' second run
+               {"stage": "rl_eval_m1", "step": 1, "tokens_generated": 999}]
+    assert stage_tokens(lines + members, "rl") == {"generated": 330, "learner": 308}
     assert stage_tokens(lines, "cai_sft") == {"generated": None, "learner": None}
 
 
