@@ -148,7 +148,7 @@ class RlConfig:
     Member 0 is the run `members=1` makes; each other member draws with a seed of its own. Costs
     `members` runs. Full fine-tuning only (rl.lora.rank=0)."""
     log_samples: int = 4
-    """Completions per step written to `<run.dir>/rl_samples.jsonl` (prompt id, version, reasoning,
+    """Completions per step written to `<run.dir>/rl_samples.jsonl` (stage, prompt id, version, reasoning,
     answer, reward) for reading what the policy writes; 0: none."""
     max_model_len: int | None = None
     """Context length of the rollout engines; None takes the model's."""

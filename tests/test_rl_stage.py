@@ -259,6 +259,8 @@ def test_members_train_apart_resume_and_export_their_merged_mean(ray_local, tiny
     metrics = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(m["stage"], m["step"]) for m in metrics] == [("rl", 1), ("rl", 2), ("rl_m1", 1), ("rl_m1", 2)]
     assert metrics[0]["prompts"] != metrics[2]["prompts"]  # the second member draws with its own seed
+    samples = [json.loads(x) for x in (tmp_path / "rl_samples.jsonl").read_text().splitlines()]
+    assert {s["stage"] for s in samples} == {"rl", "rl_m1"}
     members = tmp_path / "checkpoints" / "rl_members"
     a, b = (load_file(str(members / m / "model.safetensors")) for m in ("m0", "m1"))
     start, export = load_file(str(policy / "model.safetensors")), load_file(str(out / "model.safetensors"))

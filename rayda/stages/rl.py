@@ -380,9 +380,9 @@ def _train(recipe: Recipe, p: dict, tag: str, *, progress: bool, on_step, on_rol
                 record["seconds"]["step"] = round(time.perf_counter() - t_step, 4)
                 tracking.log(recipe.run.dir, record)
                 for x, s in list(zip(completions, scored))[: c.log_samples]:
-                    tracking.append_jsonl(p["samples"], {"step": step + 1, "prompt": x.prompt.id, "version": x.policy_version,
-                                                         "cot": x.cot, "answer": x.answer, "malformed": x.malformed,
-                                                         "reward": s.reward, "judge_error": s.error})
+                    tracking.append_jsonl(p["samples"], {"stage": STAGE + tag, "step": step + 1, "prompt": x.prompt.id,
+                                                         "version": x.policy_version, "cot": x.cot, "answer": x.answer,
+                                                         "malformed": x.malformed, "reward": s.reward, "judge_error": s.error})
                 dashboard.publish(record)
                 bar.update(1)
                 bar.set_postfix(reward=f"{record['reward_mean']:.2f}", acc=f"{record['behaviour_accuracy']:.2f}", kl=f"{record['kl']:.3f}")
