@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from rayda import io
+from rayda.rl.members import of_stage
 
 FIGURES = ("behaviour_accuracy", "not_unsafe", "not_overrefuse", "safe_completion_style", "citation_validity")
 """The table's quality columns (as `rayda.evaluation.metrics` defines them)."""
@@ -42,7 +43,7 @@ def stage_tokens(lines: list[dict], stage: str) -> dict[str, int | None]:
     steps, once = {}, []
     for line in lines:
         name = line.get("stage") or ""
-        if name == stage or (name.startswith(stage + "_m") and name[len(stage) + 2:].isdigit()):
+        if of_stage(name, stage):
             if "step" in line:
                 steps[name, line["step"]] = line
             else:

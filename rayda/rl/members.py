@@ -52,6 +52,11 @@ def tag(member: int) -> str:
     return f"_m{member}" if member else ""
 
 
+def of_stage(name: str, stage: str) -> bool:
+    """Whether a metrics line's stage `name` is `stage` or one of its members' (`rl_m1` for `rl`)."""
+    return name == stage or (name.startswith(stage + "_m") and name[len(stage) + 2:].isdigit())
+
+
 def run_members(recipe, paths: dict, train) -> Path:
     """Train each member with `train(member_recipe, member_paths, tag)` (skipped when finished), then
     write the mean of their exports, merged towards the start by `rl.merge`, to `paths["out"]`."""
