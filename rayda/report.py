@@ -28,12 +28,22 @@ def load_evals(run_dir: Path, suffix: str = "heldout") -> dict[str, dict]:
     return out
 
 
-def rl_rows(run_dir: Path, stage: str = "rl") -> list[dict]:
-    """The metrics.jsonl lines of `stage`: `rl` (one per step) or `rl_eval` (every `rl.eval_every` steps)."""
+def rl_rows(run_dir: Path, stage: str = "rl") -> dict[str, list[dict]]:
+    """The metrics.jsonl lines of `stage` (`rl`: one per step; `rl_eval`: every `rl.eval_every` steps)
+    and of its `rl.members` (`rl_m1`, ...), by stage name, member 0 first."""
+    from rayda.rl.members import of_stage
+
     p = run_dir / "metrics.jsonl"
-    if not p.exists():
-        return []
-    return [r for r in io.read_jsonl(p) if r.get("stage") == stage and "step" in r]
+    runs: dict[str, list[dict]] = {}
+    for r in io.read_jsonl(p) if p.exists() else []:
+        if "step" in r and of_stage(r.get("stage", ""), stage):
+            runs.setdefault(r["stage"], []).append(r)
+    return dict(sorted(runs.items(), key=lambda kv: (len(kv[0]), kv[0])))
+
+
+def member_label(name: str, runs: dict) -> str:
+    """A run's label in the RL plot: '' for one run, `member i` for each of several (stage `rl_m{i}`)."""
+    return "" if len(runs) == 1 else f"member {name.rsplit('_m', 1)[1] if '_m' in name else 0}"
 
 
 def overall_table(evals: dict[str, dict]) -> list[str]:
@@ -81,41 +91,55 @@ def plot_categories(evals: dict[str, dict], path: Path, metric: str = "behaviour
     plt.close(fig)
 
 
-def plot_rl(rows: list[dict], path: Path, evals: list[dict] | None = None) -> bool:
-    """Per-step curves (`RL_CURVES`), and from the `rl_eval` lines: greedy accuracy on the fixed training
-    and held-out samples, and the held-out share of each answer style (a collapse shows as one style
-    taking over)."""
-    curves = [(k, label) for k, label in RL_CURVES if any(k in r for r in rows)]
-    evals = [e for e in evals or [] if "heldout" in e or "train" in e]
-    if not curves and not evals:
+def rl_series(runs: dict[str, list[dict]], evals: dict[str, list[dict]]) -> dict[str, list[tuple]]:
+    """What the RL plot draws, by panel title: (label, steps, values) per line. Per-step curves
+    (`RL_CURVES`), and from the `rl_eval` lines greedy accuracy on the fixed training and held-out
+    samples and the held-out share of each answer style (a collapse shows as one style taking over);
+    with `rl.members`, each member's lines, labelled `member i`."""
+    panels: dict[str, list[tuple]] = {}
+
+    def add(title: str, label: str, rows: list[dict], value) -> None:
+        pts = [(r["step"], value(r)) for r in rows]
+        pts = [p for p in pts if p[1] is not None]
+        if pts:
+            panels.setdefault(title, []).append((label, [p[0] for p in pts], [p[1] for p in pts]))
+
+    for key, title in RL_CURVES:
+        for name, rows in runs.items():
+            add(title, member_label(name, runs), rows, lambda r: r.get(key))
+    for name, rows in evals.items():
+        member = member_label(name.replace("rl_eval", "rl"), evals)
+        for split in ("train", "heldout"):
+            add("greedy behaviour accuracy", f"{split} {member}".strip(), rows, lambda r: (r.get(split) or {}).get("accuracy"))
+        for style in ("refuse", "safe_complete", "comply"):
+            add("held-out answer styles (greedy)", f"{style} {member}".strip(), rows,
+                lambda r: (r.get("heldout") or {}).get(f"share_{style}"))
+    return panels
+
+
+def plot_rl(runs: dict[str, list[dict]], path: Path, evals: dict[str, list[dict]] | None = None) -> bool:
+    """`rl_series` drawn, one panel each; False (no file) when there is nothing to draw."""
+    panels = rl_series(runs, evals or {})
+    if not panels:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = len(curves) + (2 if evals else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.2))
-    axes = list(axes) if panels > 1 else [axes]
-    for ax, (key, label) in zip(axes, curves):
-        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    axes = list(axes) if len(panels) > 1 else [axes]
+    for ax, (title, lines) in zip(axes, panels.items()):
+        kinds = list(dict.fromkeys(label.split(" member ")[0] for label, _, _ in lines))
+        for label, steps, values in lines:
+            # a colour per split or style, a line style per member (a curve panel: a colour per member)
+            kind, _, member = label.rpartition(" member ") if " member " in label else (label, "", "0")
+            style = dict(color=f"C{kinds.index(kind)}", linestyle=("-", "--", ":", "-.")[int(member) % 4]) if kind else {}
+            ax.plot(steps, values, marker="." if title in dict(RL_CURVES).values() else "o", label=label or None, **style)
         ax.set_xlabel("RL step")
-        ax.set_title(label)
-    if evals:
-        acc, styles = axes[len(curves):]
-        for split in ("train", "heldout"):
-            pts = [(e["step"], e[split]["accuracy"]) for e in evals if split in e]
-            acc.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=split)
-        acc.set_title("greedy behaviour accuracy")
-        acc.legend()
-        for style in ("refuse", "safe_complete", "comply"):
-            pts = [(e["step"], e["heldout"][f"share_{style}"]) for e in evals if "heldout" in e]
-            styles.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=style)
-        styles.set_title("held-out answer styles (greedy)")
-        styles.legend()
-        for ax in (acc, styles):
-            ax.set_xlabel("RL step")
+        ax.set_title(title)
+        if any(label for label, _, _ in lines):
+            ax.legend(fontsize="small")
     fig.tight_layout()
     with io.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -137,8 +161,12 @@ def write_report(run_dir: str | Path) -> Path:
     if evals:
         plot_categories(evals, run_dir / "categories.png")
         lines += ["", "![per-category behaviour accuracy](categories.png)"]
-    if plot_rl(rl_rows(run_dir), run_dir / "rl_curves.png", rl_rows(run_dir, "rl_eval")):
-        lines += ["", "## RL", "", "![RL reward, accuracy and KL by step](rl_curves.png)"]
+    runs = rl_rows(run_dir)
+    if plot_rl(runs, run_dir / "rl_curves.png", rl_rows(run_dir, "rl_eval")):
+        lines += ["", "## RL", ""]
+        if len(runs) > 1:
+            lines += [f"{len(runs)} runs from the same start (`rl.members`), each with its own curves; the export is their mean.", ""]
+        lines += ["![RL reward, accuracy and KL by step](rl_curves.png)"]
     if timings:
         lines += ["", "## Stage timings (seconds, as last run)", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
