@@ -28,7 +28,7 @@ GAUGES = {"judge_pass_rate": "judge", "judge_error_rate": "judge", "reward_mean"
 _made: dict = {}
 
 
-def _metric(kind: str, name: str, description: str, tags: tuple[str, ...], **kw):
+def metric(kind: str, name: str, description: str, tags: tuple[str, ...], **kw):
     """One metric object per name in this process, made at first use."""
     if name not in _made:
         from ray.util import metrics
@@ -57,13 +57,13 @@ def actor_name() -> str:
 
 def tokens_generated(n: int, pool: str = "rollout") -> None:
     if n and _on():
-        _metric("Counter", "rayda_tokens_generated", "Tokens sampled by a vLLM actor", ("pool", "actor")) \
+        metric("Counter", "rayda_tokens_generated", "Tokens sampled by a vLLM actor", ("pool", "actor")) \
             .inc(float(n), tags={"pool": pool, "actor": actor_name()})
 
 
 def judge_verdicts(ok: int, errors: int, pool: str = "judge") -> None:
     if (ok or errors) and _on():
-        c = _metric("Counter", "rayda_judge_verdicts", "Judge verdicts by outcome", ("pool", "actor", "outcome"))
+        c = metric("Counter", "rayda_judge_verdicts", "Judge verdicts by outcome", ("pool", "actor", "outcome"))
         actor = actor_name()
         for outcome, n in (("ok", ok), ("error", errors)):
             if n:
@@ -90,7 +90,7 @@ def publish_step(record: dict) -> None:
         return
     for name, (value, tags) in step_figures(record).items():
         if name.startswith("rayda_step_seconds/"):
-            _metric("Histogram", "rayda_step_seconds", "Step time by phase (generate, judge, train, sync, step)",
+            metric("Histogram", "rayda_step_seconds", "Step time by phase (generate, judge, train, sync, step)",
                     ("stage", "pool", "actor", "phase"), boundaries=STEP_BOUNDARIES).observe(value, tags=tags)
         else:
-            _metric("Gauge", name, f"Step figure {name.removeprefix('rayda_')}", ("stage", "pool", "actor")).set(value, tags=tags)
+            metric("Gauge", name, f"Step figure {name.removeprefix('rayda_')}", ("stage", "pool", "actor")).set(value, tags=tags)

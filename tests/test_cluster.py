@@ -60,3 +60,17 @@ def test_step_figures_are_tagged_by_stage_pool_and_actor():
     assert figs["rayda_judge_pass_rate"][1]["pool"] == "judge"
     assert figs["rayda_step_seconds/generate"] == (1.0, {"stage": "rl", "pool": "rollout", "actor": "driver", "phase": "generate"})
     assert len([k for k in figs if k.startswith("rayda_step_seconds/")]) == 5
+
+
+def test_other_rl_figures_are_tagged_by_stage_so_members_keep_their_own():
+    """The RL figures DESIGN.md does not list get a gauge each, tagged by stage: rl.members' runs
+    (`rl_m1`) and the watch (`rl_eval`) do not overwrite the first run's."""
+    from rayda.rl.report import other_figures
+
+    record = {"stage": "rl_m1", "step": 3, "reward_mean": 0.5, "clip_frac": 0.01, "by_label": {"comply": {"reward": 0.7}},
+              "prompts": ["a"], "seconds": {"step": 3.3}}
+    figs = other_figures(record)
+    assert figs["rayda_rl_clip_frac"] == (0.01, {"stage": "rl_m1"})
+    assert figs["rayda_rl_by_label_comply_reward"] == (0.7, {"stage": "rl_m1"})
+    assert "rayda_rl_reward_mean" not in figs and not any("seconds" in k or "prompts" in k for k in figs)  # published elsewhere / not numbers
+    assert other_figures({"stage": "rl_eval", "heldout": {"accuracy": 0.9}})["rayda_rl_heldout_accuracy"] == (0.9, {"stage": "rl_eval"})
