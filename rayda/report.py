@@ -28,22 +28,18 @@ def load_evals(run_dir: Path, suffix: str = "heldout") -> dict[str, dict]:
     return out
 
 
-def rl_rows(run_dir: Path, stage: str = "rl") -> dict[str, list[dict]]:
+def rl_rows(run_dir: Path, stage: str = "rl") -> dict[int, list[dict]]:
     """The metrics.jsonl lines of `stage` (`rl`: one per step; `rl_eval`: every `rl.eval_every` steps)
-    and of its `rl.members` (`rl_m1`, ...), by stage name, member 0 first."""
-    from rayda.rl.members import of_stage
+    by `rl.members` member (`rl_m1` -> 1), member 0 first."""
+    from rayda.rl.members import member_of
 
     p = run_dir / "metrics.jsonl"
-    runs: dict[str, list[dict]] = {}
+    runs: dict[int, list[dict]] = {}
     for r in io.read_jsonl(p) if p.exists() else []:
-        if "step" in r and of_stage(r.get("stage", ""), stage):
-            runs.setdefault(r["stage"], []).append(r)
-    return dict(sorted(runs.items(), key=lambda kv: (len(kv[0]), kv[0])))
-
-
-def member_label(name: str, runs: dict) -> str:
-    """A run's label in the RL plot: '' for one run, `member i` for each of several (stage `rl_m{i}`)."""
-    return "" if len(runs) == 1 else f"member {name.rsplit('_m', 1)[1] if '_m' in name else 0}"
+        member = member_of(r.get("stage") or "", stage)
+        if "step" in r and member is not None:
+            runs.setdefault(member, []).append(r)
+    return dict(sorted(runs.items()))
 
 
 def overall_table(evals: dict[str, dict]) -> list[str]:
@@ -91,34 +87,38 @@ def plot_categories(evals: dict[str, dict], path: Path, metric: str = "behaviour
     plt.close(fig)
 
 
-def rl_series(runs: dict[str, list[dict]], evals: dict[str, list[dict]]) -> dict[str, list[tuple]]:
-    """What the RL plot draws, by panel title: (label, steps, values) per line. Per-step curves
-    (`RL_CURVES`), and from the `rl_eval` lines greedy accuracy on the fixed training and held-out
-    samples and the held-out share of each answer style (a collapse shows as one style taking over);
-    with `rl.members`, each member's lines, labelled `member i`."""
+def rl_series(runs: dict[int, list[dict]], evals: dict[int, list[dict]]) -> dict[str, list[tuple]]:
+    """What the RL plot draws, by panel title: (kind, member, steps, values) per line. Per-step curves
+    (`RL_CURVES`, kind ''), and from the `rl_eval` lines greedy accuracy on the fixed training and
+    held-out samples (kind: the split) and the held-out share of each answer style (kind: the style; a
+    collapse shows as one style taking over). `member` is the `rl.members` member, None for one run."""
     panels: dict[str, list[tuple]] = {}
 
-    def add(title: str, label: str, rows: list[dict], value) -> None:
+    def add(title: str, kind: str, member: int, of: dict, rows: list[dict], value) -> None:
         pts = [(r["step"], value(r)) for r in rows]
         pts = [p for p in pts if p[1] is not None]
         if pts:
-            panels.setdefault(title, []).append((label, [p[0] for p in pts], [p[1] for p in pts]))
+            panels.setdefault(title, []).append((kind, member if len(of) > 1 else None, [p[0] for p in pts], [p[1] for p in pts]))
 
     for key, title in RL_CURVES:
-        for name, rows in runs.items():
-            add(title, member_label(name, runs), rows, lambda r: r.get(key))
-    for name, rows in evals.items():
-        member = member_label(name.replace("rl_eval", "rl"), evals)
+        for member, rows in runs.items():
+            add(title, "", member, runs, rows, lambda r: r.get(key))
+    for member, rows in evals.items():
         for split in ("train", "heldout"):
-            add("greedy behaviour accuracy", f"{split} {member}".strip(), rows, lambda r: (r.get(split) or {}).get("accuracy"))
+            add("greedy behaviour accuracy", split, member, evals, rows, lambda r: (r.get(split) or {}).get("accuracy"))
         for style in ("refuse", "safe_complete", "comply"):
-            add("held-out answer styles (greedy)", f"{style} {member}".strip(), rows,
-                lambda r: (r.get("heldout") or {}).get(f"share_{style}"))
+            add("held-out answer styles (greedy)", style, member, evals, rows, lambda r: (r.get("heldout") or {}).get(f"share_{style}"))
     return panels
 
 
-def plot_rl(runs: dict[str, list[dict]], path: Path, evals: dict[str, list[dict]] | None = None) -> bool:
-    """`rl_series` drawn, one panel each; False (no file) when there is nothing to draw."""
+def line_label(kind: str, member: int | None) -> str:
+    """A line's legend entry: its split or style, then `member i` when several runs were averaged."""
+    return " ".join(x for x in (kind, None if member is None else f"member {member}") if x)
+
+
+def plot_rl(runs: dict[int, list[dict]], path: Path, evals: dict[int, list[dict]] | None = None) -> bool:
+    """`rl_series` drawn, one panel each: a colour per split or style and a line style per member (a
+    curve panel: a colour per member); False (no file) when there is nothing to draw."""
     panels = rl_series(runs, evals or {})
     if not panels:
         return False
@@ -130,15 +130,13 @@ def plot_rl(runs: dict[str, list[dict]], path: Path, evals: dict[str, list[dict]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     axes = list(axes) if len(panels) > 1 else [axes]
     for ax, (title, lines) in zip(axes, panels.items()):
-        kinds = list(dict.fromkeys(label.split(" member ")[0] for label, _, _ in lines))
-        for label, steps, values in lines:
-            # a colour per split or style, a line style per member (a curve panel: a colour per member)
-            kind, _, member = label.rpartition(" member ") if " member " in label else (label, "", "0")
-            style = dict(color=f"C{kinds.index(kind)}", linestyle=("-", "--", ":", "-.")[int(member) % 4]) if kind else {}
-            ax.plot(steps, values, marker="." if title in dict(RL_CURVES).values() else "o", label=label or None, **style)
+        kinds = list(dict.fromkeys(kind for kind, *_ in lines))
+        for kind, member, steps, values in lines:
+            style = dict(color=f"C{kinds.index(kind)}", linestyle=("-", "--", ":", "-.")[(member or 0) % 4]) if kind else {}
+            ax.plot(steps, values, marker="o" if kind else ".", label=line_label(kind, member) or None, **style)
         ax.set_xlabel("RL step")
         ax.set_title(title)
-        if any(label for label, _, _ in lines):
+        if any(line_label(kind, member) for kind, member, *_ in lines):
             ax.legend(fontsize="small")
     fig.tight_layout()
     with io.atomic_path(path) as tmp:

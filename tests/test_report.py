@@ -35,7 +35,7 @@ def test_report_tables_plots_and_timings(tmp_path):
 def test_rl_plot_draws_each_member(tmp_path):
     """With rl.members, each member's per-step and watch lines reach the plot, labelled by member; a
     single run's lines carry no member label."""
-    from rayda.report import rl_rows, rl_series
+    from rayda.report import line_label, rl_rows, rl_series
 
     step = lambda stage, s: {"stage": stage, "step": s, "reward_mean": 0.5, "kl": 0.01}  # noqa: E731
     watch = lambda stage: {"stage": stage, "step": 0, "train": {"accuracy": 0.9},  # noqa: E731
@@ -43,13 +43,14 @@ def test_rl_plot_draws_each_member(tmp_path):
     io.write_jsonl(tmp_path / "metrics.jsonl", [step("rl", 1), step("rl", 2), watch("rl_eval"), step("rl_m1", 1),
                                                 watch("rl_eval_m1"), step("rl_model", 1), {"stage": "sft", "step": 1}])
     runs, evals = rl_rows(tmp_path), rl_rows(tmp_path, "rl_eval")
-    assert list(runs) == ["rl", "rl_m1"] and list(evals) == ["rl_eval", "rl_eval_m1"]
+    assert list(runs) == [0, 1] and list(evals) == [0, 1] and len(runs[0]) == 2
     panels = rl_series(runs, evals)
-    assert [(label, steps) for label, steps, _ in panels["reward (mean)"]] == [("member 0", [1, 2]), ("member 1", [1])]
-    assert [label for label, _, _ in panels["greedy behaviour accuracy"]] == [
+    assert [(kind, member, steps) for kind, member, steps, _ in panels["reward (mean)"]] == [("", 0, [1, 2]), ("", 1, [1])]
+    assert [line_label(kind, member) for kind, member, *_ in panels["greedy behaviour accuracy"]] == [
         "train member 0", "heldout member 0", "train member 1", "heldout member 1"]
     assert len(panels["held-out answer styles (greedy)"]) == 6
-    one = rl_series({"rl": runs["rl"]}, {"rl_eval": evals["rl_eval"]})
-    assert [label for label, _, _ in one["reward (mean)"]] == [""]
-    assert [label for label, _, _ in one["held-out answer styles (greedy)"]] == ["refuse", "safe_complete", "comply"]
+    one = rl_series({0: runs[0]}, {0: evals[0]})
+    assert [line_label(kind, member) for kind, member, *_ in one["reward (mean)"]] == [""]
+    assert [line_label(kind, member) for kind, member, *_ in one["held-out answer styles (greedy)"]] == [
+        "refuse", "safe_complete", "comply"]
     assert "behaviour accuracy" not in one  # no step carried it

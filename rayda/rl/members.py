@@ -52,9 +52,18 @@ def tag(member: int) -> str:
     return f"_m{member}" if member else ""
 
 
+def member_of(name: str, stage: str) -> int | None:
+    """The member whose metrics lines carry stage `name` under `stage` (`rl` -> 0, `rl_m1` -> 1, as
+    `tag` names them); None for another stage's lines."""
+    if name == stage:
+        return 0
+    rest = name.removeprefix(stage + "_m")
+    return int(rest) if rest != name and rest.isdigit() else None
+
+
 def of_stage(name: str, stage: str) -> bool:
     """Whether a metrics line's stage `name` is `stage` or one of its members' (`rl_m1` for `rl`)."""
-    return name == stage or (name.startswith(stage + "_m") and name[len(stage) + 2:].isdigit())
+    return member_of(name, stage) is not None
 
 
 def run_members(recipe, paths: dict, train) -> Path:
