@@ -1,6 +1,7 @@
 """One RL step, taken apart: where the time goes, what a weight sync costs, what orchestration costs.
 
     .venv/bin/python benchmarks/rl_step.py [--steps 4] [--prompts 8] [--samples 4] [--max-tokens 64] [--sync collective]
+                                           [--rollout-actors 1 2]
 
 Runs the real driver (`rayda.stages.rl.run`: vLLM rollout actor, rubric judge actor, DeepSpeed learner,
 weight sync over `--sync` + probe) on a tiny-world-sized Llama (hidden 256, 4 layers, tied embeddings, random
@@ -12,6 +13,10 @@ either way) and prints one JSON line:
   transfers and actor calls outside the timed phases;
 - `sync_s_per_100mb`: seconds per 100 MB of weights to move them (broadcast and load, or save and reload), beside `memcpy_s_per_100mb`, a plain
   in-memory copy of the same bytes measured in the same run, and their ratio; the probe is reported apart.
+The figures are those of the last `--rollout-actors` count (the tiny recipe's two engines by default);
+with several counts the run is repeated for each and `by_rollout_actors` holds each run's step and
+generate seconds, with `generate_first_over_last` and `step_first_over_last`: what the last count
+saves against the first (a tiny model's decoding is one engine's Python loop on one core).
 The 1-minute load average is reported too: other work on the machine skews the figures.
 It exits with an error, printing no figures, unless every step ran, every probe was within
 `rl.probe_tolerance` and no judge call failed.
@@ -64,12 +69,21 @@ def main(argv=None) -> None:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--sync", choices=("collective", "files"), default="collective")
+    ap.add_argument("--rollout-actors", type=int, nargs="+", default=[1, 2], metavar="N")
     args = ap.parse_args(argv)
-    print(json.dumps(measure(args)))
+    runs = {n: measure(args, n) for n in args.rollout_actors}
+    first, last = runs[args.rollout_actors[0]], runs[args.rollout_actors[-1]]
+    out = dict(last)
+    if len(runs) > 1:
+        out["by_rollout_actors"] = {n: {"step_s": r["step_s"], "generate_s": r["split_s"]["generate"]} for n, r in runs.items()}
+        out["generate_first_over_last"] = round(first["split_s"]["generate"] / last["split_s"]["generate"], 3)
+        out["step_first_over_last"] = round(first["step_s"] / last["step_s"], 3)
+    print(json.dumps(out))
 
 
-def measure(args) -> dict:
-    """The benchmark's figures for `args` (exits with an error if the run did not work)."""
+def measure(args, rollout_actors: int | None = None) -> dict:
+    """The benchmark's figures for `args` with `rollout_actors` vLLM engines (None: the recipe's); exits
+    with an error if the run did not work."""
 
     from rayda.config import RunConfig, load_recipe
     from rayda.io import mark_success
@@ -90,7 +104,8 @@ def measure(args) -> dict:
             f"run.dir={root}", f"prompts.source={prompts}", "spec.token_budget=null", f"rl.steps={args.steps}",
             f"rl.prompts_per_step={args.prompts}", f"rl.samples_per_prompt={args.samples}", f"rl.max_tokens={args.max_tokens}",
             f"rl.micro_batch_size={min(16, rows)}", f"rl.grad_accum={max(1, rows // 16)}", "rl.save_every=0",
-            "rl.max_model_len=512", "rl.gpu_memory_utilization=0.1", "rl.eval_every=0", f"rl.sync={args.sync}"])
+            "rl.max_model_len=512", "rl.gpu_memory_utilization=0.1", "rl.eval_every=0", f"rl.sync={args.sync}",
+            *([f"pools.rollout.actors={rollout_actors}"] if rollout_actors else [])])
         init_ray(RunConfig(num_cpus=4))
         t0 = time.perf_counter()
         run(recipe, progress=False)
@@ -117,7 +132,7 @@ def measure(args) -> dict:
     copy_s = memcpy_seconds(nbytes)
     per100 = 100e6 / nbytes
     return {
-        "benchmark": "rl_step", "sync": args.sync, "steps_timed": len(timed), "rows_per_step": rows, "max_tokens": args.max_tokens,
+        "benchmark": "rl_step", "sync": args.sync, "rollout_actors": recipe.pools.rollout.actors, "steps_timed": len(timed), "rows_per_step": rows, "max_tokens": args.max_tokens,
         "step_s": round(step, 4), "split_s": split,
         "overhead_s": round(overhead, 4), "overhead_fraction": round(overhead / step, 4),
         "sync_bytes": nbytes, "sync_s_per_100mb": round(sync_s * per100, 4),

@@ -104,7 +104,8 @@ def rl_steps(steps: int) -> dict:
 
     out = {}
     for kind in ("files", "collective"):
-        proc = subprocess.run([sys.executable, str(Path(__file__).with_name("rl_step.py")), "--steps", str(steps), "--sync", kind],
+        proc = subprocess.run([sys.executable, str(Path(__file__).with_name("rl_step.py")), "--steps", str(steps), "--sync", kind,
+                               "--rollout-actors", "1"],
                               capture_output=True, text=True, env={**os.environ, "RAY_ADDRESS": ""})
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode or not lines:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 REDUCED_TINY = (
     "prompts.limit=160",
+    "pools.rollout.actors=1",
     "gen_sft.samples_per_prompt=8",
     "sft.max_steps=48",
     "sft.save_every=4",
@@ -45,7 +46,9 @@ REDUCED_TINY = (
     "cai.rounds=2",
     "pm.epochs=1",
 )
-"""Overrides on top of the packaged `tiny` recipe; RL makes 4 steps of two updates of 4 prompts (the
+"""Overrides on top of the packaged `tiny` recipe. One rollout engine, not the recipe's two: these runs
+sample little, so a second engine's start costs more than it saves (the suite took 19.1 minutes with two,
+the shared run and the compare test 870 s of it). RL makes 4 steps of two updates of 4 prompts (the
 recipe makes 20 of two updates of 8): the runs exercise every part of RL (saves, the watch before and
 after), what RL learns is `benchmarks/outcome.py`'s to measure. RL draws from the training prompts, not the
 recipe's `tinyworld:rl`: under `prompts.limit=160` that set's first rows are 13 subjects of one category,
