@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV) $(EXTRAS)
 	@touch $@
 
-# The main job on the default recipe: every stage, then the report (14.4-15.4 minutes timed on a fresh 2-core machine, install
+# The main job on the default recipe: every stage, then the report (11.8 minutes timed on a fresh 2-core machine, install
 # and tiny-world build included; README).
 demo: install
 	$(BIN)/rayda run tiny
