@@ -106,7 +106,7 @@ def measure(args, rollout_actors: int | None = None) -> dict:
             f"rl.micro_batch_size={min(16, rows)}", f"rl.grad_accum={max(1, rows // 16)}", "rl.save_every=0",
             "rl.max_model_len=512", "rl.gpu_memory_utilization=0.1", "rl.eval_every=0", f"rl.sync={args.sync}",
             *([f"pools.rollout.actors={rollout_actors}"] if rollout_actors else [])])
-        init_ray(RunConfig(num_cpus=4))
+        init_ray(RunConfig(num_cpus=8))  # logical CPUs, as the tiny recipe: rollout, judge and learner pools on 2 cores
         t0 = time.perf_counter()
         run(recipe, progress=False)
         total = time.perf_counter() - t0
