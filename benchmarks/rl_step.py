@@ -81,9 +81,9 @@ def main(argv=None) -> None:
     print(json.dumps(out))
 
 
-def measure(args, rollout_actors: int | None = None) -> dict:
-    """The benchmark's figures for `args` with `rollout_actors` vLLM engines (None: the recipe's); exits
-    with an error if the run did not work."""
+def measure(args, rollout_actors: int) -> dict:
+    """The benchmark's figures for `args` with `rollout_actors` vLLM engines; exits with an error if the
+    run did not work."""
 
     from rayda.config import RunConfig, load_recipe
     from rayda.io import mark_success
@@ -105,7 +105,7 @@ def measure(args, rollout_actors: int | None = None) -> dict:
             f"rl.prompts_per_step={args.prompts}", f"rl.samples_per_prompt={args.samples}", f"rl.max_tokens={args.max_tokens}",
             f"rl.micro_batch_size={min(16, rows)}", f"rl.grad_accum={max(1, rows // 16)}", "rl.save_every=0",
             "rl.max_model_len=512", "rl.gpu_memory_utilization=0.1", "rl.eval_every=0", f"rl.sync={args.sync}",
-            *([f"pools.rollout.actors={rollout_actors}"] if rollout_actors else [])])
+            f"pools.rollout.actors={rollout_actors}"])
         init_ray(RunConfig(num_cpus=8))  # logical CPUs, as the tiny recipe: rollout, judge and learner pools on 2 cores
         t0 = time.perf_counter()
         run(recipe, progress=False)
@@ -132,7 +132,7 @@ def measure(args, rollout_actors: int | None = None) -> dict:
     copy_s = memcpy_seconds(nbytes)
     per100 = 100e6 / nbytes
     return {
-        "benchmark": "rl_step", "sync": args.sync, "rollout_actors": recipe.pools.rollout.actors, "steps_timed": len(timed), "rows_per_step": rows, "max_tokens": args.max_tokens,
+        "benchmark": "rl_step", "sync": args.sync, "rollout_actors": rollout_actors, "steps_timed": len(timed), "rows_per_step": rows, "max_tokens": args.max_tokens,
         "step_s": round(step, 4), "split_s": split,
         "overhead_s": round(overhead, 4), "overhead_fraction": round(overhead / step, 4),
         "sync_bytes": nbytes, "sync_s_per_100mb": round(sync_s * per100, 4),
