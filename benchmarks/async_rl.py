@@ -73,7 +73,7 @@ def one_run(root: Path, world, url: str, staleness: int, args) -> dict:
     recipe = load_recipe("tiny", [
         f"run.dir={run_dir}", "spec.token_budget=null", f"rl.steps={args.steps}", f"rl.prompts_per_step={args.prompts}",
         f"rl.samples_per_prompt={args.samples}", f"rl.max_tokens={args.max_tokens}", f"rl.micro_batch_size={min(16, rows)}",
-        f"rl.grad_accum={max(1, rows // 16)}", "rl.save_every=0", "rl.eval_every=0", "rl.max_model_len=512",
+        f"rl.grad_accum={max(1, rows // 16)}", "rl.save_every=0", "rl.members=1", "rl.eval_every=0", "rl.max_model_len=512",
         "rl.gpu_memory_utilization=0.1", f"rl.max_staleness={staleness}", "judge.kind=http", f"judge.base_url={url}",
         "judge.api_model=latency-stub", "judge.k=1", f"judge.concurrency={args.concurrency}"])
     run(recipe, progress=False)

@@ -103,7 +103,7 @@ def measure(args, rollout_actors: int) -> dict:
         recipe = load_recipe("tiny", [
             f"run.dir={root}", f"prompts.source={prompts}", "spec.token_budget=null", f"rl.steps={args.steps}",
             f"rl.prompts_per_step={args.prompts}", f"rl.samples_per_prompt={args.samples}", f"rl.max_tokens={args.max_tokens}",
-            f"rl.micro_batch_size={min(16, rows)}", f"rl.grad_accum={max(1, rows // 16)}", "rl.save_every=0",
+            f"rl.micro_batch_size={min(16, rows)}", f"rl.grad_accum={max(1, rows // 16)}", "rl.save_every=0", "rl.members=1",
             "rl.max_model_len=512", "rl.gpu_memory_utilization=0.1", "rl.eval_every=0", f"rl.sync={args.sync}",
             f"pools.rollout.actors={rollout_actors}"])
         init_ray(RunConfig(num_cpus=8))  # logical CPUs, as the tiny recipe: rollout, judge and learner pools on 2 cores

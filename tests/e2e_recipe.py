@@ -37,6 +37,7 @@ REDUCED_TINY = (
     "sft.save_every=4",
     "rl.prompts=tinyworld:train",
     "rl.steps=4",
+    "rl.members=1",
     "rl.prompts_per_step=8",
     "rl.grad_accum=2",
     "rl.save_every=2",
@@ -48,9 +49,10 @@ REDUCED_TINY = (
 )
 """Overrides on top of the packaged `tiny` recipe. One rollout engine, not the recipe's two: these runs
 sample little, so a second engine's start costs more than it saves (the suite took 19.1 minutes with two,
-the shared run and the compare test 870 s of it). RL makes 4 steps of two updates of 4 prompts (the
-recipe makes 20 of two updates of 8): the runs exercise every part of RL (saves, the watch before and
-after), what RL learns is `benchmarks/outcome.py`'s to measure. RL draws from the training prompts, not the
+the shared run and the compare test 870 s of it). RL makes one run of 4 steps of two updates of 4 prompts
+(the recipe makes two members of 15 steps of two updates of 8; tests/test_rl_stage.py trains members):
+the runs exercise every part of RL (saves, the watch before and after), what RL learns is
+`benchmarks/outcome.py`'s to measure. RL draws from the training prompts, not the
 recipe's `tinyworld:rl`: under `prompts.limit=160` that set's first rows are 13 subjects of one category,
 all refuse or safe-complete. `rayda compare`'s cai arm revises in 2
 rounds (the recipe: 4) and trains its preference model for 1 epoch (3): every part runs, in less time. The first 160 training prompts and the first 80 held-out

@@ -62,11 +62,11 @@ def test_weight_transport_and_reference_pool_settings():
     assert len(errors) == 1 and "rl.kl_kind=full needs the reference on the learner ranks" in errors[0]
     assert _errors(load_recipe("tiny", ["pools.reference.actors=1", "rl.kl_kind=k3", "rl.sync=files"])) == []
     # LoRA: a rank vLLM serves, some target modules, ZeRO 0-2
-    errors = _errors(load_recipe("tiny", ["rl.lora.rank=12", "sft.lora.rank=8", "sft.zero_stage=3", "rl.lora.target_modules=[]"]))
+    errors = _errors(load_recipe("tiny", ["rl.members=1", "rl.lora.rank=12", "sft.lora.rank=8", "sft.zero_stage=3", "rl.lora.target_modules=[]"]))
     joined = "\n".join(errors)
     assert "rl.lora.rank must be 0 (off) or one of 1, 8, 16" in joined and "got 12" in joined
     assert "rl.lora.target_modules is empty" in joined and "sft.lora needs sft.zero_stage 0-2" in joined
-    assert _errors(load_recipe("tiny", ["rl.lora.rank=16", "sft.lora.rank=8"])) == []
+    assert _errors(load_recipe("tiny", ["rl.members=1", "rl.lora.rank=16", "sft.lora.rank=8"])) == []
 
 
 def test_unlabelled_prompts_are_an_error_for_the_rubric_judge_only(tmp_path):

@@ -52,7 +52,7 @@ def new_run(policy, world, run_dir, steps: int = 3, extra=()):
         "rl.prompts=null",  # RL on `prompts.source` (the tiny recipe's RL draws from tinyworld:rl)
         f"rl.steps={steps}", "rl.prompts_per_step=4", "rl.samples_per_prompt=4", "rl.micro_batch_size=8", "rl.grad_accum=2",
         "rl.max_tokens=96", "rl.save_every=1", "rl.max_model_len=256", "rl.gpu_memory_utilization=0.1", "rl.lr=1e-3",
-        *extra])
+        "rl.members=1", *extra])
 
 
 def recording_judge(log_path):
