@@ -241,13 +241,15 @@ def test_overlapped_steps_train_one_version_behind_and_resume_without_redrawing(
 def test_members_train_apart_resume_and_export_their_merged_mean(ray_local, tiny_world, policy, tmp_path):
     """rl.members=2: two RL runs from the same start with different seeds, one after the other; a run
     stopped inside the second member resumes it (the first is not trained again), and the export is
-    start + merge x (mean of the members - start), tensor by tensor."""
+    start + merge x (mean of the members - start), tensor by tensor. The members are watched on the
+    same prompts: the second takes the first's watch before step 1 (the same weights) instead of
+    measuring it again."""
     import torch
     from safetensors.torch import load_file
 
     from rayda.stages.rl import run
 
-    recipe = new_run(policy, tiny_world, tmp_path, steps=2, extra=["rl.members=2", "rl.merge=0.5", "rl.eval_every=0"])
+    recipe = new_run(policy, tiny_world, tmp_path, steps=2, extra=["rl.members=2", "rl.merge=0.5", "rl.eval_every=2"])
 
     def stop_in_second_member(step, record):
         if record["stage"] == "rl_m1" and step == 1:
@@ -257,8 +259,15 @@ def test_members_train_apart_resume_and_export_their_merged_mean(ray_local, tiny
         run(recipe, progress=False, on_step=stop_in_second_member)
     out = run(recipe, progress=False)
     metrics = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [(m["stage"], m["step"]) for m in metrics] == [("rl", 1), ("rl", 2), ("rl_m1", 1), ("rl_m1", 2)]
-    assert metrics[0]["prompts"] != metrics[2]["prompts"]  # the second member draws with its own seed
+    watches = {(m["stage"], m["step"]): m for m in metrics if m["stage"].startswith("rl_eval")}
+    steps = [m for m in metrics if not m["stage"].startswith("rl_eval")]
+    assert [(m["stage"], m["step"]) for m in steps] == [("rl", 1), ("rl", 2), ("rl_m1", 1), ("rl_m1", 2)]
+    assert steps[0]["prompts"] != steps[2]["prompts"]  # the second member draws with its own seed
+    assert sorted(watches) == [("rl_eval", 0), ("rl_eval", 2), ("rl_eval_m1", 0), ("rl_eval_m1", 2)]
+    first, copied = watches[("rl_eval", 0)], watches[("rl_eval_m1", 0)]
+    assert copied["from_stage"] == "rl_eval" and copied["train_sampled"]["n"] > 0
+    assert {k: v for k, v in copied.items() if k not in ("stage", "from_stage")} == {k: v for k, v in first.items() if k != "stage"}
+    assert "from_stage" not in watches[("rl_eval_m1", 2)]  # measured, after the member's own steps
     samples = [json.loads(x) for x in (tmp_path / "rl_samples.jsonl").read_text().splitlines()]
     assert {s["stage"] for s in samples} == {"rl", "rl_m1"}
     members = tmp_path / "checkpoints" / "rl_members"

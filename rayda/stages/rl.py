@@ -89,8 +89,10 @@ def paths(recipe: Recipe) -> dict[str, Path]:
     }
 
 
-def prepare(recipe: Recipe) -> Plan:
-    """Fail on bad input here, before Ray starts: no SFT checkpoint, bad sizes, prompts, judge."""
+def prepare(recipe: Recipe, watch_seed: int | None = None) -> Plan:
+    """Fail on bad input here, before Ray starts: no SFT checkpoint, bad sizes, prompts, judge.
+    `watch_seed` draws `rl.eval_every`'s samples (default `run.seed`; `rl.members` pass the run's, so
+    every member is watched on the same prompts)."""
     from rayda.check import require_sizes
     from rayda.context import RunContext
 
@@ -108,18 +110,18 @@ def prepare(recipe: Recipe) -> Plan:
     # rl.init: the run's SFT checkpoint (DA), the base policy (the RL-only ablation) or any model.
     sft_path = str(p["sft"].resolve()) if c.init == "sft" else ctx.policy if c.init == "base" else ctx.model(c.init, "rl.init")
     spec_texts = ctx.spec_texts({q.category for q in prompts}, sft_path)
-    watch = _watch_prompts(ctx, prompts) if c.eval_every else {}
+    watch = _watch_prompts(ctx, prompts, recipe.run.seed if watch_seed is None else watch_seed) if c.eval_every else {}
     return Plan(sft_path, ctx.spec, prompts, spec_texts, ctx.judge_model, c.prompts_per_step * c.samples_per_prompt // per_update, watch, ctx)
 
 
-def _watch_prompts(ctx, prompts: list) -> dict:
+def _watch_prompts(ctx, prompts: list, seed: int) -> dict:
     """The fixed samples `rl.eval_every` measures: training prompts, and labelled in-spec `eval.prompts`."""
     from rayda.rl.select import validation_sample
     from rayda.rl.watch import fixed_sample
     from rayda.stages.evaluate import load_eval_prompts
 
     recipe, spec = ctx.recipe, ctx.spec
-    n, seed, source = recipe.rl.eval_prompts, recipe.run.seed, recipe.eval.prompts
+    n, source = recipe.rl.eval_prompts, recipe.eval.prompts
     heldout = [it.prompt for it in load_eval_prompts(ctx, source)
                if it.prompt.label and it.prompt.category in set(spec.category_ids)]
     watch = {"train": fixed_sample(prompts, n, seed), "heldout": fixed_sample(heldout, n, seed)}
@@ -197,12 +199,19 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
     if recipe.rl.members > 1 and not is_done(paths(recipe)["out"]):
         from rayda.rl.members import run_members
 
-        return run_members(recipe, paths(recipe), lambda r, p, tag: _train(r, p, tag, **hooks))
+        # The members are watched on the run's samples; before their first step they all hold the start's
+        # weights, so the first member's measurement there is every member's (`first_watch`).
+        shared: dict = {}
+        return run_members(recipe, paths(recipe), lambda r, p, tag: _train(
+            r, p, tag, watch_seed=recipe.run.seed, first_watch=shared, **hooks))
     return _train(recipe, paths(recipe), "", **hooks)
 
 
-def _train(recipe: Recipe, p: dict, tag: str, *, progress: bool, on_step, on_rollout, judge_cls) -> Path:
-    """One RL run into the folders `p`, its metrics logged as stage `rl{tag}` (and `rl_eval{tag}`)."""
+def _train(recipe: Recipe, p: dict, tag: str, *, progress: bool, on_step, on_rollout, judge_cls,
+           watch_seed: int | None = None, first_watch: dict | None = None) -> Path:
+    """One RL run into the folders `p`, its metrics logged as stage `rl{tag}` (and `rl_eval{tag}`).
+    `first_watch`: a dict the watch before step 1 is kept in and, when it holds one already (an earlier
+    member's, on the same weights and prompts in this process), taken from instead of measured again."""
     import torch
     from tqdm import tqdm
     from transformers import AutoTokenizer
@@ -230,7 +239,7 @@ def _train(recipe: Recipe, p: dict, tag: str, *, progress: bool, on_step, on_rol
     if is_done(p["out"]):
         print(f"rl: {p['out']} is complete (_SUCCESS); skipping")
         return p["out"]
-    plan = prepare(recipe)
+    plan = prepare(recipe, watch_seed)
     tokenizer = AutoTokenizer.from_pretrained(plan.sft_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     opts = learner_options(recipe, plan, pad_id or 0)
@@ -269,7 +278,7 @@ def _train(recipe: Recipe, p: dict, tag: str, *, progress: bool, on_step, on_rol
             if not start:
                 rollout.check(_probe(learners, probe_row, 0, c.probe_tolerance))
             if c.eval_every and not start:
-                _watch(rollout, plan, watch_ids, p["metrics"], dashboard, 0, c, True, tag)
+                _first_watch(rollout, plan, watch_ids, p["metrics"], dashboard, c, tag, first_watch)
             if not start:  # a choice left by an earlier run in this folder is not this run's
                 shutil.rmtree(p["best"], ignore_errors=True)
             best = selected(p["best"]) if c.select == "best" else None
@@ -451,6 +460,20 @@ def _watch(rollout, plan: Plan, watch_ids: dict, metrics_path: Path, dashboard, 
     tracking.log(metrics_path.parent, record)  # metrics_path is <run.dir>/metrics.jsonl
     dashboard.publish(record)
     return record
+
+
+def _first_watch(rollout, plan: Plan, watch_ids: dict, metrics_path: Path, dashboard, c, tag: str,
+                 kept: dict | None) -> None:
+    """The watch before step 1: measured, or, for a member after the first, the first member's record
+    under this member's stage name (the same start weights, prompts and sampling seeds: the same answers)."""
+    if kept is not None and "record" in kept:
+        record = {**kept["record"], "stage": "rl_eval" + tag, "from_stage": kept["record"]["stage"]}
+        tracking.log(metrics_path.parent, record)
+        dashboard.publish(record)
+        return
+    record = _watch(rollout, plan, watch_ids, metrics_path, dashboard, 0, c, True, tag)
+    if kept is not None:
+        kept["record"] = record
 
 
 def save_ahead(state_dir: Path, done: int, ahead: dict | None) -> None:
