@@ -238,7 +238,7 @@ def test_overlapped_steps_train_one_version_behind_and_resume_without_redrawing(
     assert len(judged) == sum(s["malformed"] is None for s in samples) > 0
 
 
-def test_members_train_apart_resume_and_export_their_merged_mean(ray_local, tiny_world, policy, tmp_path):
+def test_members_train_apart_resume_and_export_their_merged_mean(ray_local, tiny_world, policy, tmp_path, monkeypatch):
     """rl.members=2: two RL runs from the same start with different seeds, one after the other; a run
     stopped inside the second member resumes it (the first is not trained again), and the export is
     start + merge x (mean of the members - start), tensor by tensor. The members are watched on the
@@ -247,9 +247,17 @@ def test_members_train_apart_resume_and_export_their_merged_mean(ray_local, tiny
     import torch
     from safetensors.torch import load_file
 
-    from rayda.stages.rl import run
+    from rayda.stages import rl
 
-    recipe = new_run(policy, tiny_world, tmp_path, steps=2, extra=["rl.members=2", "rl.merge=0.5", "rl.eval_every=2"])
+    recipe = new_run(policy, tiny_world, tmp_path, steps=2, extra=["rl.members=2", "rl.merge=0.5", "rl.eval_every=2", "rl.eval_prompts=4"])
+    plans, prepare = [], rl.prepare  # each member's plan: its seed and the prompts it is watched on
+
+    def recording_prepare(r, *args):
+        plans.append((r.run.seed, prepare(r, *args)))
+        return plans[-1][1]
+
+    monkeypatch.setattr(rl, "prepare", recording_prepare)
+    run = rl.run
 
     def stop_in_second_member(step, record):
         if record["stage"] == "rl_m1" and step == 1:
@@ -268,6 +276,9 @@ def test_members_train_apart_resume_and_export_their_merged_mean(ray_local, tiny
     assert copied["from_stage"] == "rl_eval" and copied["train_sampled"]["n"] > 0
     assert {k: v for k, v in copied.items() if k not in ("stage", "from_stage")} == {k: v for k, v in first.items() if k != "stage"}
     assert "from_stage" not in watches[("rl_eval_m1", 2)]  # measured, after the member's own steps
+    assert len({seed for seed, _ in plans}) == 2  # the members train with their own seeds ...
+    for name in ("train", "heldout"):  # ... and are watched on the same prompts
+        assert len({tuple(q.id for q in plan.watch[name]) for _, plan in plans}) == 1, name
     samples = [json.loads(x) for x in (tmp_path / "rl_samples.jsonl").read_text().splitlines()]
     assert {s["stage"] for s in samples} == {"rl", "rl_m1"}
     members = tmp_path / "checkpoints" / "rl_members"

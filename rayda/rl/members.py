@@ -15,7 +15,8 @@ Member 0 trains with the run's seed, so it is the run `rl.members=1` would make,
 member i > 0 draws its own prompts, samples and judge seeds, logged as stage `rl_m{i}` (and
 `rl_eval_m{i}`). Every member is watched on the run's samples (`rl.eval_every`), so their curves compare;
 before step 1 they hold the same weights, and the stage logs the first member's watch for the others.
-A killed run resumes: finished members are skipped, the unfinished one resumes from its checkpoint. Recipes and file work only, no Ray: the stage passes in the function that trains one.
+A killed run resumes: finished members are skipped, the unfinished one resumes from its checkpoint.
+Recipes and file work only, no Ray: the stage passes in the function that trains one.
 """
 
 from __future__ import annotations
