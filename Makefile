@@ -37,7 +37,7 @@ test-fast: install
 # Each benchmark through benchmarks/run.py (its figures, commit, date and cores -> benchmarks/results/),
 # then the README's table from those files. The classifier reads XSTest v2 completion files from
 # RAYDA_XSTEST_COMPLETIONS=DIR and is skipped without them; a failed benchmark fails the target.
-BENCHMARKS ?= tinyworld learner engine_dtype engine_process gen_sft rl_step weight_sync async_rl classifier prompts_import outcome compare_arms
+BENCHMARKS ?= install tinyworld learner engine_dtype engine_process gen_sft rl_step weight_sync async_rl classifier prompts_import outcome compare_arms
 
 bench: install
 	@failed=""; for b in $(BENCHMARKS); do $(BIN)/python benchmarks/run.py $$b || failed="$$failed $$b"; done; \
