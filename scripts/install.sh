@@ -16,11 +16,13 @@ TORCH=2.13.0
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
-# The value pip's configuration gives option $1: the environment's (PIP_*) over the files', a later file over an earlier.
+# The value pip's configuration gives option $1 for `pip install`: the environment's (PIP_*) over the
+# files' sections [global] and [install], a later over an earlier (the order `pip config list` loads them).
 pip_config() {
   "${PIP[@]}" config list 2>/dev/null | awk -v key="$1" -F"='" '
     { scope = substr($1, 1, index($1, ".") - 1); k = substr($1, length(scope) + 2); v = substr($2, 1, length($2) - 1) }
-    k == key { if (scope == ":env:") env = v; else file = v }
+    k == key && scope == ":env:" { env = v }
+    k == key && (scope == "global" || scope == "install") { file = v }
     END { print (env != "" ? env : file) }'
 }
 
