@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV) $(EXTRAS)
 	@touch $@
 
-# The main job on the default recipe: every stage, then the report (18.2 minutes timed on a fresh 2-core machine in a
-# slow hour, install and tiny-world build included; about 13.5 in a fast one; README).
+# The main job on the default recipe: every stage, then the report (14.4 minutes timed on a fresh 2-core machine in a
+# middling hour, install and tiny-world build included; about 16 in the slowest hour measured; README).
 demo: install
 	$(BIN)/rayda run tiny
 
