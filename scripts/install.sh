@@ -25,12 +25,18 @@ pip_config() {
     END { print (env != "" ? env : file) }'
 }
 
+# The flags that hand uv pip's configuration (`--find-links DIR ...`), a word per line (read from the
+# table below: pip's option, uv's flag).
+uv_flags() {
+  local option flag v
+  while read -r option flag; do
+    for v in $(pip_config "$option"); do printf '%s\n%s\n' "$flag" "$v"; done
+  done <<< $'find-links --find-links\nextra-index-url --extra-index-url\nindex-url --index-url\nconstraint --constraints'
+}
+
 if [ "${RAYDA_INSTALLER:-uv}" = uv ] && "${PIP[@]}" install -q uv >/dev/null 2>&1; then
   INSTALL=("$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --compile-bytecode --index-strategy unsafe-best-match)
-  for v in $(pip_config find-links); do INSTALL+=(--find-links "$v"); done
-  for v in $(pip_config extra-index-url); do INSTALL+=(--extra-index-url "$v"); done
-  for v in $(pip_config index-url); do INSTALL+=(--index-url "$v"); done
-  for v in $(pip_config constraint); do INSTALL+=(--constraints "$v"); done
+  while read -r word; do INSTALL+=("$word"); done < <(uv_flags)  # (no mapfile: macOS's bash 3.2 lacks it)
   cert=$(pip_config cert) && [ -n "$cert" ] && export SSL_CERT_FILE=$cert
   timeout=$(pip_config default-timeout) && [ -n "$timeout" ] && export UV_HTTP_TIMEOUT=$timeout
   UNINSTALL=("$VENV/bin/uv" pip uninstall -q --python "$VENV/bin/python")
