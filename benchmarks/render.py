@@ -28,6 +28,8 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 HEADLINES = {
     "install": ["uv.seconds", "pip.seconds", "pip_over_uv", "same_packages", "packages"],
+    "allocator": ["system_over_jemalloc", "cpu_system_over_jemalloc", "system.median_s_per_step",
+                  "jemalloc.median_s_per_step", "same_weights"],
     "tinyworld": ["build_seconds", "parameters", "well_formed", "heldout_behaviour_accuracy",
                   "with_spec_citation_valid", "vllm_over_hf"],
     "learner": ["tokens_per_s", "ratio_deepspeed_1_vs_torch", "scaling_2_vs_1_rank", "mfu"],

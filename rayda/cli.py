@@ -305,6 +305,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the `rayda` command itself, not a call from Python: re-run it on jemalloc (Linux)
+        from rayda.allocator import reexec
+
+        reexec()
     parser = make_parser()
     args, extra = parser.parse_known_args(argv)  # overrides may follow options: `rayda plan tiny --address A k=v`
     if extra and (not hasattr(args, "overrides") or any("=" not in x or x.startswith("-") for x in extra)):
