@@ -34,6 +34,10 @@ class Learner:
         return {"rank": self.engine.rank, "pid": os.getpid(), "device": str(self.engine.device),
                 "accelerator": d.accelerator, "backend": d.backend, "dtype": d.dtype}
 
+    def restart(self, options) -> None:
+        """The start weights again, with a new optimizer (`rl.members`: the next member, same process)."""
+        self.engine.restart(options)
+
     def train_step(self, shard, loss: str = "sft", **extras) -> dict:
         return self.engine.train_step(shard, loss, **extras)
 

@@ -239,11 +239,12 @@ def test_overlapped_steps_train_one_version_behind_and_resume_without_redrawing(
 
 
 def test_members_train_apart_resume_and_export_their_merged_mean(ray_local, tiny_world, policy, tmp_path, monkeypatch):
-    """rl.members=2: two RL runs from the same start with different seeds, one after the other; a run
-    stopped inside the second member resumes it (the first is not trained again), and the export is
-    start + merge x (mean of the members - start), tensor by tensor. The members are watched on the
+    """rl.members=2: two RL runs from the same start with different seeds, one after the other; the export
+    is start + merge x (mean of the members - start), tensor by tensor. The members are watched on the
     same prompts: the second takes the first's watch before step 1 (the same weights) instead of
-    measuring it again."""
+    measuring it again. The second trains on the actors the first started (`rayda.rl.actors`), and its
+    weights are those of the same member trained again on new actors, stopped inside and resumed (the
+    first is not trained again), bit for bit."""
     import torch
     from safetensors.torch import load_file
 
@@ -263,8 +264,6 @@ def test_members_train_apart_resume_and_export_their_merged_mean(ray_local, tiny
         if record["stage"] == "rl_m1" and step == 1:
             raise Stop
 
-    with pytest.raises(Stop):
-        run(recipe, progress=False, on_step=stop_in_second_member)
     out = run(recipe, progress=False)
     metrics = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     watches = {(m["stage"], m["step"]): m for m in metrics if m["stage"].startswith("rl_eval")}
@@ -290,3 +289,16 @@ def test_members_train_apart_resume_and_export_their_merged_mean(ray_local, tiny
         assert torch.allclose(export[k].float(), expected, atol=1e-6), k
     report = json.loads((out / "train_report.json").read_text())
     assert report["merge"] == 0.5 and len(report["members"]) == 2 and report["seeds"][0] == recipe.run.seed
+
+    # The second member again, on actors of its own: stopped after its first step, then resumed.
+    for name in ("m1", "m1_state"):
+        shutil.rmtree(members / name)
+    shutil.rmtree(out)
+    with pytest.raises(Stop):
+        run(recipe, progress=False, on_step=stop_in_second_member)
+    again = run(recipe, progress=False)
+    metrics = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()][len(metrics):]
+    assert [(m["stage"], m["step"]) for m in metrics if not m["stage"].startswith("rl_eval")] == [("rl_m1", 1), ("rl_m1", 2)]
+    fresh = load_file(str(members / "m1" / "model.safetensors"))
+    assert all(torch.equal(fresh[k], b[k]) for k in b)
+    assert all(torch.equal(t, load_file(str(again / "model.safetensors"))[k]) for k, t in export.items())

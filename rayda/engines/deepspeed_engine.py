@@ -150,8 +150,6 @@ class DeepSpeedLearner(WeightsOut):
     layer by layer in each forward pass; only `logprobs` is meant to be called."""
 
     def __init__(self, model_path: str, opts: LearnerOptions, frozen: bool = False):
-        from transformers import AutoModelForCausalLM
-
         self.model_path, self.opts = model_path, opts
         self.rank, self.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         if torch.cuda.is_available():  # first, so the bf16 question below opens no context on GPU 0
@@ -163,6 +161,27 @@ class DeepSpeedLearner(WeightsOut):
         _skip_cpu_shm_op()
         _log_level(opts.verbose)
         deepspeed.init_distributed(dist_backend=self.decision.backend)
+        self._build(opts, frozen)
+
+    def restart(self, opts: LearnerOptions) -> None:
+        """Back to the start in this process: the weights of `model_path` again, a new optimizer and schedule,
+        `opts.seed` (`rl.members`: the next member trains on the ranks, engines and weight group the first
+        one started). The frozen reference copy stays: it is the same start."""
+        import gc
+
+        if self.frozen or opts.lora or opts.head != self.opts.head:
+            raise ValueError("restart: only a full-weight policy learner restarts")
+        self.engine = None
+        gc.collect()
+        self.opts = opts
+        self._build(opts, frozen=False)
+
+    def _build(self, opts: LearnerOptions, frozen: bool) -> None:
+        """The model from `model_path`, and unless `frozen` its optimizer and schedule, in a DeepSpeed engine."""
+        import deepspeed
+        from transformers import AutoModelForCausalLM
+
+        model_path = self.model_path
         random.seed(opts.seed)
         np.random.seed(opts.seed)
         torch.manual_seed(opts.seed)

@@ -200,38 +200,39 @@ def run(recipe: Recipe, *, progress: bool = True, on_step=None, on_rollout=None,
         from rayda.rl.members import run_members
 
         # The members are watched on the run's samples; before their first step they all hold the start's
-        # weights, so the first member's measurement there is every member's (`first_watch`).
+        # weights, so the first member's measurement there is every member's ("record"). They train on the
+        # actors the first one started ("actors", `rayda.rl.actors`).
         shared: dict = {}
-        return run_members(recipe, paths(recipe), lambda r, p, tag: _train(
-            r, p, tag, watch_seed=recipe.run.seed, first_watch=shared, **hooks))
+        try:
+            return run_members(recipe, paths(recipe), lambda r, p, tag: _train(
+                r, p, tag, watch_seed=recipe.run.seed, shared=shared, **hooks))
+        finally:
+            if shared.get("actors") is not None:
+                shared["actors"].shutdown()
     return _train(recipe, paths(recipe), "", **hooks)
 
 
 def _train(recipe: Recipe, p: dict, tag: str, *, progress: bool, on_step, on_rollout, judge_cls,
-           watch_seed: int | None = None, first_watch: dict | None = None) -> Path:
+           watch_seed: int | None = None, shared: dict | None = None) -> Path:
     """One RL run into the folders `p`, its metrics logged as stage `rl{tag}` (and `rl_eval{tag}`).
-    `first_watch`: a dict the watch before step 1 is kept in and, when it holds one already (an earlier
-    member's, on the same weights and prompts in this process), taken from instead of measured again."""
+    `shared`: what the members of one `rl.members` run share in this process: the watch before step 1
+    ("record", measured by the first member, taken by the others) and the actors ("actors": started by the
+    first member, restarted for each later one and left running; the caller shuts them down)."""
     import torch
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    from rayda.actors.group import ActorGroup
-    from rayda.actors.judge import JudgeWorker
-    from rayda.actors.learner import Learner
-    from rayda.actors.rollout import Generator
     from rayda.algo.grpo import group_advantages, group_signal, informative_groups, label_weighted
     from rayda.behaviour import classify
     from rayda.data.gen_rows import stable_seed
     from rayda.judges.base import min_of_k
-    from rayda.ray_utils import init_ray
     from rayda.reasoning import THINK_CLOSE
     from rayda.rl import rewards as R
-    from rayda.rl.pools import JudgePool, RolloutPool
+    from rayda.rl.actors import RLActors
     from rayda.rl.report import Dashboard
     from rayda.rl.rows import behaviour_logprobs, policy_row, with_logprobs
     from rayda.rl.select import export, keep_if_best, selected
-    from rayda.rl.sync import learner_logprobs, probe_example, sync, transport
+    from rayda.rl.sync import learner_logprobs, probe_example, sync
     from rayda.rl.watch import learner_stats
     from rayda.types import Completion
 
@@ -255,174 +256,164 @@ def _train(recipe: Recipe, p: dict, tag: str, *, progress: bool, on_step, on_rol
     print(f"rl: {len(plan.prompts)} prompts, {c.steps} steps of {c.prompts_per_step}{of_drawn} x {c.samples_per_prompt} samples "
           f"({plan.updates_per_step} update(s) each) from {plan.sft_path}")
 
-    from rayda.placement import plan as plan_pools
-
-    plan_pools(recipe.pools.named(), init_ray(recipe.run).cluster_resources())  # every pool at once: fails before any actor starts
-    # The rollout engines start (about 10-20 s on CPU: vLLM's import, then the engine) while the learner group sets up.
-    rollout = RolloutPool(Generator, engine_config(recipe, plan), recipe.pools.rollout, "rollout",
-                          c.rollout_restarts, c.rollout_retries)
-    judges = JudgePool(judge_cls or JudgeWorker, recipe.pools.judge, plan.ctx.reward_args(plan.spec_texts))
-    dashboard = Dashboard()
-    reference, ahead_pool = None, None
+    actors = shared.get("actors") if shared is not None else None
+    if actors is None:
+        actors = RLActors(recipe, plan, opts, p["sync"], judge_cls)
+        if shared is not None:
+            shared["actors"] = actors
+    else:  # a later member of rl.members: the first one's actors, back at the start
+        actors.restart(opts, probe_row, c.probe_tolerance)
+    rollout, judges, reference, learners = actors.rollout, actors.judges, actors.reference, actors.learners
+    dashboard, ahead_pool = Dashboard(), None
     try:
-        if recipe.pools.reference is not None:  # else the reference lives on the learner ranks
-            reference = ActorGroup(Learner, recipe.pools.reference, "reference",
-                                   setup_args=(plan.sft_path, reference_options(recipe, plan, pad_id or 0), True))
-        with ActorGroup(Learner, recipe.pools.learner, "learner", setup_args=(plan.sft_path, opts)) as learners:
-            rollout.wait_ready()
-            rollout.attach(transport(c.sync, learners, p["sync"], c.sync_bucket_mb << 20, c.sync_timeout_s, lora=c.lora.rank > 0))
-            resumed = learners.run_all("load_checkpoint", str(p["state"]))[0]
-            start = resumed["step"] if resumed else 0
-            # Version 0 is the SFT weights the engines loaded; a resumed run first publishes its own.
-            first = sync(learners, rollout, start, probe_row, c.probe_tolerance) if start else None
-            if not start:
-                rollout.check(_probe(learners, probe_row, 0, c.probe_tolerance))
-            if c.eval_every and not start:
-                _first_watch(rollout, plan, watch_ids, p["metrics"], dashboard, c, tag, first_watch)
-            if not start:  # a choice left by an earlier run in this folder is not this run's
-                shutil.rmtree(p["best"], ignore_errors=True)
-            best = selected(p["best"]) if c.select == "best" else None
+        resumed = learners.run_all("load_checkpoint", str(p["state"]))[0]
+        start = resumed["step"] if resumed else 0
+        # Version 0 is the SFT weights the engines loaded; a resumed run first publishes its own.
+        first = sync(learners, rollout, start, probe_row, c.probe_tolerance) if start else None
+        if not start:
+            rollout.check(_probe(learners, probe_row, 0, c.probe_tolerance))
+        if c.eval_every and not start:
+            _first_watch(rollout, plan, watch_ids, p["metrics"], dashboard, c, tag, shared)
+        if not start:  # a choice left by an earlier run in this folder is not this run's
+            shutil.rmtree(p["best"], ignore_errors=True)
+        best = selected(p["best"]) if c.select == "best" else None
 
-            def produce(step: int) -> dict:
-                """Steps 1-3 for `step`: rollouts (no spec), stamped with the policy version that drew
-                them, each actor's groups judged as soon as that actor is done (the judge sees
-                RewardRequest.of(completion): no cot; malformed -> penalty)."""
-                pt, n = Timer(), c.samples_per_prompt
-                batch = step_prompts(plan.prompts, step, c, seed)
-                completions: list = [None] * (len(batch) * n)
-                judging: list = []
+        def produce(step: int) -> dict:
+            """Steps 1-3 for `step`: rollouts (no spec), stamped with the policy version that drew
+            them, each actor's groups judged as soon as that actor is done (the judge sees
+            RewardRequest.of(completion): no cot; malformed -> penalty)."""
+            pt, n = Timer(), c.samples_per_prompt
+            batch = step_prompts(plan.prompts, step, c, seed)
+            completions: list = [None] * (len(batch) * n)
+            judging: list = []
 
-                def judge_shard(indices: list[int], results: list) -> None:
-                    at = indices[0] * n
-                    shard = [Completion.from_text(batch[i], s.text, v, token_ids=s.token_ids, logprobs=s.logprobs)
-                             for i, (v, samples) in zip(indices, results) for s in samples]
-                    completions[at:at + len(shard)] = shard
-                    requests, owners = R.reward_requests(shard)
-                    owners = [at + o for o in owners]
-                    seeds = [stable_seed(seed, "rl-judge", step, completions[i].prompt.id, i) for i in owners]
-                    judging.append((owners, judges.submit(requests, seeds)))
+            def judge_shard(indices: list[int], results: list) -> None:
+                at = indices[0] * n
+                shard = [Completion.from_text(batch[i], s.text, v, token_ids=s.token_ids, logprobs=s.logprobs)
+                         for i, (v, samples) in zip(indices, results) for s in samples]
+                completions[at:at + len(shard)] = shard
+                requests, owners = R.reward_requests(shard)
+                owners = [at + o for o in owners]
+                seeds = [stable_seed(seed, "rl-judge", step, completions[i].prompt.id, i) for i in owners]
+                judging.append((owners, judges.submit(requests, seeds)))
 
-                with pt("generate"):
-                    _, retries = rollout.generate(
-                        [prompt_ids[q.id] for q in batch], [stable_seed(seed, "rl", step, q.id) for q in batch],
-                        on_submit=(lambda attempt, pool: on_rollout(step, attempt, pool)) if on_rollout else None,
-                        on_shard=judge_shard, n=n, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens)
-                with pt("judge"):  # what is left of the judging once the last group is sampled
-                    owners = [o for os, _ in judging for o in os]
-                    verdicts = [min_of_k(v) for _, submitted in judging for v in judges.collect(submitted)]
-                    scored = R.assemble(completions, verdicts, owners, c.format_penalty)
-                return {"step": step, "batch": batch, "completions": completions, "scored": scored, "retries": retries,
-                        "seconds": pt.seconds}
+            with pt("generate"):
+                _, retries = rollout.generate(
+                    [prompt_ids[q.id] for q in batch], [stable_seed(seed, "rl", step, q.id) for q in batch],
+                    on_submit=(lambda attempt, pool: on_rollout(step, attempt, pool)) if on_rollout else None,
+                    on_shard=judge_shard, n=n, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens)
+            with pt("judge"):  # what is left of the judging once the last group is sampled
+                owners = [o for os, _ in judging for o in os]
+                verdicts = [min_of_k(v) for _, submitted in judging for v in judges.collect(submitted)]
+                scored = R.assemble(completions, verdicts, owners, c.format_penalty)
+            return {"step": step, "batch": batch, "completions": completions, "scored": scored, "retries": retries,
+                    "seconds": pt.seconds}
 
-            # rl.max_staleness = 1: the next step's rollouts and judging run in the background while this
-            # step trains (sampled by the policy one update behind); the engines finish them before
-            # their weights change. A checkpoint keeps them, so a resumed run neither redoes nor loses them.
-            ahead_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rl-ahead") if c.max_staleness else None
-            pending = load_ahead(p["state"], start) if start and c.max_staleness else None
-            bar = tqdm(total=c.steps, initial=start, desc="rl", disable=not progress)
-            for step in range(start, c.steps):
-                t, version = Timer(), rollout.version
-                t_step = time.perf_counter()
-                current = pending if pending is not None else produce(step)
-                ahead = ahead_pool.submit(produce, step + 1) if ahead_pool and step + 1 < c.steps else None
-                batch, completions, scored, retries = (current[k] for k in ("batch", "completions", "scored", "retries"))
-                t.seconds.update(current["seconds"])  # generate, judge: measured where they ran
-                stale = version - min(x.policy_version for x in completions)
-                if stale > c.max_staleness:
-                    raise RuntimeError(f"rl: step {step + 1} would train on samples {stale} versions old (rl.max_staleness={c.max_staleness})")
+        # rl.max_staleness = 1: the next step's rollouts and judging run in the background while this
+        # step trains (sampled by the policy one update behind); the engines finish them before
+        # their weights change. A checkpoint keeps them, so a resumed run neither redoes nor loses them.
+        ahead_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rl-ahead") if c.max_staleness else None
+        pending = load_ahead(p["state"], start) if start and c.max_staleness else None
+        bar = tqdm(total=c.steps, initial=start, desc="rl", disable=not progress)
+        for step in range(start, c.steps):
+            t, version = Timer(), rollout.version
+            t_step = time.perf_counter()
+            current = pending if pending is not None else produce(step)
+            ahead = ahead_pool.submit(produce, step + 1) if ahead_pool and step + 1 < c.steps else None
+            batch, completions, scored, retries = (current[k] for k in ("batch", "completions", "scored", "retries"))
+            t.seconds.update(current["seconds"])  # generate, judge: measured where they ran
+            stale = version - min(x.policy_version for x in completions)
+            if stale > c.max_staleness:
+                raise RuntimeError(f"rl: step {step + 1} would train on samples {stale} versions old (rl.max_staleness={c.max_staleness})")
 
-                # 4. GRPO: group-relative advantages, old and reference log-probs, clipped updates
-                with t("train"):
-                    shape = (len(batch), c.samples_per_prompt)
-                    rewards = torch.tensor([s.reward for s in scored]).view(shape)
-                    valid = torch.tensor([s.valid for s in scored], dtype=torch.float32).view(shape)
-                    # Dynamic sampling: of the drawn groups, train on prompts_per_step, those with signal first.
-                    groups = informative_groups(rewards, valid, c.prompts_per_step)
-                    advantages = label_weighted(group_advantages(rewards[groups], valid[groups], scale=c.adv_scale),
-                                                [batch[g].label for g in groups], c.label_weights).flatten().tolist()
-                    picked = [g * c.samples_per_prompt + i for g in groups for i in range(c.samples_per_prompt)]
-                    trained, trained_scores = [completions[i] for i in picked], [scored[i] for i in picked]
-                    rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid, c.kl_reasoning, close_ids) for x, s in zip(trained, trained_scores)]
-                    # Old log-probs: the behaviour policy's, the one that sampled (`behaviour_logprobs`), except
-                    # with several updates per step on fresh samples, where the learner recomputes them (the
-                    # same policy in its own numerics). With stale samples only the sampler's are right: the
-                    # learner has moved since. The training pass measures the train/inference mismatch.
-                    recompute = plan.updates_per_step > 1 and not c.max_staleness
-                    old = (learner_logprobs(learners, rows, temperature=c.temperature) if recompute else
-                           [behaviour_logprobs(len(prompt_ids[x.prompt.id]), x.logprobs) for x in trained])
-                    # The sampled tokens' reference log-probs, for the k1/k2/k3 estimators; `full` takes the
-                    # reference's whole distribution in the training pass, so this pass would go unused.
-                    ref = (None if c.kl_kind == "full" else
-                           learner_logprobs(reference, rows, temperature=c.temperature) if reference else
-                           learner_logprobs(learners, rows, reference=True, temperature=c.temperature))
-                    rows = with_logprobs(rows, advantages, old, ref)
-                    size = len(rows) // plan.updates_per_step
-                    parts = [r for u in range(plan.updates_per_step) for r in learners.run_sharded(
-                        "train_step", rows[u * size:(u + 1) * size], "grpo", clip=c.clip, clip_high=c.clip_high, kl_coef=c.kl_coef, kl_kind=c.kl_kind,
-                        temperature=c.temperature)]
+            # 4. GRPO: group-relative advantages, old and reference log-probs, clipped updates
+            with t("train"):
+                shape = (len(batch), c.samples_per_prompt)
+                rewards = torch.tensor([s.reward for s in scored]).view(shape)
+                valid = torch.tensor([s.valid for s in scored], dtype=torch.float32).view(shape)
+                # Dynamic sampling: of the drawn groups, train on prompts_per_step, those with signal first.
+                groups = informative_groups(rewards, valid, c.prompts_per_step)
+                advantages = label_weighted(group_advantages(rewards[groups], valid[groups], scale=c.adv_scale),
+                                            [batch[g].label for g in groups], c.label_weights).flatten().tolist()
+                picked = [g * c.samples_per_prompt + i for g in groups for i in range(c.samples_per_prompt)]
+                trained, trained_scores = [completions[i] for i in picked], [scored[i] for i in picked]
+                rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid, c.kl_reasoning, close_ids) for x, s in zip(trained, trained_scores)]
+                # Old log-probs: the behaviour policy's, the one that sampled (`behaviour_logprobs`), except
+                # with several updates per step on fresh samples, where the learner recomputes them (the
+                # same policy in its own numerics). With stale samples only the sampler's are right: the
+                # learner has moved since. The training pass measures the train/inference mismatch.
+                recompute = plan.updates_per_step > 1 and not c.max_staleness
+                old = (learner_logprobs(learners, rows, temperature=c.temperature) if recompute else
+                       [behaviour_logprobs(len(prompt_ids[x.prompt.id]), x.logprobs) for x in trained])
+                # The sampled tokens' reference log-probs, for the k1/k2/k3 estimators; `full` takes the
+                # reference's whole distribution in the training pass, so this pass would go unused.
+                ref = (None if c.kl_kind == "full" else
+                       learner_logprobs(reference, rows, temperature=c.temperature) if reference else
+                       learner_logprobs(learners, rows, reference=True, temperature=c.temperature))
+                rows = with_logprobs(rows, advantages, old, ref)
+                size = len(rows) // plan.updates_per_step
+                parts = [r for u in range(plan.updates_per_step) for r in learners.run_sharded(
+                    "train_step", rows[u * size:(u + 1) * size], "grpo", clip=c.clip, clip_high=c.clip_high, kl_coef=c.kl_coef, kl_kind=c.kl_kind,
+                    temperature=c.temperature)]
 
-                if ahead is not None:
-                    with t("wait"):  # the next batch finishes on the old weights before they change
-                        pending = ahead.result()
-                else:
-                    pending = None
+            if ahead is not None:
+                with t("wait"):  # the next batch finishes on the old weights before they change
+                    pending = ahead.result()
+            else:
+                pending = None
 
-                # 5. weight sync v -> v + 1, verified by the probe every probe_every syncs
-                with t("sync"):
-                    probe = probe_row if (step + 1) % c.probe_every == 0 else None
-                    synced = sync(learners, rollout, version + 1, probe, c.probe_tolerance)
+            # 5. weight sync v -> v + 1, verified by the probe every probe_every syncs
+            with t("sync"):
+                probe = probe_row if (step + 1) % c.probe_every == 0 else None
+                synced = sync(learners, rollout, version + 1, probe, c.probe_tolerance)
 
-                signal = group_signal(rewards, valid)
-                record = {"stage": STAGE + tag, "step": step + 1, "policy_version": version + 1,
-                          "sampled_versions": sorted({x.policy_version for x in completions}), "staleness": stale,
-                          "prompts": [q.id for q in batch], "rollout_retries": retries,
-                          "rollout_resyncs": rollout.restarts_seen,
-                          **R.step_stats(completions, scored, plan.spec, classify),
-                          "groups_with_signal": sum(signal), "groups_trained": len(groups),
-                          "by_label": R.label_stats([q.label for q in batch], rewards, valid, signal),
-                          **learner_stats(parts, rows, trained, prompt_ids, c.kl_kind, recompute),
-                          "tokens_generated": sum(len(x.token_ids) for x in completions),  # `rayda compare`'s cost
-                          "learner_tokens": int(sum(r["tokens"] for r in parts)),
-                          "sync_bytes": synced["bytes"], "probe_max_diff": synced.get("probe_max_diff"),
-                          "sync": rollout.transport.kind, "sync_seconds": {k: round(v, 4) for k, v in synced.items() if k.endswith("_s")},
-                          "seconds": {k: round(v, 4) for k, v in t.seconds.items()}}
-                record["seconds"]["step"] = round(time.perf_counter() - t_step, 4)
-                tracking.log(recipe.run.dir, record)
-                for x, s in list(zip(completions, scored))[: c.log_samples]:
-                    tracking.append_jsonl(p["samples"], {"stage": STAGE + tag, "step": step + 1, "prompt": x.prompt.id,
-                                                         "version": x.policy_version, "cot": x.cot, "answer": x.answer,
-                                                         "malformed": x.malformed, "reward": s.reward, "judge_error": s.error})
-                dashboard.publish(record)
-                bar.update(1)
-                bar.set_postfix(reward=f"{record['reward_mean']:.2f}", acc=f"{record['behaviour_accuracy']:.2f}", kl=f"{record['kl']:.3f}")
+            signal = group_signal(rewards, valid)
+            record = {"stage": STAGE + tag, "step": step + 1, "policy_version": version + 1,
+                      "sampled_versions": sorted({x.policy_version for x in completions}), "staleness": stale,
+                      "prompts": [q.id for q in batch], "rollout_retries": retries,
+                      "rollout_resyncs": rollout.restarts_seen,
+                      **R.step_stats(completions, scored, plan.spec, classify),
+                      "groups_with_signal": sum(signal), "groups_trained": len(groups),
+                      "by_label": R.label_stats([q.label for q in batch], rewards, valid, signal),
+                      **learner_stats(parts, rows, trained, prompt_ids, c.kl_kind, recompute),
+                      "tokens_generated": sum(len(x.token_ids) for x in completions),  # `rayda compare`'s cost
+                      "learner_tokens": int(sum(r["tokens"] for r in parts)),
+                      "sync_bytes": synced["bytes"], "probe_max_diff": synced.get("probe_max_diff"),
+                      "sync": rollout.transport.kind, "sync_seconds": {k: round(v, 4) for k, v in synced.items() if k.endswith("_s")},
+                      "seconds": {k: round(v, 4) for k, v in t.seconds.items()}}
+            record["seconds"]["step"] = round(time.perf_counter() - t_step, 4)
+            tracking.log(recipe.run.dir, record)
+            for x, s in list(zip(completions, scored))[: c.log_samples]:
+                tracking.append_jsonl(p["samples"], {"stage": STAGE + tag, "step": step + 1, "prompt": x.prompt.id,
+                                                     "version": x.policy_version, "cot": x.cot, "answer": x.answer,
+                                                     "malformed": x.malformed, "reward": s.reward, "judge_error": s.error})
+            dashboard.publish(record)
+            bar.update(1)
+            bar.set_postfix(reward=f"{record['reward_mean']:.2f}", acc=f"{record['behaviour_accuracy']:.2f}", kl=f"{record['kl']:.3f}")
 
-                done = step + 1
-                if c.eval_every and (done % c.eval_every == 0 or done == c.steps):
-                    watched = _watch(rollout, plan, watch_ids, p["metrics"], dashboard, done, c, done == c.steps, tag)
-                    if c.select == "best":
-                        best = keep_if_best(learners, p["best"], watched, best)
-                if c.save_every and done % c.save_every == 0 and done < c.steps:
-                    save_ahead(p["state"], done, pending)  # first: DeepSpeed's `latest` names the tag last
-                    learners.run_all("save_checkpoint", str(p["state"]), f"step{done}", {"step": done})
-                    prune_steps(p["state"], c.keep_checkpoints)
-                if on_step is not None:
-                    on_step(done, record)
-            bar.close()
-            with atomic_path(p["out"]) as tmp:
-                export(learners, tmp, p["best"], best, c.merge, plan.sft_path)
-                report = {"steps": c.steps, "resumed_from": start, "model": plan.sft_path, "ranks": learners.world_size,
-                          "policy_version": rollout.version, "first_sync": first, "selected": best, "merge": c.merge}
-                atomic_write_json(tmp / "train_report.json", report)
+            done = step + 1
+            if c.eval_every and (done % c.eval_every == 0 or done == c.steps):
+                watched = _watch(rollout, plan, watch_ids, p["metrics"], dashboard, done, c, done == c.steps, tag)
+                if c.select == "best":
+                    best = keep_if_best(learners, p["best"], watched, best)
+            if c.save_every and done % c.save_every == 0 and done < c.steps:
+                save_ahead(p["state"], done, pending)  # first: DeepSpeed's `latest` names the tag last
+                learners.run_all("save_checkpoint", str(p["state"]), f"step{done}", {"step": done})
+                prune_steps(p["state"], c.keep_checkpoints)
+            if on_step is not None:
+                on_step(done, record)
+        bar.close()
+        with atomic_path(p["out"]) as tmp:
+            export(learners, tmp, p["best"], best, c.merge, plan.sft_path)
+            report = {"steps": c.steps, "resumed_from": start, "model": plan.sft_path, "ranks": learners.world_size,
+                      "policy_version": rollout.version, "first_sync": first, "selected": best, "merge": c.merge}
+            atomic_write_json(tmp / "train_report.json", report)
     finally:
         if ahead_pool is not None:
             ahead_pool.shutdown(wait=True, cancel_futures=True)
         tracking.close(recipe.run.dir)
-        if rollout.transport is not None:
-            rollout.transport.close()  # the export supersedes the last snapshot
-        if reference is not None:
-            reference.shutdown()
-        rollout.shutdown()
-        judges.shutdown()
+        if shared is None:
+            actors.shutdown()
     mark_success(p["out"], {"stage": STAGE, **report})
     return p["out"]
 
