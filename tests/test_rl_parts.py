@@ -209,16 +209,35 @@ def test_learner_stats_use_the_recipes_kl_estimator():
     rows = with_logprobs([policy_row([1, 2], [3, 4], "p")], [1.0], [[0.0, -1.0, -2.0]], [[-9.0, -1.5, -1.0]])
     parts = [{"tokens": 2.0, "grad_norm": 1.0, "lr": 1e-4, "old_gap_sum": 2e-6, "old_gap_max": 1.5e-6}]
     d = [0.5, -1.0]  # log p - log ref on the two completion tokens
-    k1 = learner_stats(parts, rows, [x], {"p": [1, 2]}, "k1", recomputed=False)
-    k3 = learner_stats(parts, rows, [x], {"p": [1, 2]}, "k3", recomputed=False)
+    k1 = learner_stats(parts, rows, [x], {"p": [1, 2]}, "k1")
+    k3 = learner_stats(parts, rows, [x], {"p": [1, 2]}, "k3")
     assert k1["kl"] == pytest.approx(sum(d) / 2)
     assert k3["kl"] == pytest.approx(sum(math.exp(-v) - 1 + v for v in d) / 2)
     assert k1["entropy"] == pytest.approx(1.5)
     assert (k1["logprob_mismatch_mean"], k1["logprob_mismatch_max"]) == (pytest.approx(1e-6), 1.5e-6)
-    # several updates: the learner recomputed the old log-probs; the mismatch is against the sampler's
-    rows = with_logprobs(rows, [1.0], [[0.0, -1.25, -2.0]], [[-9.0, -1.5, -1.0]])
-    rec = learner_stats(parts, rows, [x], {"p": [1, 2]}, "k1", recomputed=True)
-    assert (rec["logprob_mismatch_mean"], rec["logprob_mismatch_max"]) == (pytest.approx(0.125), pytest.approx(0.25))
+    # several updates: the mismatch is the first update's (the later ones' gap is how far the policy moved)
+    later = {"tokens": 2.0, "grad_norm": 1.0, "lr": 1e-4, "old_gap_sum": 0.5, "old_gap_max": 0.4}
+    rec = learner_stats([parts[0], later], rows, [x], {"p": [1, 2]}, "k1", first=parts)
+    assert (rec["logprob_mismatch_mean"], rec["logprob_mismatch_max"]) == (pytest.approx(1e-6), 1.5e-6)
+    assert learner_stats([parts[0], later], rows, [x], {"p": [1, 2]}, "k1")["logprob_mismatch_max"] == 0.4
+
+
+def test_a_first_update_takes_its_old_logprobs_from_its_own_pass():
+    """`old_is_current`: the ratio is against this pass's log-probs (1 at every token: no clip), exactly the
+    loss a recompute before the update gives; the given (sampler's) log-probs serve only the mismatch."""
+    from rayda.algo.losses import grpo_token_loss, token_logprobs
+
+    torch.manual_seed(0)
+    logits, labels, mask = torch.randn(2, 5, 7, requires_grad=True), torch.randint(0, 7, (2, 5)), torch.ones(2, 5)
+    own = token_logprobs(logits, labels).detach()
+    sampler = own - 0.5  # far from the policy: the ratio against it would clip
+    kw = dict(advantages=torch.tensor([1.0, -1.0]), ref_logp=own, kl_coef=0.1)
+    loss, stats = grpo_token_loss(logits, labels, mask, old_logp=sampler, old_is_current=True, **kw)
+    recomputed, ref_stats = grpo_token_loss(logits, labels, mask, old_logp=own, **kw)
+    assert torch.equal(loss, recomputed) and float(stats["clipped_sum"]) == 0.0
+    assert float(stats["old_gap_max"]) == pytest.approx(0.5)  # the mismatch figure still sees the sampler's
+    _, against_sampler = grpo_token_loss(logits, labels, mask, old_logp=sampler, **kw)
+    assert float(against_sampler["clipped_sum"]) > 0
 
 
 def test_grpo_token_loss_reports_the_gap_to_the_sampler():

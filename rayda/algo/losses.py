@@ -62,6 +62,7 @@ def grpo_token_loss(
     advantages: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None = None,
     clip: float = 0.2, clip_high: float | None = None, kl_coef: float = 0.05, kl_kind: str = "k3",
     temperature: float = 1.0, ref_logits: torch.Tensor | None = None, kl_weight: torch.Tensor | None = None,
+    old_is_current: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """The GRPO loss (`rayda.algo.grpo.grpo_loss`) on a causal LM's aligned outputs.
 
@@ -77,6 +78,9 @@ def grpo_token_loss(
     `pg_sum`, `kl_sum`, `clipped_sum`, and `old_gap_sum` and `old_gap_max`, the
     |log p - old log p| of the trained tokens (with the sampler's log-probs as old ones: the
     train/inference mismatch, measured in the training pass itself).
+    `old_is_current`: the policy has not been updated since it sampled these rows (a step's first update), so
+    the ratio is taken against this pass's own log-probs, detached (exactly what a recompute before the
+    update would give), and `old_logp` (the sampler's) serves only the mismatch figure.
     """
     from rayda.algo.grpo import full_kl, grpo_loss
 
@@ -84,8 +88,8 @@ def grpo_token_loss(
     if kl_kind == "full" and ref_logits is None:
         raise ValueError("kl_kind='full' needs the reference's logits (ref_logits)")
     kl_tokens = full_kl(logits, ref_logits, temperature) if kl_kind == "full" else None
-    loss, stats = grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip, kl_coef, kl_kind, num_tokens, clip_high, kl_tokens,
-                            kl_weight)
+    loss, stats = grpo_loss(logp, logp.detach() if old_is_current else old_logp, ref_logp, advantages, mask, clip, kl_coef,
+                            kl_kind, num_tokens, clip_high, kl_tokens, kl_weight)
     m = mask.to(torch.float32)
     sums = {k: stats[k] for k in ("pg_sum", "kl_sum", "clipped_sum")}
     gap = (logp.detach() - old_logp).abs() * m  # how far the trained policy is from the sampling one, per token

@@ -40,12 +40,12 @@ def behaviour_figures(completions: list, spec, classify) -> dict:
 
 
 def learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids: dict, kl_kind: str = "k3",
-                  recomputed: bool = True) -> dict:
+                  first: list[dict] | None = None) -> dict:
     """Token-weighted figures of the update(s), the policy's KL to the reference on its own samples
     (estimated with `rl.kl_kind`, as the loss does; `full` is computed in the training pass, so it is
-    the update's own KL), its entropy estimate, and the train/inference
-    mismatch: vLLM's sampling log-probs against the learner's, recomputed before the updates
-    (`recomputed`) or, with one update per step, measured in the training pass itself."""
+    the update's own KL), its entropy estimate, and the train/inference mismatch: vLLM's sampling
+    log-probs against the learner's, measured in the training pass of the step's first update (`first`,
+    its ranks' parts; default `parts`), where the policy is still the one that sampled."""
     import torch
 
     from rayda.algo.grpo import kl_estimate
@@ -53,15 +53,11 @@ def learner_stats(parts: list[dict], rows: list, completions: list, prompt_ids: 
     starts = [len(prompt_ids[x.prompt.id]) - 1 for x in completions]  # per-target arrays: the first completion token
     completion_part = lambda field: torch.cat([torch.tensor(getattr(row, field)[s:], dtype=torch.float64)  # noqa: E731
                                                for row, s in zip(rows, starts)])
-    sampled = [torch.tensor(x.logprobs, dtype=torch.float64) for x in completions]
     policy, tokens = completion_part("old_logprobs"), max(sum(r["tokens"] for r in parts), 1.0)
     n = max(policy.numel(), 1)
-    if recomputed:
-        gap = (policy - torch.cat(sampled)).abs()
-        mismatch_mean, mismatch_max = float(gap.mean()) if gap.numel() else 0.0, float(gap.max()) if gap.numel() else 0.0
-    else:
-        mismatch_mean = sum(r.get("old_gap_sum", 0.0) for r in parts) / tokens
-        mismatch_max = max(r.get("old_gap_max", 0.0) for r in parts)
+    first = parts if first is None else first
+    mismatch_mean = sum(r.get("old_gap_sum", 0.0) for r in first) / max(sum(r["tokens"] for r in first), 1.0)
+    mismatch_max = max(r.get("old_gap_max", 0.0) for r in first)
     update_kl = sum(r.get("kl_sum", 0.0) for r in parts) / tokens
     return {
         # `full`: the rows carry no reference log-probs; the training pass summed the exact KL

@@ -27,8 +27,9 @@ Reference log-probs come from a frozen copy of the starting (SFT) weights kept o
 more model copy per rank, not sharded under ZeRO-3. With `pools.reference` set, a reference group of
 its own computes them instead: frozen DeepSpeed ranks, sharded with ZeRO-3 (`reference_options`).
 Old log-probs are the sampler's own (the behaviour policy's), except with several updates per
-on-policy step, where the learner recomputes them; the training pass logs how far the learner's are
-from the sampler's as the train/inference mismatch.
+on-policy step, where the learner's own are used: recomputed for the later updates' rows, taken from
+the first update's own pass for its rows; that pass logs how far the learner's are from the sampler's as
+the train/inference mismatch.
 
 Writes:
     <run.dir>/checkpoints/rl/         Hugging Face folder, `train_report.json`, then `_SUCCESS`
@@ -338,23 +339,28 @@ def _train(recipe: Recipe, p: dict, tag: str, *, progress: bool, on_step, on_rol
                 picked = [g * c.samples_per_prompt + i for g in groups for i in range(c.samples_per_prompt)]
                 trained, trained_scores = [completions[i] for i in picked], [scored[i] for i in picked]
                 rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid, c.kl_reasoning, close_ids) for x, s in zip(trained, trained_scores)]
-                # Old log-probs: the behaviour policy's, the one that sampled (`behaviour_logprobs`), except
-                # with several updates per step on fresh samples, where the learner recomputes them (the
-                # same policy in its own numerics). With stale samples only the sampler's are right: the
-                # learner has moved since. The training pass measures the train/inference mismatch.
+                # Old log-probs: the behaviour policy's, the one that sampled (`behaviour_logprobs`), except with
+                # several updates per step on fresh samples: the later updates' rows are recomputed by the learner
+                # before the first update (the same policy in its own numerics), and the first update takes its
+                # own pass's, detached (`old_is_current`: the policy has not moved yet; no pass of their own).
+                # With stale samples only the sampler's are right: the learner has moved since. The first
+                # update's pass measures the train/inference mismatch against the sampler's.
                 recompute = plan.updates_per_step > 1 and not c.max_staleness
-                old = (learner_logprobs(learners, rows, temperature=c.temperature) if recompute else
-                       [behaviour_logprobs(len(prompt_ids[x.prompt.id]), x.logprobs) for x in trained])
+                size = len(rows) // plan.updates_per_step
+                old = [behaviour_logprobs(len(prompt_ids[x.prompt.id]), x.logprobs) for x in trained]
+                if recompute:
+                    old[size:] = learner_logprobs(learners, rows[size:], temperature=c.temperature)
                 # The sampled tokens' reference log-probs, for the k1/k2/k3 estimators; `full` takes the
                 # reference's whole distribution in the training pass, so this pass would go unused.
                 ref = (None if c.kl_kind == "full" else
                        learner_logprobs(reference, rows, temperature=c.temperature) if reference else
                        learner_logprobs(learners, rows, reference=True, temperature=c.temperature))
                 rows = with_logprobs(rows, advantages, old, ref)
-                size = len(rows) // plan.updates_per_step
-                parts = [r for u in range(plan.updates_per_step) for r in learners.run_sharded(
-                    "train_step", rows[u * size:(u + 1) * size], "grpo", clip=c.clip, clip_high=c.clip_high, kl_coef=c.kl_coef, kl_kind=c.kl_kind,
-                    temperature=c.temperature)]
+                updates = [learners.run_sharded(
+                    "train_step", rows[u * size:(u + 1) * size], "grpo", clip=c.clip, clip_high=c.clip_high, kl_coef=c.kl_coef,
+                    kl_kind=c.kl_kind, temperature=c.temperature, old_is_current=recompute and u == 0)
+                    for u in range(plan.updates_per_step)]
+                parts = [r for update in updates for r in update]
 
             if ahead is not None:
                 with t("wait"):  # the next batch finishes on the old weights before they change
@@ -375,7 +381,7 @@ def _train(recipe: Recipe, p: dict, tag: str, *, progress: bool, on_step, on_rol
                       **R.step_stats(completions, scored, plan.spec, classify),
                       "groups_with_signal": sum(signal), "groups_trained": len(groups),
                       "by_label": R.label_stats([q.label for q in batch], rewards, valid, signal),
-                      **learner_stats(parts, rows, trained, prompt_ids, c.kl_kind, recompute),
+                      **learner_stats(parts, rows, trained, prompt_ids, c.kl_kind, updates[0]),
                       "tokens_generated": sum(len(x.token_ids) for x in completions),  # `rayda compare`'s cost
                       "learner_tokens": int(sum(r["tokens"] for r in parts)),
                       "sync_bytes": synced["bytes"], "probe_max_diff": synced.get("probe_max_diff"),
