@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV) $(EXTRAS)
 	@touch $@
 
-# The main job on the default recipe: every stage, then the report (14.4 and 15.2 minutes timed on a fresh 2-core
-# machine in two hours, install and tiny-world build included; about 16 in the slowest hour measured; README).
+# The main job on the default recipe: every stage, then the report (12.8 minutes timed on a fresh 2-core machine,
+# install and tiny-world build included; the commit before 14.8 in the same hour; README).
 demo: install
 	$(BIN)/rayda run tiny
 
