@@ -3,8 +3,8 @@
 PyTorch on CPU allocates and frees tensors of hundreds of kilobytes at every step; glibc's malloc hands
 blocks that large back to the kernel when they are freed and faults them in again at the next step, where
 jemalloc keeps them for reuse (the likely cause of the gain, not measured apart). Measured on the
-development VM (2 cores): the tiny world's 200 pre-training steps 261 s -> 177 s in `make demo`, 1.09x
-over 25 steps in `benchmarks/allocator.py`, the tiny recipe's RL stage 336 s -> 309 s; the same weights,
+development VM (2 cores): the tiny world's 200 pre-training steps 261 s -> 177 s in `make demo`, 1.09-1.14x
+over 25 steps in three runs of `benchmarks/allocator.py`, the tiny recipe's RL stage 336 s -> 309 s; the same weights,
 bit for bit (README). Ray ships jemalloc in its Linux wheels (`ray/core/libjemalloc.so`),
 so this adds no dependency.
 

@@ -27,7 +27,7 @@ def test_preloaded_env_prepends_once_and_respects_the_switch():
     assert preloaded_env({}, None) is None
 
 
-def _maps_have_jemalloc(cmd: list[str], **env) -> str:
+def _run_probe(cmd: list[str], **env) -> str:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**_env(), **env})
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
@@ -44,8 +44,8 @@ PROBE = "print('jemalloc:', 'libjemalloc' in open('/proc/self/maps').read())"
 
 @linux_only
 def test_launcher_runs_a_command_on_jemalloc():
-    assert "jemalloc: True" in _maps_have_jemalloc([sys.executable, "-m", "rayda.allocator", sys.executable, "-c", PROBE])
-    off = _maps_have_jemalloc([sys.executable, "-m", "rayda.allocator", sys.executable, "-c", PROBE], RAYDA_JEMALLOC="0")
+    assert "jemalloc: True" in _run_probe([sys.executable, "-m", "rayda.allocator", sys.executable, "-c", PROBE])
+    off = _run_probe([sys.executable, "-m", "rayda.allocator", sys.executable, "-c", PROBE], RAYDA_JEMALLOC="0")
     assert "jemalloc: False" in off
 
 
@@ -56,7 +56,7 @@ def test_the_rayda_command_reexecutes_itself_on_jemalloc():
     specs = Path(__file__).resolve().parent.parent / "specs"
     code = ("import sys; from rayda.cli import main; sys.argv = ['rayda', 'spec', 'check', %r]; rc = main(); %s"
             % (str(specs), PROBE))
-    out = _maps_have_jemalloc([sys.executable, "-c", code])
+    out = _run_probe([sys.executable, "-c", code])
     assert out.count("jemalloc: True") == 1 and "content hash" in out, out
     code = "from rayda.cli import main; rc = main(['spec', 'check', %r]); %s" % (str(specs), PROBE)
-    assert "jemalloc: False" in _maps_have_jemalloc([sys.executable, "-c", code])
+    assert "jemalloc: False" in _run_probe([sys.executable, "-c", code])
