@@ -21,10 +21,10 @@ demo: install
 # session fixture (the reduced run, the vLLM server) as one unit (tests/conftest.py); WORKERS=0 runs serially.
 # Two by default: on 2 cores the cores idle a third of a serial run (stages wait on actors, engines, clusters
 # starting) and a second worker fills most of it (README, "The suite's time"). A fresh clone's two-worker run,
-# which also builds the tiny world, peaked at 15.1 of 23.5 GB used (docs/testing.md).
+# which also builds the tiny world, peaked at 15.1-15.3 of 23.5 GB used (docs/testing.md).
 WORKERS ?= 2
-# Tests run on jemalloc as the `rayda` command does (rayda/allocator.py): the tiny world's build inside the suite
-# pre-trains 20% faster. RAYDA_JEMALLOC=0: the system allocator.
+# Tests run on jemalloc as the `rayda` command does (rayda/allocator.py): the tiny world's pre-training inside the
+# suite is faster (1.09-1.20x over 25 steps in benchmarks/allocator.py). RAYDA_JEMALLOC=0: the system allocator.
 PYTEST = $(BIN)/python -m rayda.allocator $(BIN)/python -m pytest
 
 test: install

@@ -251,3 +251,47 @@ def test_grpo_update_is_the_same_on_one_and_two_ranks_and_a_reference_group_matc
         after_two = learner_logprobs(two, rows)
     assert worst(after_one, before) > 1e-3  # the update moved the policy
     assert worst(after_one, after_two) <= 1e-5, worst(after_one, after_two)
+
+
+@pytest.mark.slow
+def test_two_updates_with_the_first_taking_its_own_old_logprobs_equal_a_full_recompute(ray_local, tiny_model):
+    """A step of two GRPO updates, old log-probs as the RL stage takes them (`rows.old_logprobs`: the first
+    update's from its own pass, only the second's recomputed) trains the same weights, bit for bit, as
+    recomputing every row before the first update; in between the learner restarts from its start weights
+    (`Learner.restart`, the next `rl.members` member) and gives the start's log-probs again."""
+    import random
+
+    import numpy as np
+
+    from rayda.actors.group import ActorGroup
+    from rayda.actors.learner import Learner
+    from rayda.config import PoolConfig
+    from rayda.engines.deepspeed_engine import LearnerOptions
+    from rayda.rl.rows import old_logprobs, policy_row, with_logprobs
+    from rayda.rl.sync import learner_logprobs
+
+    rng = random.Random(2)
+    rows = [policy_row([1] + [rng.randrange(3, 150) for _ in range(4 + i % 3)], [rng.randrange(3, 150) for _ in range(5 + i)], f"p{i}")
+            for i in range(8)]
+    adv = [1.0, -0.5, 0.25, -1.0, 0.5, -0.25, 1.0, -1.0]
+    opts = LearnerOptions(zero_stage=2, micro_batch_size=4, grad_accum=1, lr=1e-2, min_lr_ratio=1.0, warmup_steps=0,
+                          total_steps=2, weight_decay=0.0, grad_clip=1.0, dtype="float32", seed=0, pad_id=0)
+
+    def step(group, old, own):
+        ref = learner_logprobs(group, rows, reference=True)
+        batch = with_logprobs(rows, adv, old, ref)
+        for u in range(2):
+            group.run_sharded("train_step", batch[4 * u:4 * (u + 1)], "grpo", clip=0.2, kl_coef=0.1, old_is_current=own[u])
+        return learner_logprobs(group, rows)
+
+    with ActorGroup(Learner, PoolConfig(actors=1, cpus_per_actor=1), "grpo-old", setup_args=(str(tiny_model), opts)) as group:
+        start = learner_logprobs(group, rows)
+        recomputed = step(group, start, [False, False])
+        group.run_all("restart", opts)
+        assert all(np.array_equal(a, b) for a, b in zip(learner_logprobs(group, rows), start))
+        sampler = [lp - 0.3 for lp in start]  # far from the learner's: the first update must not use them for its ratio
+        old, own = old_logprobs(rows, sampler, 2, True, lambda part: learner_logprobs(group, part))
+        assert own == [True, False] and old[:4] == sampler[:4]
+        taken = step(group, old, own)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(recomputed, start)) > 1e-3  # the updates moved the policy
+    assert all(np.array_equal(a, b) for a, b in zip(taken, recomputed))

@@ -301,4 +301,5 @@ def test_members_train_apart_resume_and_export_their_merged_mean(ray_local, tiny
     assert [(m["stage"], m["step"]) for m in metrics if not m["stage"].startswith("rl_eval")] == [("rl_m1", 1), ("rl_m1", 2)]
     fresh = load_file(str(members / "m1" / "model.safetensors"))
     assert all(torch.equal(fresh[k], b[k]) for k in b)
-    assert all(torch.equal(t, load_file(str(again / "model.safetensors"))[k]) for k, t in export.items())
+    again = load_file(str(again / "model.safetensors"))
+    assert all(torch.equal(t, again[k]) for k, t in export.items())

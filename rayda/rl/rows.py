@@ -91,3 +91,18 @@ def with_logprobs(rows: list[PolicyRow], advantages: list[float], old: list, ref
     return [replace(r, advantage=float(a), old_logprobs=np.asarray(o, dtype=np.float32), ref_logprobs=np.asarray(f, dtype=np.float32))
             for r, a, o, f in zip(rows, advantages, old, ref)]
 
+
+
+def old_logprobs(rows: list, sampled: list, updates: int, on_policy: bool, recompute) -> tuple[list, list[bool]]:
+    """A step's old log-probs per row, and per update whether it takes its own pass's instead (`old_is_current`).
+
+    `sampled`: the sampler's per row (`behaviour_logprobs`). With several updates on fresh samples (`on_policy`),
+    the first update's policy is still the one that sampled, in the learner's numerics: it takes its own
+    pass's, detached, and carries the sampler's only to measure the train/inference mismatch; the later
+    updates' rows get the learner's, recomputed before any update (`recompute(rows)`). Otherwise (one update,
+    or stale samples, for which only the sampler's are right) the sampler's are the old ones.
+    """
+    if updates == 1 or not on_policy:
+        return list(sampled), [False] * updates
+    size = len(rows) // updates
+    return [*sampled[:size], *recompute(rows[size:])], [True] + [False] * (updates - 1)

@@ -231,7 +231,7 @@ def _train(recipe: Recipe, p: dict, tag: str, *, progress: bool, on_step, on_rol
     from rayda.rl import rewards as R
     from rayda.rl.actors import RLActors
     from rayda.rl.report import Dashboard
-    from rayda.rl.rows import behaviour_logprobs, policy_row, with_logprobs
+    from rayda.rl.rows import behaviour_logprobs, old_logprobs, policy_row, with_logprobs
     from rayda.rl.select import export, keep_if_best, selected
     from rayda.rl.sync import learner_logprobs, probe_example, sync
     from rayda.rl.watch import learner_stats
@@ -339,26 +339,21 @@ def _train(recipe: Recipe, p: dict, tag: str, *, progress: bool, on_step, on_rol
                 picked = [g * c.samples_per_prompt + i for g in groups for i in range(c.samples_per_prompt)]
                 trained, trained_scores = [completions[i] for i in picked], [scored[i] for i in picked]
                 rows = [policy_row(prompt_ids[x.prompt.id], x.token_ids, x.prompt.id, s.valid, c.kl_reasoning, close_ids) for x, s in zip(trained, trained_scores)]
-                # Old log-probs: the behaviour policy's, the one that sampled (`behaviour_logprobs`), except with
-                # several updates per step on fresh samples: the later updates' rows are recomputed by the learner
-                # before the first update (the same policy in its own numerics), and the first update takes its
-                # own pass's, detached (`old_is_current`: the policy has not moved yet; no pass of their own).
-                # With stale samples only the sampler's are right: the learner has moved since. The first
-                # update's pass measures the train/inference mismatch against the sampler's.
-                recompute = plan.updates_per_step > 1 and not c.max_staleness
-                size = len(rows) // plan.updates_per_step
-                old = [behaviour_logprobs(len(prompt_ids[x.prompt.id]), x.logprobs) for x in trained]
-                if recompute:
-                    old[size:] = learner_logprobs(learners, rows[size:], temperature=c.temperature)
+                # Old log-probs: the sampler's, or with several updates on fresh samples the learner's own
+                # (`old_logprobs`: the first update's from its own pass, the later ones' recomputed now).
+                # The first update's pass measures the train/inference mismatch against the sampler's.
+                old, own = old_logprobs(rows, [behaviour_logprobs(len(prompt_ids[x.prompt.id]), x.logprobs) for x in trained],
+                                        plan.updates_per_step, not c.max_staleness,
+                                        lambda part: learner_logprobs(learners, part, temperature=c.temperature))
                 # The sampled tokens' reference log-probs, for the k1/k2/k3 estimators; `full` takes the
                 # reference's whole distribution in the training pass, so this pass would go unused.
                 ref = (None if c.kl_kind == "full" else
                        learner_logprobs(reference, rows, temperature=c.temperature) if reference else
                        learner_logprobs(learners, rows, reference=True, temperature=c.temperature))
-                rows = with_logprobs(rows, advantages, old, ref)
+                rows, size = with_logprobs(rows, advantages, old, ref), len(rows) // plan.updates_per_step
                 updates = [learners.run_sharded(
                     "train_step", rows[u * size:(u + 1) * size], "grpo", clip=c.clip, clip_high=c.clip_high, kl_coef=c.kl_coef,
-                    kl_kind=c.kl_kind, temperature=c.temperature, old_is_current=recompute and u == 0)
+                    kl_kind=c.kl_kind, temperature=c.temperature, old_is_current=own[u])
                     for u in range(plan.updates_per_step)]
                 parts = [r for update in updates for r in update]
 
